@@ -1,0 +1,63 @@
+"""Folds committed commands into the projection, a group per WriteBatch.
+
+The running digest chains every applied entry's result and mutations, so two
+replicas (or a replica and a replay) that diverge differ from the first bad entry.
+"""
+
+import hashlib
+
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace.fold import fold, fold_bytes
+from services.metadata.namespace.txn import Txn
+from services.metadata.projection import Projection
+
+
+class ApplyError(Exception):
+    """Entries were offered out of order: the log and the projection disagree."""
+
+
+def chain_digest(previous: bytes, index: int, result: bytes, ops: list[tuple]) -> bytes:
+    h = hashlib.blake2b(previous, digest_size=32)
+    h.update(index.to_bytes(8, "big"))
+    h.update(len(result).to_bytes(4, "big") + result)
+    for op in ops:
+        for part in op:
+            part = part.encode() if isinstance(part, str) else part
+            h.update(len(part).to_bytes(4, "big") + part)
+    return h.digest()
+
+
+class Applier:
+    """Applies log entries (index, command) in index order, exactly once each."""
+
+    def __init__(self, projection: Projection):
+        self.projection = projection
+
+    def apply(self, index: int, command: bytes | pb.Command) -> pb.Result:
+        results = self.apply_many([(index, command)])
+        return results[0] if results else None
+
+    def apply_many(self, entries) -> list[pb.Result]:
+        """Apply entries above the applied index in one atomic write; entries at or
+        below it were applied before a restart and are skipped."""
+        proj = self.projection
+        txn = Txn(proj.get)
+        index, digest = proj.applied_index, proj.applied_digest
+        results = []
+        for entry_index, command in entries:
+            if entry_index <= proj.applied_index:
+                continue
+            if entry_index != index + 1:
+                raise ApplyError(f"entry {entry_index} offered after {index}: a gap in the log")
+            first_op = len(txn.ops)
+            if isinstance(command, bytes):
+                result = fold_bytes(txn, command)
+            else:
+                result = fold(txn, command)
+            digest = chain_digest(digest, entry_index, result.SerializeToString(),
+                                  txn.ops[first_op:])
+            index = entry_index
+            results.append(result)
+        if results:
+            proj.write(txn.ops, index, digest)
+        return results

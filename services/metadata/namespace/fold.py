@@ -1,0 +1,561 @@
+"""The namespace fold: (projection, command) -> (mutations, result).
+
+Pure: it reads the projection through a Txn and the command, nothing else, so every
+replica, restore and replay computes the same bytes. It is also the authority: every
+precondition is checked here, in the order docs/namespace-semantics.md gives.
+"""
+
+import errno
+import stat
+
+from google.protobuf.message import DecodeError
+
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace import permissions as perm
+from services.metadata.namespace import records as r
+from services.metadata.namespace.errors import FsError
+from services.metadata.namespace.names import (
+    XATTR_SIZE_MAX,
+    check_name,
+    check_symlink_target,
+    check_xattr_name,
+)
+from services.metadata.namespace.txn import Txn
+
+MAX_FILE_SIZE = 1 << 57
+LINK_MAX = 65000
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+XATTR_CREATE, XATTR_REPLACE = 1, 2
+NODE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+
+
+class Namespace:
+    """Typed access to the projection for one command, with its stamped time."""
+
+    __slots__ = ("txn", "now", "caller")
+
+    def __init__(self, txn: Txn, cmd: pb.Command):
+        self.txn, self.now, self.caller = txn, cmd.time_ns, cmd.caller
+
+    # -- reads ------------------------------------------------------------------
+    def inode(self, ino: int) -> r.Inode:
+        data = self.txn.get(r.INODES, r.u64(ino)) if ino else None
+        if data is None:
+            raise FsError(errno.ENOENT, f"no inode {ino}")
+        return r.Inode.unpack(ino, data)
+
+    def directory(self, ino: int) -> r.Inode:
+        node = self.inode(ino)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR, f"inode {ino} is not a directory")
+        return node
+
+    def parent(self, ino: int, name: bytes) -> r.Inode:
+        """The directory an entry is made or removed in: exists, is a directory,
+        the name is valid, and the caller may search it."""
+        directory = self.directory(ino)
+        check_name(name)
+        perm.search(self.caller, directory)
+        return directory
+
+    def child(self, parent: int, name: bytes) -> r.Inode | None:
+        value = self.txn.get(r.DENTRIES, r.dentry_key(parent, name))
+        return None if value is None else self.inode(r.dentry_child(value))
+
+    def counter(self, key: bytes) -> int:
+        return r.from_u64(self.txn.get(r.META, key))
+
+    # -- writes -----------------------------------------------------------------
+    def save(self, node: r.Inode) -> None:
+        self.txn.put(r.INODES, r.u64(node.ino), node.pack())
+
+    def add_counter(self, key: bytes, delta: int) -> None:
+        self.txn.put(r.META, key, r.u64(self.counter(key) + delta))
+
+    def link_entry(self, directory: r.Inode, name: bytes, node: r.Inode) -> None:
+        self.txn.put(r.DENTRIES, r.dentry_key(directory.ino, name),
+                     r.dentry_value(node.ino, node.mode))
+
+    def unlink_entry(self, directory: r.Inode, name: bytes) -> None:
+        self.txn.delete(r.DENTRIES, r.dentry_key(directory.ino, name))
+
+    def touch_dir(self, directory: r.Inode, entries: int = 0, subdirs: int = 0) -> None:
+        directory.size += entries
+        directory.nlink += subdirs
+        directory.mtime = directory.ctime = self.now
+        self.save(directory)
+
+    def new_node(self, directory: r.Inode, mode: int, rdev: int = 0,
+                 target: bytes = b"") -> r.Inode:
+        """Allocate an inode owned by the caller, with setgid-directory inheritance."""
+        caller = self.caller
+        gid = caller.gid
+        if directory.mode & stat.S_ISGID:
+            gid = directory.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+            elif (mode & stat.S_ISGID and mode & stat.S_IXGRP
+                  and not perm.is_root(caller) and not perm.in_group(caller, gid)):
+                mode &= ~stat.S_ISGID
+        ino = self.counter(b"next_inode")
+        self.txn.put(r.META, b"next_inode", r.u64(ino + 1))
+        self.add_counter(b"inode_count", 1)
+        is_dir = stat.S_ISDIR(mode)
+        node = r.Inode(ino, mode, caller.uid, gid, 2 if is_dir else 1, len(target),
+                       self.now, self.now, self.now, rdev=rdev,
+                       parent=directory.ino if is_dir else 0, target=target)
+        self.save(node)
+        return node
+
+    def drop_link(self, node: r.Inode) -> None:
+        """One fewer name refers to a non-directory; free it at zero."""
+        node.nlink -= 1
+        node.ctime = self.now
+        if node.nlink:
+            self.save(node)
+        else:
+            self.free(node)
+
+    def free(self, node: r.Inode) -> None:
+        key = r.u64(node.ino)
+        self.txn.delete(r.INODES, key)
+        self.txn.delete_range(r.XATTRS, key, r.u64(node.ino + 1))
+        self.add_counter(b"inode_count", -1)
+        if stat.S_ISREG(node.mode) and node.size:
+            self.add_counter(b"used_bytes", -node.size)
+
+
+# -- operations -------------------------------------------------------------------
+
+def _mkdir(ns: Namespace, op: pb.Mkdir) -> pb.Result:
+    directory = ns.parent(op.parent, op.name)
+    _absent(ns, directory, op.name)
+    perm.may_create(ns.caller, directory)
+    mode = stat.S_IFDIR | (op.mode & 0o1777 & ~ns.caller.umask)
+    node = ns.new_node(directory, mode)
+    ns.link_entry(directory, op.name, node)
+    ns.touch_dir(directory, entries=1, subdirs=1)
+    return _ok(node)
+
+
+def _mknod(ns: Namespace, op: pb.Mknod) -> pb.Result:
+    kind = stat.S_IFMT(op.mode) or stat.S_IFREG
+    if kind == stat.S_IFDIR:
+        raise FsError(errno.EPERM, "mknod cannot make a directory: use mkdir")
+    if kind not in NODE_TYPES:
+        raise FsError(errno.EINVAL, f"mknod: unknown file type {kind:o}")
+    directory = ns.parent(op.parent, op.name)
+    _absent(ns, directory, op.name)
+    perm.may_create(ns.caller, directory)
+    if kind in (stat.S_IFCHR, stat.S_IFBLK) and not perm.is_root(ns.caller):
+        raise FsError(errno.EPERM, "only root may make device nodes")
+    rdev = op.rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+    return _make(ns, directory, op.name, kind | (op.mode & 0o7777 & ~ns.caller.umask), rdev)
+
+
+def _create(ns: Namespace, op: pb.Create) -> pb.Result:
+    directory = ns.parent(op.parent, op.name)
+    existing = ns.child(directory.ino, op.name)
+    if existing is not None:
+        if op.exclusive:
+            raise FsError(errno.EEXIST, f"{op.name!r} exists")
+        if existing.is_dir:
+            raise FsError(errno.EISDIR, f"{op.name!r} is a directory")
+        return _ok(existing)
+    perm.may_create(ns.caller, directory)
+    mode = stat.S_IFREG | (op.mode & 0o7777 & ~ns.caller.umask)
+    return _make(ns, directory, op.name, mode)
+
+
+def _symlink(ns: Namespace, op: pb.Symlink) -> pb.Result:
+    check_symlink_target(op.target)
+    directory = ns.parent(op.parent, op.name)
+    _absent(ns, directory, op.name)
+    perm.may_create(ns.caller, directory)
+    return _make(ns, directory, op.name, stat.S_IFLNK | 0o777, target=op.target)
+
+
+def _make(ns: Namespace, directory: r.Inode, name: bytes, mode: int, rdev: int = 0,
+          target: bytes = b"") -> pb.Result:
+    node = ns.new_node(directory, mode, rdev=rdev, target=target)
+    ns.link_entry(directory, name, node)
+    ns.touch_dir(directory, entries=1)
+    return _ok(node)
+
+
+def _link(ns: Namespace, op: pb.Link) -> pb.Result:
+    node = ns.inode(op.inode)
+    directory = ns.parent(op.new_parent, op.new_name)
+    _absent(ns, directory, op.new_name)
+    if not perm.safe_hardlink_source(ns.caller, node):
+        raise FsError(errno.EPERM, "protected hard links: you may only link to files you "
+                                   "own, or to regular files you can read and write")
+    perm.may_create(ns.caller, directory)
+    if node.is_dir:
+        raise FsError(errno.EPERM, "hard links to directories are not allowed")
+    if node.nlink >= LINK_MAX:
+        raise FsError(errno.EMLINK, f"inode {node.ino} already has {node.nlink} links")
+    node.nlink += 1
+    node.ctime = ns.now
+    ns.save(node)
+    ns.link_entry(directory, op.new_name, node)
+    ns.touch_dir(directory, entries=1)
+    return _ok(node)
+
+
+def _unlink(ns: Namespace, op: pb.Unlink) -> pb.Result:
+    directory = ns.parent(op.parent, op.name)
+    node = _present(ns, directory, op.name)
+    perm.may_delete(ns.caller, directory, node)
+    if node.is_dir:
+        raise FsError(errno.EISDIR, f"{op.name!r} is a directory: use rmdir")
+    ns.unlink_entry(directory, op.name)
+    ns.touch_dir(directory, entries=-1)
+    ns.drop_link(node)
+    return pb.Result()
+
+
+def _rmdir(ns: Namespace, op: pb.Rmdir) -> pb.Result:
+    directory = ns.parent(op.parent, op.name)
+    node = _present(ns, directory, op.name)
+    perm.may_delete(ns.caller, directory, node)
+    if not node.is_dir:
+        raise FsError(errno.ENOTDIR, f"{op.name!r} is not a directory")
+    if node.size:
+        raise FsError(errno.ENOTEMPTY, f"directory {op.name!r} is not empty")
+    ns.unlink_entry(directory, op.name)
+    ns.touch_dir(directory, entries=-1, subdirs=-1)
+    ns.free(node)
+    return pb.Result()
+
+
+def _absent(ns: Namespace, directory: r.Inode, name: bytes) -> None:
+    if ns.txn.get(r.DENTRIES, r.dentry_key(directory.ino, name)) is not None:
+        raise FsError(errno.EEXIST, f"{name!r} exists")
+
+
+def _present(ns: Namespace, directory: r.Inode, name: bytes) -> r.Inode:
+    node = ns.child(directory.ino, name)
+    if node is None:
+        raise FsError(errno.ENOENT, f"no entry {name!r} in directory {directory.ino}")
+    return node
+
+
+def _ok(node: r.Inode) -> pb.Result:
+    return pb.Result(attr=node.to_attr())
+
+
+# -- rename -------------------------------------------------------------------------
+
+def _rename(ns: Namespace, op: pb.Rename) -> pb.Result:
+    if op.flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or op.flags == 3:
+        raise FsError(errno.EINVAL, f"rename: unsupported flags {op.flags:#x}")
+    exchange = bool(op.flags & RENAME_EXCHANGE)
+    old_dir = ns.parent(op.parent, op.name)
+    new_dir = ns.parent(op.new_parent, op.new_name)
+    source = _present(ns, old_dir, op.name)
+    target = ns.child(new_dir.ino, op.new_name)
+    if op.flags & RENAME_NOREPLACE and target is not None:
+        raise FsError(errno.EEXIST, f"{op.new_name!r} exists")
+    if exchange and target is None:
+        raise FsError(errno.ENOENT, f"no entry {op.new_name!r} to exchange with")
+    if source.is_dir and _is_ancestor(ns, source.ino, new_dir.ino):
+        raise FsError(errno.EINVAL, "cannot move a directory into itself")
+    if target is not None and target.is_dir and _is_ancestor(ns, target.ino, old_dir.ino):
+        raise FsError(errno.EINVAL if exchange else errno.ENOTEMPTY,
+                      "the target is an ancestor of the source")
+    if target is not None and target.ino == source.ino:
+        return pb.Result()
+    _rename_permitted(ns, old_dir, source, new_dir, target, exchange)
+    if exchange:
+        _exchange(ns, old_dir, op.name, source, new_dir, op.new_name, target)
+    else:
+        _move(ns, old_dir, op.name, source, new_dir, op.new_name, target)
+    return pb.Result()
+
+
+def _is_ancestor(ns: Namespace, ancestor: int, ino: int) -> bool:
+    """Is `ancestor` the directory `ino` or one of its ancestors?"""
+    while True:
+        if ino == ancestor:
+            return True
+        if ino == r.ROOT_INO:
+            return False
+        ino = ns.inode(ino).parent
+
+
+def _rename_permitted(ns: Namespace, old_dir: r.Inode, source: r.Inode, new_dir: r.Inode,
+                      target: r.Inode | None, exchange: bool) -> None:
+    caller = ns.caller
+    perm.may_delete(caller, old_dir, source)
+    if target is None:
+        perm.may_create(caller, new_dir)
+    else:
+        perm.may_delete(caller, new_dir, target)
+        if not exchange and source.is_dir and not target.is_dir:
+            raise FsError(errno.ENOTDIR, "cannot replace a non-directory with a directory")
+        if not exchange and not source.is_dir and target.is_dir:
+            raise FsError(errno.EISDIR, "cannot replace a directory with a non-directory")
+    if old_dir.ino != new_dir.ino:
+        if source.is_dir:
+            perm.require(caller, source, perm.W, "moving a directory needs write on it")
+        if exchange and target.is_dir:
+            perm.require(caller, target, perm.W, "moving a directory needs write on it")
+    if not exchange and target is not None and target.is_dir and target.size:
+        raise FsError(errno.ENOTEMPTY, "the target directory is not empty")
+
+
+def _move(ns: Namespace, old_dir: r.Inode, name: bytes, source: r.Inode,
+          new_dir: r.Inode, new_name: bytes, target: r.Inode | None) -> None:
+    same_dir = old_dir.ino == new_dir.ino
+    if same_dir:
+        new_dir = old_dir  # one object, so both updates land in one record
+    moved_dir = 1 if source.is_dir else 0
+    if target is not None:
+        if target.is_dir:
+            new_dir.nlink -= 1
+            ns.free(target)
+        else:
+            ns.drop_link(target)
+    ns.unlink_entry(old_dir, name)
+    ns.link_entry(new_dir, new_name, source)
+    added = 0 if target is not None else 1
+    if same_dir:
+        ns.touch_dir(old_dir, entries=added - 1)
+    else:
+        ns.touch_dir(old_dir, entries=-1, subdirs=-moved_dir)
+        ns.touch_dir(new_dir, entries=added, subdirs=moved_dir)
+        if source.is_dir:
+            source.parent = new_dir.ino
+    source.ctime = ns.now
+    ns.save(source)
+
+
+def _exchange(ns: Namespace, old_dir: r.Inode, name: bytes, source: r.Inode,
+              new_dir: r.Inode, new_name: bytes, target: r.Inode) -> None:
+    ns.link_entry(old_dir, name, target)
+    ns.link_entry(new_dir, new_name, source)
+    if old_dir.ino == new_dir.ino:
+        ns.touch_dir(old_dir)
+    else:
+        shift = int(source.is_dir) - int(target.is_dir)
+        ns.touch_dir(old_dir, subdirs=-shift)
+        ns.touch_dir(new_dir, subdirs=shift)
+        if source.is_dir:
+            source.parent = new_dir.ino
+        if target.is_dir:
+            target.parent = old_dir.ino
+    for node in (source, target):
+        node.ctime = ns.now
+        ns.save(node)
+
+
+# -- attributes ---------------------------------------------------------------------
+
+def _setattr(ns: Namespace, op: pb.Setattr) -> pb.Result:
+    node = ns.inode(op.inode)
+    caller = ns.caller
+    is_owner = perm.owner_or_root(caller, node)
+    if op.HasField("size"):
+        _check_truncate(ns, node, op)
+    touch = (op.HasField("atime") and op.atime.now and op.HasField("mtime")
+             and op.mtime.now)
+    if touch and not is_owner and not perm.allowed(caller, node, perm.W):
+        raise FsError(errno.EACCES, "only the owner or a writer may touch the times")
+    if op.HasField("uid") and not (perm.is_root(caller)
+                                   or (caller.uid == node.uid and op.uid == node.uid)):
+        raise FsError(errno.EPERM, "only root may change a file's owner")
+    gid = op.gid if op.HasField("gid") else node.gid
+    if op.HasField("gid") and not (perm.is_root(caller) or (
+            caller.uid == node.uid and (op.gid == node.gid or perm.in_group(caller, op.gid)))):
+        raise FsError(errno.EPERM, "only the owner may change the group, to one of theirs")
+    if op.HasField("mode") and not is_owner:
+        raise FsError(errno.EPERM, "only the owner may change the mode")
+    if (op.HasField("atime") or op.HasField("mtime")) and not touch and not is_owner:
+        raise FsError(errno.EPERM, "only the owner may set explicit times")
+    _apply_setattr(ns, node, op, gid)
+    return _ok(node)
+
+
+def _check_truncate(ns: Namespace, node: r.Inode, op: pb.Setattr) -> None:
+    if node.is_dir:
+        raise FsError(errno.EISDIR, f"inode {node.ino} is a directory")
+    if not stat.S_ISREG(node.mode):
+        raise FsError(errno.EINVAL, f"inode {node.ino} is not a regular file")
+    if op.size > MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG, f"size {op.size} is above the limit {MAX_FILE_SIZE}")
+    if not op.via_handle:
+        perm.require(ns.caller, node, perm.W, "truncate needs write permission")
+
+
+def _apply_setattr(ns: Namespace, node: r.Inode, op: pb.Setattr, gid: int) -> None:
+    caller = ns.caller
+    if op.HasField("mode"):
+        mode = op.mode & 0o7777
+        if not perm.is_root(caller) and not perm.in_group(caller, gid):
+            mode &= ~stat.S_ISGID
+        node.mode = stat.S_IFMT(node.mode) | mode
+    elif (op.HasField("uid") or op.HasField("gid")) and not node.is_dir:
+        node.mode = perm.kill_privileges(node.mode)
+    if op.HasField("uid"):
+        node.uid = op.uid
+    node.gid = gid
+    if op.HasField("size"):
+        ns.add_counter(b"used_bytes", op.size - node.size)
+        node.size = op.size
+        node.mtime = ns.now
+        if not perm.is_root(caller) and not op.HasField("mode"):
+            node.mode = perm.kill_privileges(node.mode)
+    if op.HasField("atime"):
+        node.atime = ns.now if op.atime.now else op.atime.ns
+    if op.HasField("mtime"):
+        node.mtime = ns.now if op.mtime.now else op.mtime.ns
+    node.ctime = ns.now
+    ns.save(node)
+
+
+def _xattr_target(ns: Namespace, ino: int, name: bytes) -> r.Inode:
+    """The node whose xattr `name` the caller wants to change, after every check."""
+    check_xattr_name(name)
+    node = ns.inode(ino)
+    caller = ns.caller
+    if name.startswith((b"trusted.", b"security.")):
+        if not perm.is_root(caller):
+            raise FsError(errno.EPERM, f"only root may change {name.split(b'.')[0]!r} xattrs")
+        return node
+    if not (stat.S_ISREG(node.mode) or node.is_dir):
+        raise FsError(errno.EPERM, "user xattrs exist only on regular files and directories")
+    if (node.is_dir and node.mode & stat.S_ISVTX and not perm.owner_or_root(caller, node)):
+        raise FsError(errno.EPERM, "user xattrs of a sticky directory belong to its owner")
+    perm.require(caller, node, perm.W, "changing xattrs needs write permission")
+    return node
+
+
+def _setxattr(ns: Namespace, op: pb.Setxattr) -> pb.Result:
+    if op.flags & ~(XATTR_CREATE | XATTR_REPLACE) or op.flags == 3:
+        raise FsError(errno.EINVAL, f"setxattr: unsupported flags {op.flags:#x}")
+    if len(op.value) > XATTR_SIZE_MAX:
+        raise FsError(errno.E2BIG, f"xattr value is {len(op.value)} bytes; the limit is "
+                                   f"{XATTR_SIZE_MAX}")
+    node = _xattr_target(ns, op.inode, op.name)
+    key = r.xattr_key(node.ino, op.name)
+    exists = ns.txn.get(r.XATTRS, key) is not None
+    if op.flags & XATTR_CREATE and exists:
+        raise FsError(errno.EEXIST, f"xattr {op.name!r} exists")
+    if op.flags & XATTR_REPLACE and not exists:
+        raise FsError(errno.ENODATA, f"no xattr {op.name!r}")
+    ns.txn.put(r.XATTRS, key, op.value)
+    node.ctime = ns.now
+    ns.save(node)
+    return _ok(node)
+
+
+def _removexattr(ns: Namespace, op: pb.Removexattr) -> pb.Result:
+    node = _xattr_target(ns, op.inode, op.name)
+    key = r.xattr_key(node.ino, op.name)
+    if ns.txn.get(r.XATTRS, key) is None:
+        raise FsError(errno.ENODATA, f"no xattr {op.name!r}")
+    ns.txn.delete(r.XATTRS, key)
+    node.ctime = ns.now
+    ns.save(node)
+    return _ok(node)
+
+
+# -- sessions -----------------------------------------------------------------------
+
+def _open_session(ns: Namespace, op: pb.OpenSession) -> pb.Result:
+    session = ns.counter(b"next_session")
+    ns.txn.put(r.META, b"next_session", r.u64(session + 1))
+    record = r.SessionRecord(ns.now, 0, op.client)
+    ns.txn.put(r.SESSIONS, r.u64(session), record.pack())
+    return pb.Result(session=session)
+
+
+def _close_session(ns: Namespace, op: pb.CloseSession) -> pb.Result:
+    key = r.u64(op.session)
+    if ns.txn.get(r.SESSIONS, key) is None:
+        raise FsError(errno.ENOENT, f"session {op.session} is not open")
+    ns.txn.delete(r.SESSIONS, key)
+    ns.txn.delete_range(r.RESULTS, key, r.u64(op.session + 1))
+    return pb.Result()
+
+
+OPERATIONS = {
+    "mkdir": _mkdir, "mknod": _mknod, "create": _create, "symlink": _symlink,
+    "link": _link, "unlink": _unlink, "rmdir": _rmdir, "rename": _rename,
+    "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
+    "open_session": _open_session, "close_session": _close_session,
+}
+
+
+# -- the fold -----------------------------------------------------------------------
+
+def fold(txn: Txn, cmd: pb.Command) -> pb.Result:
+    """Apply one command to `txn`; return its result. A failed command changes
+    nothing but its exactly-once record."""
+    session = None
+    if cmd.session:
+        session = _session_of(txn, cmd)
+        if not isinstance(session, r.SessionRecord):
+            return session  # an error, or the result recorded the first time
+    result = _run(txn, cmd)
+    if session is not None:
+        _record(txn, cmd, session, result)
+    return result
+
+
+def fold_bytes(txn: Txn, data: bytes) -> pb.Result:
+    """Fold a command as it is stored in the log; bytes that do not parse are a
+    clear error result, and change nothing."""
+    cmd = pb.Command()
+    try:
+        cmd.ParseFromString(data)
+    except DecodeError as exc:
+        return _error(errno.EINVAL, f"command does not parse: {exc}")
+    return fold(txn, cmd)
+
+
+def _run(txn: Txn, cmd: pb.Command) -> pb.Result:
+    kind = cmd.WhichOneof("op")
+    if kind is None:
+        return _error(errno.EINVAL, "command has no operation (unknown or missing type)")
+    op_txn = Txn(txn.get)
+    try:
+        result = OPERATIONS[kind](Namespace(op_txn, cmd), getattr(cmd, kind))
+    except FsError as exc:
+        return _error(exc.errno, exc.message)
+    txn.absorb(op_txn)
+    return result
+
+
+def _session_of(txn: Txn, cmd: pb.Command) -> r.SessionRecord | pb.Result:
+    data = txn.get(r.SESSIONS, r.u64(cmd.session))
+    if data is None:
+        return _error(errno.ENOTCONN, f"session {cmd.session} is not open (closed or "
+                                      "expired): open a new session")
+    session = r.SessionRecord.unpack(data)
+    if cmd.seq == 0 or cmd.acked_seq >= cmd.seq:
+        return _error(errno.EINVAL, f"bad request numbers: seq {cmd.seq} must be at least 1 "
+                                    f"and above acked_seq {cmd.acked_seq}")
+    if cmd.seq <= session.acked_seq:
+        return _error(errno.EINVAL, f"request {cmd.seq} of session {cmd.session} was already "
+                                    "acknowledged; its result is gone")
+    recorded = txn.get(r.RESULTS, r.result_key(cmd.session, cmd.seq))
+    if recorded is not None:
+        return pb.Result.FromString(recorded)
+    return session
+
+
+def _record(txn: Txn, cmd: pb.Command, session: r.SessionRecord, result: pb.Result) -> None:
+    if txn.get(r.SESSIONS, r.u64(cmd.session)) is None:
+        return  # the command closed its own session
+    txn.put(r.RESULTS, r.result_key(cmd.session, cmd.seq), result.SerializeToString())
+    if cmd.acked_seq > session.acked_seq:
+        txn.delete_range(r.RESULTS, r.result_key(cmd.session, session.acked_seq + 1),
+                         r.result_key(cmd.session, cmd.acked_seq + 1))
+        session.acked_seq = cmd.acked_seq
+        txn.put(r.SESSIONS, r.u64(cmd.session), session.pack())
+
+
+def _error(code: int, message: str) -> pb.Result:
+    return pb.Result(errno=code, message=message)

@@ -1,0 +1,123 @@
+"""How namespace state is laid out in the projection's column families.
+
+Keys are big-endian so that RocksDB's byte order is numeric order:
+  inodes    ino(8)                      -> Inode.pack()
+  dentries  parent(8) cookie(8) name    -> child(8) type(1)
+  xattrs    ino(8) name                 -> value
+  sessions  session(8)                  -> SessionRecord.pack()
+  results   session(8) seq(8)           -> Result (protobuf)
+  meta      b"next_inode", ...          -> u64 counters
+"""
+
+import hashlib
+import stat
+import struct
+
+from schemas import namespace_pb2 as pb
+
+ROOT_INO = 1
+
+INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META = (
+    "inodes", "dentries", "xattrs", "sessions", "results", "meta")
+COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META)
+
+U64 = struct.Struct(">Q")
+
+
+def u64(n: int) -> bytes:
+    return U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return U64.unpack(b)[0]
+
+
+class Inode:
+    """One node's attributes. Directories also keep their parent and, in `size`,
+    their number of entries; symlinks keep their target."""
+
+    __slots__ = ("ino", "mode", "uid", "gid", "nlink", "size", "atime", "mtime", "ctime",
+                 "rdev", "parent", "target")
+    _LAYOUT = struct.Struct(">BIIIIQqqqQQ")
+    _FORMAT = 1
+
+    def __init__(self, ino, mode, uid, gid, nlink, size, atime, mtime, ctime,
+                 rdev=0, parent=0, target=b""):
+        self.ino, self.mode, self.uid, self.gid = ino, mode, uid, gid
+        self.nlink, self.size, self.rdev, self.parent = nlink, size, rdev, parent
+        self.atime, self.mtime, self.ctime = atime, mtime, ctime
+        self.target = target
+
+    def pack(self) -> bytes:
+        return self._LAYOUT.pack(
+            self._FORMAT, self.mode, self.uid, self.gid, self.nlink, self.size,
+            self.atime, self.mtime, self.ctime, self.rdev, self.parent) + self.target
+
+    @classmethod
+    def unpack(cls, ino: int, data: bytes) -> "Inode":
+        fields = cls._LAYOUT.unpack_from(data)
+        if fields[0] != cls._FORMAT:
+            raise ValueError(f"inode {ino}: unknown record format {fields[0]}")
+        return cls(ino, *fields[1:9], rdev=fields[9], parent=fields[10],
+                   target=data[cls._LAYOUT.size:])
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    def to_attr(self) -> pb.Attr:
+        return pb.Attr(inode=self.ino, mode=self.mode, nlink=self.nlink, uid=self.uid,
+                       gid=self.gid, size=self.size, atime_ns=self.atime,
+                       mtime_ns=self.mtime, ctime_ns=self.ctime, rdev=self.rdev)
+
+
+def name_hash(name: bytes) -> int:
+    """A stable 62-bit hash of an entry name: its position in the directory."""
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big") >> 2
+
+
+def dentry_key(parent: int, name: bytes) -> bytes:
+    return U64.pack(parent) + U64.pack(name_hash(name)) + name
+
+
+def dentry_prefix(parent: int) -> bytes:
+    return U64.pack(parent)
+
+
+def split_dentry_key(key: bytes) -> tuple[int, bytes]:
+    """(hash, name) of a dentry key."""
+    return from_u64(key[8:16]), key[16:]
+
+
+def dentry_value(child: int, mode: int) -> bytes:
+    return U64.pack(child) + bytes([stat.S_IFMT(mode) >> 12])
+
+
+def dentry_child(value: bytes) -> int:
+    return from_u64(value[:8])
+
+
+def xattr_key(ino: int, name: bytes) -> bytes:
+    return U64.pack(ino) + name
+
+
+def result_key(session: int, seq: int) -> bytes:
+    return U64.pack(session) + U64.pack(seq)
+
+
+class SessionRecord:
+    """An open client session: when it opened, what it has acknowledged, who it is."""
+
+    __slots__ = ("opened_ns", "acked_seq", "client")
+    _LAYOUT = struct.Struct(">qQ")
+
+    def __init__(self, opened_ns: int, acked_seq: int, client: str):
+        self.opened_ns, self.acked_seq, self.client = opened_ns, acked_seq, client
+
+    def pack(self) -> bytes:
+        return self._LAYOUT.pack(self.opened_ns, self.acked_seq) + self.client.encode()
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "SessionRecord":
+        opened, acked = cls._LAYOUT.unpack_from(data)
+        return cls(opened, acked, data[cls._LAYOUT.size:].decode())
