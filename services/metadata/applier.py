@@ -50,10 +50,8 @@ class Applier:
             if entry_index != index + 1:
                 raise ApplyError(f"entry {entry_index} offered after {index}: a gap in the log")
             first_op = len(txn.ops)
-            if isinstance(command, bytes):
-                result = fold_bytes(txn, command)
-            else:
-                result = fold(txn, command)
+            fold_one = fold_bytes if isinstance(command, bytes) else fold
+            result = fold_one(txn, command)
             digest = chain_digest(digest, entry_index, result.SerializeToString(),
                                   txn.ops[first_op:])
             index = entry_index

@@ -1,0 +1,5 @@
+import sys
+
+from mooseng.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up everything MooseNG needs on a Debian machine: system packages (apt-get)
+# and a .venv with the project and its dev tools. Idempotent: a second run only
+# checks, and reinstalls Python packages only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3-venv)
+
+missing_apt() {
+    local pkg out=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || out+=("$pkg")
+    done
+    echo "${out[@]:-}"
+}
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    need=$(missing_apt)
+    if [ -n "$need" ]; then
+        echo "setup: installing system packages: $need"
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
+    fi
+fi
+
+if ! python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "setup: MooseNG needs Python 3.11; python3 is $(python3 --version 2>&1)" >&2
+    exit 1
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    echo "setup: installing Python packages into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
