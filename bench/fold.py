@@ -13,56 +13,15 @@ Usage: python bench/fold.py [--commands N] [--dir DIR]
 import argparse
 import json
 import os
-import random
 import shutil
 import tempfile
 import time
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from schemas import namespace_pb2 as pb
+from mooseng.workload import command_mix
 from services.metadata.applier import Applier
 from services.metadata.projection import open_projection
-
-CALLER = pb.Caller(uid=1000, gid=1000, umask=0o022)
-
-
-def command_mix(count: int, seed: int = 1) -> list[bytes]:
-    """A valid mix: 40% create, 10% mkdir, 25% rename, 25% unlink, all succeeding."""
-    rng = random.Random(seed)
-    dirs, files = [1], []  # files: (parent, name)
-    next_ino = 2
-    # Hand the root to the benchmark's user, so every check runs as for a non-root user.
-    out = [pb.Command(caller=pb.Caller(), setattr=pb.Setattr(inode=1, uid=1000, gid=1000))
-           .SerializeToString()]
-    count -= 1
-    for made in range(count):
-        i = made
-        roll = rng.random()
-        if roll < 0.1 or not files and roll < 0.5:
-            op = {"mkdir": pb.Mkdir(parent=rng.choice(dirs), name=b"d%d" % made, mode=0o755)}
-            dirs.append(next_ino)
-        elif roll < 0.5 or not files:
-            parent = rng.choice(dirs)
-            op = {"create": pb.Create(parent=parent, name=b"f%d" % made, mode=0o644)}
-            files.append((parent, b"f%d" % made))
-        elif roll < 0.75:
-            k = rng.randrange(len(files))
-            parent, name = files[k]
-            new_parent = rng.choice(dirs)
-            new_name = b"r%d" % made
-            op = {"rename": pb.Rename(parent=parent, name=name, new_parent=new_parent,
-                                      new_name=new_name)}
-            files[k] = (new_parent, new_name)
-            next_ino -= 1  # no inode allocated
-        else:
-            parent, name = files.pop(rng.randrange(len(files)))
-            op = {"unlink": pb.Unlink(parent=parent, name=name)}
-            next_ino -= 1
-        next_ino += 1
-        out.append(pb.Command(time_ns=1_800_000_000 * 10**9 + i, caller=CALLER,
-                              **op).SerializeToString())
-    return out
 
 
 def fold_rate(commands: list[bytes], path: str, group: int) -> tuple[float, int, int]:

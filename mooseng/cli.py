@@ -5,6 +5,7 @@ import json
 import sys
 
 from services.metadata.commandfile import CommandFileError
+from services.metadata.projection import ProjectionError
 
 
 def _demo(args) -> int:
@@ -72,15 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CommandFileError as exc:
+    except (CommandFileError, ProjectionError, OSError) as exc:
         print(f"mooseng: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        from services.metadata.projection import ProjectionError
-        if isinstance(exc, ProjectionError):
-            print(f"mooseng: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

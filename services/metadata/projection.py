@@ -9,7 +9,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch
 
 from services.metadata.namespace import records as r
 from services.metadata.namespace.txn import DELETE, PUT
@@ -114,9 +114,18 @@ class Projection:
                 h.update(len(value).to_bytes(4, "big") + value)
         return h.hexdigest()
 
+    def checkpoint(self, path: str) -> None:
+        """A consistent copy of the projection at its applied index, in `path` (which
+        must not exist): hard links to immutable files, so cheap. This is a snapshot."""
+        self._db.flush()
+        Checkpoint(self._db).create_checkpoint(path)
+
     def close(self) -> None:
+        # Column family handles keep the database (and its LOCK) alive: drop them first.
+        self._handles = {}
         for cf in self._cfs.values():
             cf.close()
+        self._cfs = {}
         self._db.close()
 
     def __enter__(self) -> "Projection":
