@@ -305,7 +305,8 @@ class Simulation:
                 hi = min(a.last_index(), b.last_index())
                 agreed = False
                 for index in range(hi, lo - 1, -1):
-                    ea, eb = a.log[index - a.snapshot.index - 1], b.log[index - b.snapshot.index - 1]
+                    ea = a.log[index - a.snapshot.index - 1]
+                    eb = b.log[index - b.snapshot.index - 1]
                     if agreed and ea != eb:
                         raise InvariantViolation(f"Log Matching: nodes {a.id} and {b.id} "
                                                  f"differ at {index} below a common entry")

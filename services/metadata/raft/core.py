@@ -432,6 +432,8 @@ class RaftCore:
             pr.become_probe()
             pr.become_replicate()
         if self._maybe_commit():
+            if self.role != LEADER:
+                return  # the commit removed us from the cluster
             self._broadcast_append()
         elif was_paused:
             self._send_append(m.frm)
