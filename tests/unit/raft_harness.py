@@ -20,8 +20,9 @@ class Cluster:
         self.read_states: dict[int, list] = {i: [] for i in self.nodes}
         self.cut: set[int] = set()   # isolated nodes
 
-    def add_node(self, i: int, persisted: Persisted = Persisted()) -> RaftCore:
-        self.nodes[i] = RaftCore(i, self.config, self.opts, persisted, random.Random(i))
+    def add_node(self, i: int, persisted: Persisted | None = None) -> RaftCore:
+        self.nodes[i] = RaftCore(i, self.config, self.opts, persisted or Persisted(),
+                                 random.Random(i))
         self.applied[i], self.read_states[i] = [], []
         return self.nodes[i]
 
