@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from mooseng.addresses import AddressError
 from services.metadata.commandfile import CommandFileError
 from services.metadata.projection import ProjectionError
 
@@ -47,6 +48,44 @@ def _tree(args) -> int:
     return 0
 
 
+def _metadata(args) -> int:
+    import asyncio
+    import logging
+
+    from mooseng.addresses import host_port, peer_map
+    from services.metadata.server import serve
+
+    peers = peer_map(args.peers)
+    listen = host_port(args.listen)
+    if args.id not in peers:
+        raise AddressError(f"--id {args.id} is not among --peers ({args.peers})")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s node{args.id} %(message)s")
+    _use_uvloop()
+    from services.metadata.raft.node import NodeOptions
+    options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every)
+    asyncio.run(serve(args.id, listen, peers, args.data, options))
+    return 0
+
+
+def _status(args) -> int:
+    import asyncio
+
+    from mooseng.addresses import address_list
+    from mooseng.status import gather, render
+
+    nodes = asyncio.run(gather(address_list(args.masters), args.timeout))
+    print(render(nodes, args.json))
+    return 0 if any(n["role"] == "leader" for n in nodes) else 1
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mooseng", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     tree = sub.add_parser("tree", help="print the namespace held in a projection")
     tree.add_argument("--data", required=True, help="projection directory")
     tree.set_defaults(func=_tree)
+
+    meta = sub.add_parser("metadata", help="run a metadata node")
+    meta.add_argument("--id", type=int, required=True, help="this node's id (in --peers)")
+    meta.add_argument("--data", required=True, help="data directory (log, projection)")
+    meta.add_argument("--listen", required=True, help="HOST:PORT to serve on")
+    meta.add_argument("--peers", required=True,
+                      help="every voter, this node included: ID=HOST:PORT,...")
+    meta.add_argument("--snapshot-every", type=int, default=100_000, metavar="N",
+                      help="take a snapshot and compact the log every N entries "
+                           "(default 100000)")
+    meta.add_argument("--tick-ms", type=float, default=50.0,
+                      help="Raft tick; elections time out after 10-20 ticks (default 50)")
+    meta.set_defaults(func=_metadata)
+
+    status = sub.add_parser("status", help="show each metadata node's role and progress")
+    status.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")
+    status.add_argument("--json", action="store_true", help="a JSON list, one object a node")
+    status.add_argument("--timeout", type=float, default=2.0, help="seconds per node")
+    status.set_defaults(func=_status)
     return parser
 
 
@@ -73,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CommandFileError, ProjectionError, OSError) as exc:
+    except (CommandFileError, ProjectionError, AddressError, OSError) as exc:
         print(f"mooseng: {exc}", file=sys.stderr)
         return 2
 

@@ -37,9 +37,10 @@ class Applier:
         results = self.apply_many([(index, command)])
         return results[0] if results else None
 
-    def apply_many(self, entries) -> list[pb.Result]:
+    def apply_many(self, entries) -> list[pb.Result | None]:
         """Apply entries above the applied index in one atomic write; entries at or
-        below it were applied before a restart and are skipped."""
+        below it were applied before a restart and are skipped. A command of None
+        (a log entry that carries none) only moves the applied index."""
         proj = self.projection
         txn = Txn(proj.get)
         index, digest = proj.applied_index, proj.applied_digest
@@ -49,12 +50,16 @@ class Applier:
                 continue
             if entry_index != index + 1:
                 raise ApplyError(f"entry {entry_index} offered after {index}: a gap in the log")
+            index = entry_index
+            if command is None:  # a log entry that is not a command (no-op, membership)
+                digest = chain_digest(digest, entry_index, b"", [])
+                results.append(None)
+                continue
             first_op = len(txn.ops)
             fold_one = fold_bytes if isinstance(command, bytes) else fold
             result = fold_one(txn, command)
             digest = chain_digest(digest, entry_index, result.SerializeToString(),
                                   txn.ops[first_op:])
-            index = entry_index
             results.append(result)
         if results:
             proj.write(txn.ops, index, digest)

@@ -10,7 +10,13 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from services.metadata.raft.core import LEADER, Persisted, RaftCore, RaftOptions
+from services.metadata.raft.core import (
+    LEADER,
+    Persisted,
+    RaftCore,
+    RaftOptions,
+    sends_before_persist,
+)
 from services.metadata.raft.messages import NORMAL, Config, Entry, Message, MsgType, Ready
 
 
@@ -64,6 +70,7 @@ class SimNode:
             disk.term, disk.vote, disk.commit, disk.snapshot, tuple(disk.entries),
             self.applied), rng)
         self.results: dict[int, tuple[int, object]] = {}   # index -> (term, result)
+        self.crash_mid_ready = False
 
 
 @dataclass
@@ -116,6 +123,10 @@ class Simulation:
     def crash(self, i: int) -> None:
         self.nodes[i].up = False
 
+    def crash_mid_ready(self, i: int) -> None:
+        """Crash at the node's next Ready, after its early sends, before persisting."""
+        self.nodes[i].crash_mid_ready = True
+
     def restart(self, i: int) -> None:
         if not self.nodes[i].up:
             self.nodes[i] = self._boot(i)
@@ -162,10 +173,18 @@ class Simulation:
 
     def _handle_ready(self, node: SimNode) -> None:
         core = node.core
-        while (rd := core.ready()):
+        while node.up and (rd := core.ready()):
+            early = sends_before_persist(core, rd)
+            if early:
+                for m in rd.messages:
+                    self._send(m, node)
+            if node.crash_mid_ready:
+                node.up = False  # the appends went out, our own fsync never happened
+                return
             self._persist(node, rd)
-            for m in rd.messages:
-                self._send(m, node)
+            if not early:
+                for m in rd.messages:
+                    self._send(m, node)
             self._apply(node, rd)
             core.advance(rd)
             self._check_leader(node)

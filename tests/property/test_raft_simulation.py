@@ -17,6 +17,7 @@ faults = st.one_of(
     st.tuples(st.just("transfer"), st.integers(1, 5)),
     st.tuples(st.just("quiet"), st.none()),
     st.tuples(st.just("crash_leader"), st.none()),
+    st.tuples(st.just("crash_leader_mid_ready"), st.none()),
     st.tuples(st.just("isolate_leader"), st.none()),
 )
 
@@ -59,6 +60,8 @@ def run_scenario(s: dict) -> Simulation:
             sim.partition({a for a in arg if a <= s["n"]})
         elif kind == "crash_leader" and (leader := sim.leader()):
             sim.crash(leader.id)
+        elif kind == "crash_leader_mid_ready" and (leader := sim.leader()):
+            sim.crash_mid_ready(leader.id)
         elif kind == "isolate_leader" and (leader := sim.leader()):
             sim.partition({leader.id})
         elif kind == "heal":

@@ -31,6 +31,17 @@ from services.metadata.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
 FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 
 
+LEADER_MESSAGES = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.TIMEOUT_NOW})
+
+
+def sends_before_persist(core: "RaftCore", rd: Ready) -> bool:
+    """May the shell send this Ready's messages before persisting it? Yes for a
+    leader's own traffic (its copy counts only once persisted); anything that
+    promises durability (votes, append answers) must wait for the fsync."""
+    return (core.role == LEADER and rd.hard_state is None and rd.snapshot is None
+            and all(m.type in LEADER_MESSAGES for m in rd.messages))
+
+
 class RaftInvariantError(Exception):
     """The core found its own state impossible: a bug or a lost fsync. Stop the node."""
 
@@ -73,7 +84,7 @@ class RaftCore:
         self.configs: list[tuple[int, Config]] = [(snap.index, snap.config)]
         self.configs += [(e.index, Config.decode(e.data)) for e in self.log if e.kind == CONFIG]
         self.term, self.vote = persisted.term, persisted.vote
-        self.commit = max(persisted.commit, snap.index)
+        self.commit = max(persisted.commit, snap.index, persisted.applied)
         self.handed = max(persisted.applied, snap.index)   # last index given to apply
         self.persisted_index = self.last_index()
         self.role = FOLLOWER
@@ -216,6 +227,8 @@ class RaftCore:
 
     # -- Ready ----------------------------------------------------------------------
     def ready(self) -> Ready:
+        """What to do next. Messages a leader sends (appends, heartbeats) may go out
+        before the Ready's entries are persisted; every other message must wait."""
         rd = Ready()
         hard = (self.term, self.vote, self.commit)
         if hard != self._last_hard_state:
@@ -242,6 +255,9 @@ class RaftCore:
             self.persisted_index = max(self.persisted_index, rd.entries[-1].index)
         if rd.committed:
             self.handed = rd.committed[-1].index
+        if (self.role == LEADER and self.progress[self.id].maybe_update(self.persisted_index)
+                and self._maybe_commit() and self.role == LEADER):
+            self._broadcast_append()
 
     # -- stepping messages ----------------------------------------------------------
     def step(self, m: Message) -> None:
@@ -370,7 +386,7 @@ class RaftCore:
     def _add_progress(self, peer: int, next_index: int) -> None:
         pr = Progress(next_index, self.opts.max_inflight_msgs, self.opts.max_inflight_bytes)
         if peer == self.id:
-            pr.match = self.last_index()
+            pr.match = self.persisted_index
             pr.become_replicate()
         pr.recent_active = peer == self.id
         self.progress[peer] = pr
@@ -591,14 +607,12 @@ class RaftCore:
         self.persisted_index = min(self.persisted_index, index - 1)
 
     def _append(self, entries: list[Entry]) -> None:
+        # A leader's own copy counts towards commit only once persisted (see advance),
+        # which lets the shell send appends before its own fsync finishes.
         self.log.extend(entries)
         for entry in entries:
             if entry.kind == CONFIG:
                 self._apply_config(entry.index, Config.decode(entry.data))
-        if self.role == LEADER:
-            self.progress[self.id].maybe_update(self.last_index())
-            if len(self.config.voters) == 1:
-                self._maybe_commit()
 
     def _apply_config(self, index: int, config: Config) -> None:
         """Membership takes effect as soon as the entry is in the log."""

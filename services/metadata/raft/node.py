@@ -1,0 +1,364 @@
+"""The shell around the Raft core: timers, the durable log, the transport and the
+state machine, driven by one asyncio task.
+
+Each turn of the loop steps what arrived (messages, ticks, proposals, reads) into
+the core, then carries out its Ready in the order that keeps Raft safe: persist
+(one fsync for the whole batch: group commit), then send, then apply.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.metadata.raft.core import (
+    LEADER,
+    Persisted,
+    RaftCore,
+    RaftOptions,
+    sends_before_persist,
+)
+from services.metadata.raft.log_store import LogStore
+from services.metadata.raft.messages import Config, Entry, Message, MsgType, SnapshotMeta
+from services.metadata.state_machine import NamespaceMachine
+
+log = logging.getLogger(__name__)
+
+
+class NotLeaderError(Exception):
+    """This node cannot take the request; `leader_address` may (empty if unknown)."""
+
+    def __init__(self, leader_id: int, leader_address: str):
+        where = f"node {leader_id} at {leader_address}" if leader_id else "unknown yet"
+        super().__init__(f"not the leader; the leader is {where}")
+        self.leader_id, self.leader_address = leader_id, leader_address
+
+
+class ProposalLostError(Exception):
+    """Leadership changed before the proposal committed; it was not applied."""
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    tick_s: float = 0.05             # election timeout = election_ticks * tick_s
+    snapshot_every: int = 100_000    # applied entries between snapshots
+    raft: RaftOptions = RaftOptions()
+
+
+class _Waiter:
+    """A proposal of `count` commands from `first`, waiting for them to apply."""
+
+    __slots__ = ("term", "fut", "first", "count", "results")
+
+    def __init__(self, term: int, fut: asyncio.Future, first: int, count: int):
+        self.term, self.fut, self.first, self.count = term, fut, first, count
+        self.results: list = []
+
+    def applied(self, entry: Entry, result) -> None:
+        if entry.term != self.term:
+            self.fail(ProposalLostError(
+                f"entry {entry.index} went to a later leader; the proposal was lost"))
+            return
+        self.results.append(result)
+        if len(self.results) == self.count and not self.fut.done():
+            self.fut.set_result((self.first, self.results))
+
+    def fail(self, exc: Exception) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
+
+class RaftNode:
+    def __init__(self, node_id: int, peers: dict[int, str], data_dir: str,
+                 options: NodeOptions | None = None):
+        options = options or NodeOptions()
+        self.id, self.peers, self.data_dir, self.options = node_id, peers, data_dir, options
+        os.makedirs(data_dir, exist_ok=True)
+        self.log = LogStore(os.path.join(data_dir, "raft-log"))
+        self.machine = NamespaceMachine(data_dir)
+        self.core = self._restore_core(Config(frozenset(peers)))
+        self._saved_vote = self.log.hard_state()[:2]
+        self._inbox: list[Message] = []
+        self._actions: list[Callable[[], None]] = []
+        self._proposals: list[tuple[list[bytes], asyncio.Future]] = []
+        self._reads: list[bytes] = []                     # read contexts to ask for
+        self._read_futures: dict[bytes, asyncio.Future] = {}
+        self._waiting: dict[int, _Waiter] = {}             # log index -> its proposal
+        self._read_waiting: list[tuple[int, asyncio.Future]] = []
+        self._read_seq = 0
+        self._wake = asyncio.Event()
+        self._ticks = 0
+        self._tasks: list[asyncio.Task] = []
+        self.send: Callable[[list[Message]], None] = lambda messages: None
+        self.send_snapshot: Callable[[Message, str], None] = lambda m, path: None
+        self.stopped = False
+
+    # -- start-up -----------------------------------------------------------------------
+    def _snapshot_meta_path(self) -> str:
+        return os.path.join(self.data_dir, "snapshot.json")
+
+    def _read_snapshot_meta(self, initial: Config) -> SnapshotMeta | None:
+        if self.log.snapshot_index == 0:
+            return None
+        with open(self._snapshot_meta_path()) as f:
+            raw = json.load(f)
+        config = Config(frozenset(raw["voters"]), frozenset(raw["learners"]))
+        return SnapshotMeta(raw["index"], raw["term"], config)
+
+    def _write_snapshot_meta(self, meta: SnapshotMeta) -> None:
+        tmp = self._snapshot_meta_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"index": meta.index, "term": meta.term,
+                       "voters": sorted(meta.config.voters),
+                       "learners": sorted(meta.config.learners)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._snapshot_meta_path())
+
+    def _restore_core(self, initial: Config) -> RaftCore:
+        term, vote, commit = self.log.hard_state()
+        snapshot = self._read_snapshot_meta(initial)
+        applied = self.machine.applied_index
+        if snapshot and applied < snapshot.index:
+            raise RuntimeError(
+                f"node {self.id}: the projection is at index {applied} but the log was "
+                f"compacted up to {snapshot.index}; wipe {self.data_dir} so the node "
+                "catches up from the leader's snapshot")
+        entries = tuple(self.log.entries(self.log.first_index, self.log.last_index + 1))
+        persisted = Persisted(term, vote, commit, snapshot, entries, applied)
+        return RaftCore(self.id, initial, self.options.raft, persisted,
+                        random.Random(f"{self.id}-{time.time_ns()}"))
+
+    # -- the loop -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._ticker(), name="raft-ticker"),
+                       asyncio.create_task(self._loop(), name="raft-loop")]
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.tick_s)
+            self._ticks += 1
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._turn()
+            except Exception:
+                log.exception("node %d: the raft loop failed; stopping the node", self.id)
+                self.stopped = True
+                raise
+
+    async def _turn(self) -> None:
+        """Step in what arrived, then carry out Readies until the core is quiet.
+        Whatever arrives during an fsync joins the next batch: group commit."""
+        self._step_inputs()
+        core = self.core
+        while rd := core.ready():
+            await self._carry_out(rd)
+            core.advance(rd)
+            self._release_reads()
+            self._maybe_snapshot()
+            self._step_inputs()
+
+    def _step_inputs(self) -> None:
+        core = self.core
+        actions, self._actions = self._actions, []
+        for action in actions:
+            action()
+        inbox, self._inbox = self._inbox, []
+        for m in inbox:
+            core.step(m)
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            core.tick()
+        self._take_proposals()
+        self._take_reads()
+
+    def _take_proposals(self) -> None:
+        proposals, self._proposals = self._proposals, []
+        if not proposals:
+            return
+        if self.core.role != LEADER:
+            for _, fut in proposals:
+                if not fut.done():
+                    fut.set_exception(self._not_leader())
+            return
+        batch = [c for commands, _ in proposals for c in commands]
+        placed = self.core.propose(batch)
+        if placed is None:
+            for _, fut in proposals:
+                if not fut.done():
+                    fut.set_exception(self._not_leader())
+            return
+        index, term = placed
+        for commands, fut in proposals:
+            waiter = _Waiter(term, fut, index, len(commands))
+            for i in range(index, index + len(commands)):
+                self._waiting[i] = waiter
+            index += len(commands)
+
+    def _take_reads(self) -> None:
+        reads, self._reads = self._reads, []
+        for context in reads:
+            fut = self._read_futures.get(context)
+            if fut and not self.core.read_index(context) and not fut.done():
+                fut.set_exception(self._not_leader())
+
+    async def _carry_out(self, rd) -> None:
+        """Persist, send, apply: in the order that keeps Raft's promises."""
+        early = sends_before_persist(self.core, rd)
+        if early:
+            self._send(rd.messages)  # replicate while our own fsync runs
+        if rd.snapshot:
+            self._install_snapshot(rd.snapshot, rd.snapshot_data)
+        if rd.entries:
+            self.log.append(rd.entries)
+        if rd.hard_state and rd.hard_state[:2] != self._saved_vote:
+            await asyncio.to_thread(self.log.save_hard_state, *rd.hard_state)
+            self._saved_vote = rd.hard_state[:2]
+        if rd.entries:
+            await asyncio.to_thread(self.log.sync)
+        if not early:
+            self._send(rd.messages)
+        if rd.committed:
+            self._apply(rd.committed)
+        for state in rd.read_states:
+            if fut := self._read_futures.get(state.context):
+                self._read_waiting.append((state.index, fut))
+
+    def _send(self, messages: list[Message]) -> None:
+        plain = []
+        for m in messages:
+            if m.type == MsgType.SNAP:
+                path = self.machine.latest_snapshot()
+                if path is None:
+                    self.core.report_snapshot(m.to, False)
+                else:
+                    self.send_snapshot(m, path)
+            else:
+                plain.append(m)
+        if plain:
+            self.send(plain)
+
+    def _apply(self, entries: list[Entry]) -> None:
+        results = self.machine.apply(entries)
+        for entry, result in zip(entries, results, strict=True):
+            waiter = self._waiting.pop(entry.index, None)
+            if waiter is not None:
+                waiter.applied(entry, result)
+
+    def _install_snapshot(self, meta: SnapshotMeta, staged: str) -> None:
+        log.info("node %d: installing snapshot at index %d", self.id, meta.index)
+        self._write_snapshot_meta(meta)
+        self.log.compact(meta.index, meta.term)
+        self.machine.install(staged)
+
+    def _maybe_snapshot(self) -> None:
+        applied = self.machine.applied_index
+        if applied - self.core.snapshot.index < self.options.snapshot_every:
+            return
+        self.machine.checkpoint()
+        self.core.compact(applied)
+        self._write_snapshot_meta(self.core.snapshot)
+        self.log.compact(applied, self.core.snapshot.term)
+
+    # -- reads --------------------------------------------------------------------------
+    def _release_reads(self) -> None:
+        applied = self.machine.applied_index
+        still = []
+        for index, fut in self._read_waiting:
+            if index <= applied:
+                if not fut.done():
+                    fut.set_result(index)
+            else:
+                still.append((index, fut))
+        self._read_waiting = still
+
+    # -- the API --------------------------------------------------------------------------
+    def deliver(self, m: Message) -> None:
+        self._inbox.append(m)
+        self._wake.set()
+
+    def _later(self, action: Callable[[], None]) -> None:
+        """Run `action` on the core at the next turn (never in the middle of a Ready)."""
+        self._actions.append(action)
+        self._wake.set()
+
+    def report_unreachable(self, peer: int) -> None:
+        self._later(lambda: self.core.report_unreachable(peer))
+
+    def report_snapshot(self, peer: int, ok: bool) -> None:
+        self._later(lambda: self.core.report_snapshot(peer, ok))
+
+    async def propose(self, commands: list[bytes], timeout: float = 10.0
+                      ) -> tuple[int, list]:
+        """Replicate and apply `commands` together; returns (first index, results)."""
+        if self.core.role != LEADER:
+            raise self._not_leader()
+        fut = asyncio.get_running_loop().create_future()
+        self._proposals.append((commands, fut))
+        self._wake.set()
+        return await asyncio.wait_for(fut, timeout)
+
+    async def read_barrier(self, timeout: float = 5.0) -> int:
+        """Wait until this node may serve a linearizable read; returns the index."""
+        if self.core.role != LEADER:
+            raise self._not_leader()
+        self._read_seq += 1
+        context = f"{self.id}:{self._read_seq}".encode()
+        fut = asyncio.get_running_loop().create_future()
+        self._read_futures[context] = fut
+        self._reads.append(context)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._read_futures.pop(context, None)
+
+    def transfer_leadership(self, to: int = 0) -> bool:
+        """Hand leadership to `to` (0: the most up-to-date voter). False if this node
+        is not the leader or there is nobody to hand it to."""
+        if self.core.role != LEADER:
+            return False
+        if not to:
+            candidates = [(pr.match, peer) for peer, pr in self.core.progress.items()
+                          if peer != self.id and peer in self.core.config.voters]
+            if not candidates:
+                return False
+            to = max(candidates)[1]
+        if to not in self.core.config.voters or to == self.id:
+            return False
+        self._later(lambda: self.core.transfer_leadership(to))
+        return True
+
+    def _not_leader(self) -> NotLeaderError:
+        leader = self.core.leader if self.core.leader != self.id else 0
+        return NotLeaderError(leader, self.peers.get(leader, ""))
+
+    def status(self) -> dict:
+        s = self.core.status()
+        s["address"] = self.peers.get(self.id, "")
+        s["leader_address"] = self.peers.get(self.core.leader, "")
+        s["applied_index"] = self.machine.applied_index
+        s["log_bytes"] = self.log.size_bytes
+        return s
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for waiter in self._waiting.values():
+            waiter.fail(ProposalLostError("the node is shutting down"))
+        self.log.close()
+        self.machine.close()
+        self.stopped = True

@@ -1,0 +1,110 @@
+"""Propose commands to a metadata cluster over one pipelined stream to the leader.
+
+Used by tools, tests and benchmarks (clients proper get sessions and exactly-once
+in the client API). A proposal refused by a follower, or lost to a leadership
+change, was not applied and is retried at the leader; a proposal whose fate is
+unknown (the connection broke after it was sent) is reported as such, never
+silently retried.
+"""
+
+import asyncio
+import itertools
+
+import grpc
+
+from schemas import raft_pb2 as pb
+from schemas import raft_pb2_grpc
+from services.metadata.raft.transport import GRPC_OPTIONS
+
+
+class OutcomeUnknownError(Exception):
+    """The proposal may or may not have been applied."""
+
+
+class NoLeaderError(Exception):
+    """No node accepted proposals within the deadline."""
+
+
+class Proposer:
+    def __init__(self, addresses: list[str], deadline_s: float = 15.0):
+        self.addresses = addresses
+        self.deadline_s = deadline_s
+        self.leader = addresses[0]
+        self._ids = itertools.count(1)
+        self._channel = None
+        self._call = None
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._outgoing: asyncio.Queue[pb.Proposal] | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def _connect(self) -> None:
+        await self._disconnect()
+        self._channel = grpc.aio.insecure_channel(self.leader, options=GRPC_OPTIONS)
+        self._outgoing = asyncio.Queue()
+        self._call = raft_pb2_grpc.RaftStub(self._channel).Propose(self._requests())
+        self._tasks = [asyncio.create_task(self._read_replies(self._call))]
+
+    async def _requests(self):
+        """The request stream: one writer, so concurrent proposals never interleave."""
+        queue = self._outgoing
+        while True:
+            yield await queue.get()
+
+    async def _read_replies(self, call) -> None:
+        try:
+            async for reply in call:
+                fut = self._waiting.pop(reply.id, None)
+                if fut and not fut.done():
+                    fut.set_result(reply)
+        except grpc.aio.AioRpcError as exc:
+            self._fail_all(OutcomeUnknownError(f"connection to {self.leader} broke: "
+                                               f"{exc.code().name}"))
+            return
+        self._fail_all(OutcomeUnknownError(f"{self.leader} closed the stream"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    async def _disconnect(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        if self._call is not None:
+            self._call.cancel()
+        if self._channel is not None:
+            await self._channel.close()
+        self._call = self._channel = None
+
+    async def propose(self, commands: list[bytes]) -> tuple[int, list[bytes]]:
+        """Apply `commands` (in one log batch); returns (first index, results)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        candidates = itertools.cycle(self.addresses)
+        while loop.time() < deadline:
+            if self._call is None:
+                await self._connect()
+            ident = next(self._ids)
+            fut = loop.create_future()
+            self._waiting[ident] = fut
+            self._outgoing.put_nowait(pb.Proposal(id=ident, commands=commands))
+            try:
+                reply = await asyncio.wait_for(fut, deadline - loop.time())
+            except (OutcomeUnknownError, TimeoutError) as exc:
+                self._waiting.pop(ident, None)
+                if self._call is not None and self._call.done():
+                    await self._disconnect()
+                    self.leader = next(candidates)
+                raise OutcomeUnknownError(str(exc) or "timed out") from exc
+            if not reply.error:
+                return reply.first_index, list(reply.results)
+            # Refused or lost: not applied, so it is safe to try the leader.
+            await self._disconnect()
+            self.leader = reply.leader_address or next(candidates)
+            await asyncio.sleep(0.02)
+        raise NoLeaderError(f"no leader accepted the proposal within {self.deadline_s} s")
+
+    async def close(self) -> None:
+        await self._disconnect()

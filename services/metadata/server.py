@@ -1,0 +1,125 @@
+"""A metadata node as a process: the Raft node, its transport, and the gRPC server.
+
+`mooseng metadata --id N --data DIR --listen HOST:PORT --peers ID=HOST:PORT,...`
+On SIGTERM a leader first hands leadership to its most up-to-date follower, so a
+rolling restart costs no election timeout.
+"""
+
+import asyncio
+import logging
+import signal
+
+import grpc
+
+from schemas import raft_pb2 as pb
+from schemas import raft_pb2_grpc
+from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
+from services.metadata.raft.transport import GRPC_OPTIONS, Transport
+
+log = logging.getLogger(__name__)
+
+
+class RaftServicer(raft_pb2_grpc.RaftServicer):
+    def __init__(self, node: RaftNode, transport: Transport):
+        self.node, self.transport = node, transport
+
+    async def Stream(self, request_iterator, context):
+        await self.transport.receive(request_iterator)
+        return pb.StreamClosed()
+
+    async def OfferSnapshot(self, request, context):
+        return self.transport.accept_offer(request)
+
+    async def SendSnapshot(self, request_iterator, context):
+        return await self.transport.receive_snapshot(request_iterator)
+
+    async def Status(self, request, context):
+        s = self.node.status()
+        return pb.NodeStatus(id=s["id"], address=s["address"], role=s["role"], term=s["term"],
+                             leader=s["leader"], leader_address=s["leader_address"],
+                             commit_index=s["commit_index"], applied_index=s["applied_index"],
+                             last_index=s["last_index"], snapshot_index=s["snapshot_index"],
+                             log_bytes=s["log_bytes"])
+
+    async def Propose(self, request_iterator, context):
+        """Pipelined: replies come back as proposals apply, matched by id."""
+        replies: asyncio.Queue = asyncio.Queue()
+        pending = 0
+        running: set[asyncio.Task] = set()
+
+        async def one(proposal: pb.Proposal) -> None:
+            replies.put_nowait(await self._propose(proposal))
+
+        async def read_requests() -> None:
+            nonlocal pending
+            async for proposal in request_iterator:
+                pending += 1
+                task = asyncio.create_task(one(proposal))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            replies.put_nowait(None)
+
+        reader = asyncio.create_task(read_requests())
+        finished = False
+        try:
+            while not finished or pending:
+                reply = await replies.get()
+                if reply is None:
+                    finished = True
+                    continue
+                pending -= 1
+                yield reply
+        finally:
+            reader.cancel()
+
+    async def _propose(self, proposal: pb.Proposal) -> pb.ProposalReply:
+        try:
+            first, results = await self.node.propose(list(proposal.commands))
+        except NotLeaderError as exc:
+            return pb.ProposalReply(id=proposal.id, error=str(exc),
+                                    leader_address=exc.leader_address)
+        except (ProposalLostError, TimeoutError) as exc:
+            return pb.ProposalReply(id=proposal.id, error=str(exc) or "timed out")
+        return pb.ProposalReply(id=proposal.id, first_index=first,
+                                results=[r.SerializeToString() if r is not None else b""
+                                         for r in results])
+
+    async def TransferLeadership(self, request, context):
+        ok = self.node.transfer_leadership(request.to)
+        return pb.TransferReply(ok=ok, error="" if ok else "not the leader, or no such peer")
+
+
+async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
+                options: NodeOptions | None = None) -> None:
+    """Run a metadata node until SIGTERM or SIGINT."""
+    options = options or NodeOptions()
+    node = RaftNode(node_id, peers, data_dir, options)
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    transport = Transport(node)
+    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(node, transport), server)
+    if server.add_insecure_port(listen) == 0:
+        raise SystemExit(f"cannot listen on {listen}: address in use or invalid")
+    await server.start()
+    await node.start()
+    log.info("metadata node %d serving on %s (data in %s)", node_id, listen, data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await _hand_over(node, options)
+    await server.stop(grace=0.5)
+    await transport.close()
+    await node.stop()
+    log.info("metadata node %d stopped", node_id)
+
+
+async def _hand_over(node: RaftNode, options: NodeOptions) -> None:
+    """A leader that is asked to stop transfers leadership first, briefly waiting."""
+    if not node.transfer_leadership():
+        return
+    deadline = options.raft.election_ticks * options.tick_s * 2
+    waited = 0.0
+    while node.core.role == "leader" and waited < deadline:
+        await asyncio.sleep(0.01)
+        waited += 0.01
