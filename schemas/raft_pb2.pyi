@@ -168,18 +168,20 @@ class Proposal(_message.Message):
     def __init__(self, id: _Optional[int] = ..., commands: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ProposalReply(_message.Message):
-    __slots__ = ("id", "first_index", "results", "error", "leader_address")
+    __slots__ = ("id", "first_index", "results", "error", "leader_address", "outcome_unknown")
     ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     id: int
     first_index: int
     results: _containers.RepeatedScalarFieldContainer[bytes]
     error: str
     leader_address: str
-    def __init__(self, id: _Optional[int] = ..., first_index: _Optional[int] = ..., results: _Optional[_Iterable[bytes]] = ..., error: _Optional[str] = ..., leader_address: _Optional[str] = ...) -> None: ...
+    outcome_unknown: bool
+    def __init__(self, id: _Optional[int] = ..., first_index: _Optional[int] = ..., results: _Optional[_Iterable[bytes]] = ..., error: _Optional[str] = ..., leader_address: _Optional[str] = ..., outcome_unknown: _Optional[bool] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("to",)

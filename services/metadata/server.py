@@ -78,8 +78,11 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         except NotLeaderError as exc:
             return pb.ProposalReply(id=proposal.id, error=str(exc),
                                     leader_address=exc.leader_address)
-        except (ProposalLostError, TimeoutError) as exc:
-            return pb.ProposalReply(id=proposal.id, error=str(exc) or "timed out")
+        except ProposalLostError as exc:
+            return pb.ProposalReply(id=proposal.id, error=str(exc))
+        except TimeoutError:
+            return pb.ProposalReply(id=proposal.id, error="timed out before it applied",
+                                    outcome_unknown=True)
         return pb.ProposalReply(id=proposal.id, first_index=first,
                                 results=[r.SerializeToString() if r is not None else b""
                                          for r in results])

@@ -29,13 +29,40 @@ class Proposer:
     def __init__(self, addresses: list[str], deadline_s: float = 15.0):
         self.addresses = addresses
         self.deadline_s = deadline_s
-        self.leader = addresses[0]
+        self.leader = ""
+        self._connecting = asyncio.Lock()
         self._ids = itertools.count(1)
         self._channel = None
         self._call = None
         self._waiting: dict[int, asyncio.Future] = {}
         self._outgoing: asyncio.Queue[pb.Proposal] | None = None
         self._tasks: list[asyncio.Task] = []
+
+    async def _find_leader(self) -> str:
+        """Ask every node; the leader of the highest term wins ("" if none yet)."""
+        async def ask(address: str):
+            async with grpc.aio.insecure_channel(address) as channel:
+                try:
+                    s = await raft_pb2_grpc.RaftStub(channel).Status(pb.StatusRequest(),
+                                                                     timeout=1.0)
+                except grpc.aio.AioRpcError:
+                    return None
+                return (s.term, address) if s.role == "leader" else None
+        found = [f for f in await asyncio.gather(*map(ask, self.addresses)) if f]
+        return max(found)[1] if found else ""
+
+    async def _ensure_connected(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._connecting:
+            while self._call is None or self._call.done():
+                self.leader = await self._find_leader()
+                if self.leader:
+                    await self._connect()
+                    return
+                if loop.time() > deadline:
+                    raise NoLeaderError(f"no leader among {', '.join(self.addresses)} "
+                                        f"within {self.deadline_s} s")
+                await asyncio.sleep(0.05)
 
     async def _connect(self) -> None:
         await self._disconnect()
@@ -82,27 +109,24 @@ class Proposer:
         """Apply `commands` (in one log batch); returns (first index, results)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
-        candidates = itertools.cycle(self.addresses)
         while loop.time() < deadline:
-            if self._call is None:
-                await self._connect()
+            await self._ensure_connected(deadline)
             ident = next(self._ids)
             fut = loop.create_future()
             self._waiting[ident] = fut
             self._outgoing.put_nowait(pb.Proposal(id=ident, commands=commands))
             try:
-                reply = await asyncio.wait_for(fut, deadline - loop.time())
-            except (OutcomeUnknownError, TimeoutError) as exc:
+                reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except TimeoutError as exc:
                 self._waiting.pop(ident, None)
-                if self._call is not None and self._call.done():
-                    await self._disconnect()
-                    self.leader = next(candidates)
-                raise OutcomeUnknownError(str(exc) or "timed out") from exc
+                raise OutcomeUnknownError("no answer before the deadline") from exc
             if not reply.error:
                 return reply.first_index, list(reply.results)
-            # Refused or lost: not applied, so it is safe to try the leader.
-            await self._disconnect()
-            self.leader = reply.leader_address or next(candidates)
+            if reply.outcome_unknown:
+                raise OutcomeUnknownError(reply.error)
+            # Refused or lost: not applied, so it is safe to try again at the leader.
+            if self._call is not None:
+                self._call.cancel()
             await asyncio.sleep(0.02)
         raise NoLeaderError(f"no leader accepted the proposal within {self.deadline_s} s")
 
