@@ -19,6 +19,20 @@ from services.metadata.raft.transport import GRPC_OPTIONS, Transport
 log = logging.getLogger(__name__)
 
 
+def _reply(ident: int, outcome) -> pb.ProposalReply:
+    if isinstance(outcome, NotLeaderError):
+        return pb.ProposalReply(id=ident, error=str(outcome),
+                                leader_address=outcome.leader_address)
+    if isinstance(outcome, ProposalLostError):
+        return pb.ProposalReply(id=ident, error=str(outcome))
+    if isinstance(outcome, Exception):
+        return pb.ProposalReply(id=ident, error=str(outcome), outcome_unknown=True)
+    first, results = outcome
+    return pb.ProposalReply(id=ident, first_index=first,
+                            results=[r.SerializeToString() if r is not None else b""
+                                     for r in results])
+
+
 class RaftServicer(raft_pb2_grpc.RaftServicer):
     def __init__(self, node: RaftNode, transport: Transport):
         self.node, self.transport = node, transport
@@ -42,50 +56,38 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
                              log_bytes=s["log_bytes"])
 
     async def Propose(self, request_iterator, context):
-        """Pipelined: replies come back as proposals apply, matched by id."""
+        """Pipelined: replies go back in batches as proposals apply, matched by id."""
         replies: asyncio.Queue = asyncio.Queue()
         pending = 0
-        running: set[asyncio.Task] = set()
 
-        async def one(proposal: pb.Proposal) -> None:
-            replies.put_nowait(await self._propose(proposal))
+        def submit(proposal: pb.Proposal) -> None:
+            def done(outcome) -> None:
+                replies.put_nowait(_reply(proposal.id, outcome))
+            self.node.submit(list(proposal.commands), done)
 
         async def read_requests() -> None:
             nonlocal pending
-            async for proposal in request_iterator:
-                pending += 1
-                task = asyncio.create_task(one(proposal))
-                running.add(task)
-                task.add_done_callback(running.discard)
+            async for batch in request_iterator:
+                pending += len(batch.proposals)
+                for proposal in batch.proposals:
+                    submit(proposal)
             replies.put_nowait(None)
 
         reader = asyncio.create_task(read_requests())
         finished = False
         try:
             while not finished or pending:
-                reply = await replies.get()
-                if reply is None:
+                batch = [await replies.get()]
+                while not replies.empty():
+                    batch.append(replies.get_nowait())
+                if None in batch:
                     finished = True
-                    continue
-                pending -= 1
-                yield reply
+                    batch.remove(None)
+                pending -= len(batch)
+                if batch:
+                    yield pb.ProposalReplyBatch(replies=batch)
         finally:
             reader.cancel()
-
-    async def _propose(self, proposal: pb.Proposal) -> pb.ProposalReply:
-        try:
-            first, results = await self.node.propose(list(proposal.commands))
-        except NotLeaderError as exc:
-            return pb.ProposalReply(id=proposal.id, error=str(exc),
-                                    leader_address=exc.leader_address)
-        except ProposalLostError as exc:
-            return pb.ProposalReply(id=proposal.id, error=str(exc))
-        except TimeoutError:
-            return pb.ProposalReply(id=proposal.id, error="timed out before it applied",
-                                    outcome_unknown=True)
-        return pb.ProposalReply(id=proposal.id, first_index=first,
-                                results=[r.SerializeToString() if r is not None else b""
-                                         for r in results])
 
     async def TransferLeadership(self, request, context):
         ok = self.node.transfer_leadership(request.to)

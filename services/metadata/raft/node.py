@@ -7,6 +7,7 @@ the core, then carries out its Ready in the order that keeps Raft safe: persist
 """
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -50,14 +51,19 @@ class NodeOptions:
     raft: RaftOptions = RaftOptions()
 
 
+Outcome = Callable[[object], None]   # gets (first index, results) or an exception
+
+
 class _Waiter:
     """A proposal of `count` commands from `first`, waiting for them to apply."""
 
-    __slots__ = ("term", "fut", "first", "count", "results")
+    __slots__ = ("term", "done", "first", "count", "results", "finished", "deadline")
 
-    def __init__(self, term: int, fut: asyncio.Future, first: int, count: int):
-        self.term, self.fut, self.first, self.count = term, fut, first, count
+    def __init__(self, done: Outcome, count: int, deadline: float):
+        self.done, self.count, self.deadline = done, count, deadline
+        self.term = self.first = 0
         self.results: list = []
+        self.finished = False
 
     def applied(self, entry: Entry, result) -> None:
         if entry.term != self.term:
@@ -65,12 +71,14 @@ class _Waiter:
                 f"entry {entry.index} went to a later leader; the proposal was lost"))
             return
         self.results.append(result)
-        if len(self.results) == self.count and not self.fut.done():
-            self.fut.set_result((self.first, self.results))
+        if len(self.results) == self.count and not self.finished:
+            self.finished = True
+            self.done((self.first, self.results))
 
     def fail(self, exc: Exception) -> None:
-        if not self.fut.done():
-            self.fut.set_exception(exc)
+        if not self.finished:
+            self.finished = True
+            self.done(exc)
 
 
 class RaftNode:
@@ -85,7 +93,8 @@ class RaftNode:
         self._saved_vote = self.log.hard_state()[:2]
         self._inbox: list[Message] = []
         self._actions: list[Callable[[], None]] = []
-        self._proposals: list[tuple[list[bytes], asyncio.Future]] = []
+        self._proposals: list[tuple[list[bytes], _Waiter]] = []
+        self._deadlines: collections.deque[_Waiter] = collections.deque()
         self._reads: list[bytes] = []                     # read contexts to ask for
         self._read_futures: dict[bytes, asyncio.Future] = {}
         self._waiting: dict[int, _Waiter] = {}             # log index -> its proposal
@@ -179,6 +188,8 @@ class RaftNode:
         ticks, self._ticks = self._ticks, 0
         for _ in range(ticks):
             core.tick()
+        if ticks:
+            self._expire_proposals()
         self._take_proposals()
         self._take_reads()
 
@@ -186,24 +197,28 @@ class RaftNode:
         proposals, self._proposals = self._proposals, []
         if not proposals:
             return
-        if self.core.role != LEADER:
-            for _, fut in proposals:
-                if not fut.done():
-                    fut.set_exception(self._not_leader())
-            return
-        batch = [c for commands, _ in proposals for c in commands]
-        placed = self.core.propose(batch)
+        placed = None
+        if self.core.role == LEADER:
+            placed = self.core.propose([c for commands, _ in proposals for c in commands])
         if placed is None:
-            for _, fut in proposals:
-                if not fut.done():
-                    fut.set_exception(self._not_leader())
+            refusal = self._not_leader()
+            for _, waiter in proposals:
+                waiter.fail(refusal)
             return
         index, term = placed
-        for commands, fut in proposals:
-            waiter = _Waiter(term, fut, index, len(commands))
+        for commands, waiter in proposals:
+            waiter.term, waiter.first = term, index
             for i in range(index, index + len(commands)):
                 self._waiting[i] = waiter
+            self._deadlines.append(waiter)
             index += len(commands)
+
+    def _expire_proposals(self) -> None:
+        """Proposals not applied in time: their outcome is unknown to the caller."""
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0].finished or deadlines[0].deadline < now):
+            deadlines.popleft().fail(TimeoutError("not applied before the deadline"))
 
     def _take_reads(self) -> None:
         reads, self._reads = self._reads, []
@@ -298,15 +313,29 @@ class RaftNode:
     def report_snapshot(self, peer: int, ok: bool) -> None:
         self._later(lambda: self.core.report_snapshot(peer, ok))
 
+    def submit(self, commands: list[bytes], done: Outcome, timeout: float = 10.0) -> None:
+        """Replicate and apply `commands` together; `done` gets (first index, results),
+        NotLeaderError or ProposalLostError (not applied), or TimeoutError (unknown)."""
+        waiter = _Waiter(done, len(commands), time.monotonic() + timeout)
+        if self.core.role != LEADER:
+            waiter.fail(self._not_leader())
+            return
+        self._proposals.append((commands, waiter))
+        self._wake.set()
+
     async def propose(self, commands: list[bytes], timeout: float = 10.0
                       ) -> tuple[int, list]:
-        """Replicate and apply `commands` together; returns (first index, results)."""
-        if self.core.role != LEADER:
-            raise self._not_leader()
         fut = asyncio.get_running_loop().create_future()
-        self._proposals.append((commands, fut))
-        self._wake.set()
-        return await asyncio.wait_for(fut, timeout)
+
+        def done(outcome) -> None:
+            if fut.done():
+                return
+            if isinstance(outcome, Exception):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+        self.submit(commands, done, timeout)
+        return await fut
 
     async def read_barrier(self, timeout: float = 5.0) -> int:
         """Wait until this node may serve a linearizable read; returns the index."""
@@ -357,8 +386,8 @@ class RaftNode:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for waiter in self._waiting.values():
-            waiter.fail(ProposalLostError("the node is shutting down"))
+        for waiter in [*self._waiting.values(), *self._deadlines]:
+            waiter.fail(TimeoutError("the node shut down before the proposal applied"))
         self.log.close()
         self.machine.close()
         self.stopped = True

@@ -8,6 +8,7 @@ silently retried.
 """
 
 import asyncio
+import collections
 import itertools
 
 import grpc
@@ -37,6 +38,8 @@ class Proposer:
         self._waiting: dict[int, asyncio.Future] = {}
         self._outgoing: asyncio.Queue[pb.Proposal] | None = None
         self._tasks: list[asyncio.Task] = []
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        self._sweeper: asyncio.Task | None = None
 
     async def _find_leader(self) -> str:
         """Ask every node; the leader of the highest term wins ("" if none yet)."""
@@ -72,22 +75,38 @@ class Proposer:
         self._tasks = [asyncio.create_task(self._read_replies(self._call))]
 
     async def _requests(self):
-        """The request stream: one writer, so concurrent proposals never interleave."""
+        """The request stream: one writer, and what piled up goes as one batch."""
         queue = self._outgoing
         while True:
-            yield await queue.get()
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            yield pb.ProposalBatch(proposals=batch)
 
     async def _read_replies(self, call) -> None:
         try:
-            async for reply in call:
-                fut = self._waiting.pop(reply.id, None)
-                if fut and not fut.done():
-                    fut.set_result(reply)
+            async for batch in call:
+                for reply in batch.replies:
+                    fut = self._waiting.pop(reply.id, None)
+                    if fut and not fut.done():
+                        fut.set_result(reply)
         except grpc.aio.AioRpcError as exc:
             self._fail_all(OutcomeUnknownError(f"connection to {self.leader} broke: "
                                                f"{exc.code().name}"))
             return
         self._fail_all(OutcomeUnknownError(f"{self.leader} closed the stream"))
+
+    async def _sweep(self) -> None:
+        """Fail proposals past their deadline (cheaper than a timer per proposal)."""
+        loop = asyncio.get_running_loop()
+        while self._deadlines:
+            await asyncio.sleep(0.1)
+            now = loop.time()
+            while self._deadlines and self._deadlines[0][0] < now:
+                _, ident = self._deadlines.popleft()
+                fut = self._waiting.pop(ident, None)
+                if fut and not fut.done():
+                    fut.set_exception(OutcomeUnknownError("no answer before the deadline"))
 
     def _fail_all(self, exc: Exception) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -115,11 +134,10 @@ class Proposer:
             fut = loop.create_future()
             self._waiting[ident] = fut
             self._outgoing.put_nowait(pb.Proposal(id=ident, commands=commands))
-            try:
-                reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-            except TimeoutError as exc:
-                self._waiting.pop(ident, None)
-                raise OutcomeUnknownError("no answer before the deadline") from exc
+            self._deadlines.append((deadline, ident))
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep())
+            reply = await fut
             if not reply.error:
                 return reply.first_index, list(reply.results)
             if reply.outcome_unknown:
@@ -131,4 +149,6 @@ class Proposer:
         raise NoLeaderError(f"no leader accepted the proposal within {self.deadline_s} s")
 
     async def close(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
         await self._disconnect()
