@@ -1,14 +1,16 @@
 """Committed proposals per second and commit latency of a 3-node cluster, side by
 side with PySyncObj (a peer Python Raft) doing the same in the same run.
 
-Both run three node processes on loopback. MooseNG proposes namespace commands
-(mkdir, folded into RocksDB on every node, every commit fsynced on a majority)
-from a client process over its pipelined gRPC stream; PySyncObj, with its
-defaults (in-memory log, no fsync), replicates a counter increment issued inside
-its leader process. Prints one JSON object:
+Both run three node processes on loopback and apply each commit to a counter:
+PySyncObj with its defaults (in-memory log, no fsync; load issued inside its
+leader process), MooseNG with `--state-machine counter` (every commit fsynced on
+a majority; load from a client process over the pipelined gRPC stream). MooseNG
+is then measured again doing real work: mkdir commands folded into the RocksDB
+namespace on every node. Prints one JSON object:
 
   {"mooseng": {"commits_per_s", "commits_per_s_64", "p50_ms", "p99_ms"},
-   "pysyncobj": {...same keys}, "throughput_ratio": mooseng/pysyncobj at 1,000}
+   "pysyncobj": {...same keys}, "throughput_ratio": mooseng/pysyncobj at 1,000,
+   "mooseng_namespace": {...same keys}}
 
 Usage: python bench/raft.py [--seconds S] [--dir DIR] [--skip-pysyncobj]
 """
@@ -78,7 +80,7 @@ async def mooseng_load(addresses: list[str], seconds: float) -> dict:
         done = 0
         stop = time.perf_counter() + seconds
 
-        async def worker():
+        async def worker(stop=stop):
             nonlocal done
             while time.perf_counter() < stop:
                 await proposer.propose([names.next()])
@@ -92,7 +94,7 @@ async def mooseng_load(addresses: list[str], seconds: float) -> dict:
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 3)}
 
 
-def run_mooseng(work: str, seconds: float) -> dict:
+def run_mooseng(work: str, seconds: float, machine: str) -> dict:
     ports = free_ports(3)
     peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
     procs = []
@@ -100,8 +102,9 @@ def run_mooseng(work: str, seconds: float) -> dict:
         for i, port in enumerate(ports, start=1):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "mooseng", "metadata", "--id", str(i), "--data",
-                 os.path.join(work, f"mooseng{i}"), "--listen", f"127.0.0.1:{port}",
-                 "--peers", peers], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                 os.path.join(work, f"{machine}{i}"), "--listen", f"127.0.0.1:{port}",
+                 "--peers", peers, "--state-machine", machine],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         addresses = [f"127.0.0.1:{p}" for p in ports]
         return asyncio.run(mooseng_load(addresses, seconds))
     finally:
@@ -206,11 +209,12 @@ def main() -> None:
         return
     work = tempfile.mkdtemp(prefix="mooseng-bench-raft-", dir=args.dir)
     try:
-        report = {"mooseng": run_mooseng(work, args.seconds)}
+        report = {"mooseng": run_mooseng(work, args.seconds, "counter")}
         if not args.skip_pysyncobj:
             report["pysyncobj"] = run_pysyncobj(work, args.seconds)
             report["throughput_ratio"] = round(
                 report["mooseng"]["commits_per_s"] / report["pysyncobj"]["commits_per_s"], 2)
+        report["mooseng_namespace"] = run_mooseng(work, args.seconds, "namespace")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report))

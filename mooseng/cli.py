@@ -62,7 +62,8 @@ def _metadata(args) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s node{args.id} %(message)s")
     _use_uvloop()
     from services.metadata.raft.node import NodeOptions
-    options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every)
+    options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
+                          state_machine=args.state_machine)
     asyncio.run(serve(args.id, listen, peers, args.data, options))
     return 0
 
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 100000)")
     meta.add_argument("--tick-ms", type=float, default=50.0,
                       help="Raft tick; elections time out after 10-20 ticks (default 50)")
+    meta.add_argument("--state-machine", choices=("namespace", "counter"),
+                      default="namespace",
+                      help="what committed commands are applied to: the namespace "
+                           "(default), or a counter for benchmarking consensus alone")
     meta.set_defaults(func=_metadata)
 
     status = sub.add_parser("status", help="show each metadata node's role and progress")

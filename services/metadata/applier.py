@@ -5,10 +5,12 @@ replicas (or a replica and a replay) that diverge differ from the first bad entr
 """
 
 import hashlib
+import struct
 
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace.fold import fold, fold_bytes
-from services.metadata.namespace.txn import Txn
+from services.metadata.namespace.records import COLUMN_FAMILIES
+from services.metadata.namespace.txn import DELETE, DELETE_RANGE, PUT, Txn
 from services.metadata.projection import Projection
 
 
@@ -16,15 +18,20 @@ class ApplyError(Exception):
     """Entries were offered out of order: the log and the projection disagree."""
 
 
+_TAGS = {(kind, cf): bytes([k * 16 + c])
+         for k, kind in enumerate((PUT, DELETE, DELETE_RANGE))
+         for c, cf in enumerate(COLUMN_FAMILIES)}
+_LENGTHS = struct.Struct(">II")
+
+
 def chain_digest(previous: bytes, index: int, result: bytes, ops: list[tuple]) -> bytes:
-    h = hashlib.blake2b(previous, digest_size=32)
-    h.update(index.to_bytes(8, "big"))
-    h.update(len(result).to_bytes(4, "big") + result)
+    """H(previous, index, result, mutations): every part length-prefixed, so two
+    different histories never hash the same bytes."""
+    parts = [previous, index.to_bytes(8, "big"), len(result).to_bytes(4, "big"), result]
     for op in ops:
-        for part in op:
-            part = part.encode() if isinstance(part, str) else part
-            h.update(len(part).to_bytes(4, "big") + part)
-    return h.digest()
+        second = op[3] if len(op) == 4 else b""
+        parts += (_TAGS[op[0], op[1]], _LENGTHS.pack(len(op[2]), len(second)), op[2], second)
+    return hashlib.blake2b(b"".join(parts), digest_size=32).digest()
 
 
 class Applier:

@@ -1,12 +1,16 @@
 """The namespace projection as the Raft log's state machine: apply committed
 entries, take snapshots (RocksDB checkpoints) and install a leader's snapshot."""
 
+import json
 import os
 import shutil
 
+from schemas import namespace_pb2 as nspb
 from services.metadata.applier import Applier
 from services.metadata.projection import Projection, open_projection
 from services.metadata.raft.messages import NORMAL, Entry
+
+COUNTED = nspb.Result()  # the counter machine's answer to every command
 
 
 class NamespaceMachine:
@@ -72,3 +76,59 @@ class NamespaceMachine:
 
     def close(self) -> None:
         self.projection.close()
+
+
+class CounterMachine:
+    """Counts applied commands and does nothing else: for measuring the consensus
+    layer alone (`mooseng metadata --state-machine counter`), the way Raft
+    benchmarks use a trivial state machine. Its state lives in snapshots only; after
+    a restart it re-applies the log from the last one."""
+
+    def __init__(self, data_dir: str):
+        self.snapshots = os.path.join(data_dir, "snapshots")
+        os.makedirs(self.snapshots, exist_ok=True)
+        self.applied_index = self.count = 0
+        if latest := self.latest_snapshot():
+            self._load(latest)
+
+    def _load(self, path: str) -> None:
+        with open(os.path.join(path, "state.json")) as f:
+            state = json.load(f)
+        self.applied_index, self.count = state["applied_index"], state["count"]
+
+    def apply(self, entries: list[Entry]) -> list:
+        results = []
+        for e in entries:
+            if e.index <= self.applied_index:
+                continue
+            self.applied_index = e.index
+            if e.kind == NORMAL:
+                self.count += 1
+                results.append(COUNTED)
+            else:
+                results.append(None)
+        return results
+
+    def checkpoint(self) -> str:
+        path = os.path.join(self.snapshots, f"snap-{self.applied_index:020d}")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "state.json"), "w") as f:
+            json.dump({"applied_index": self.applied_index, "count": self.count}, f)
+        for name in os.listdir(self.snapshots):
+            if name.startswith("snap-") and os.path.join(self.snapshots, name) != path:
+                shutil.rmtree(os.path.join(self.snapshots, name), ignore_errors=True)
+        return path
+
+    def latest_snapshot(self) -> str | None:
+        names = sorted(n for n in os.listdir(self.snapshots) if n.startswith("snap-"))
+        return os.path.join(self.snapshots, names[-1]) if names else None
+
+    def install(self, staged: str) -> None:
+        self._load(staged)
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def close(self) -> None:
+        pass
+
+
+MACHINES = {"namespace": NamespaceMachine, "counter": CounterMachine}

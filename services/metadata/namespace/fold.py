@@ -519,13 +519,12 @@ def _run(txn: Txn, cmd: pb.Command) -> pb.Result:
     kind = cmd.WhichOneof("op")
     if kind is None:
         return _error(errno.EINVAL, "command has no operation (unknown or missing type)")
-    op_txn = Txn(txn.get)
+    savepoint = txn.savepoint()
     try:
-        result = OPERATIONS[kind](Namespace(op_txn, cmd), getattr(cmd, kind))
+        return OPERATIONS[kind](Namespace(txn, cmd), getattr(cmd, kind))
     except FsError as exc:
+        txn.rollback(savepoint)
         return _error(exc.errno, exc.message)
-    txn.absorb(op_txn)
-    return result
 
 
 def _session_of(txn: Txn, cmd: pb.Command) -> r.SessionRecord | pb.Result:

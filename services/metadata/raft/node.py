@@ -26,7 +26,7 @@ from services.metadata.raft.core import (
 )
 from services.metadata.raft.log_store import LogStore
 from services.metadata.raft.messages import Config, Entry, Message, MsgType, SnapshotMeta
-from services.metadata.state_machine import NamespaceMachine
+from services.metadata.state_machine import MACHINES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class ProposalLostError(Exception):
 class NodeOptions:
     tick_s: float = 0.05             # election timeout = election_ticks * tick_s
     snapshot_every: int = 100_000    # applied entries between snapshots
+    state_machine: str = "namespace"  # or "counter", to measure consensus alone
     raft: RaftOptions = RaftOptions()
 
 
@@ -88,7 +89,7 @@ class RaftNode:
         self.id, self.peers, self.data_dir, self.options = node_id, peers, data_dir, options
         os.makedirs(data_dir, exist_ok=True)
         self.log = LogStore(os.path.join(data_dir, "raft-log"))
-        self.machine = NamespaceMachine(data_dir)
+        self.machine = MACHINES[options.state_machine](data_dir)
         self.core = self._restore_core(Config(frozenset(peers)))
         self._saved_vote = self.log.hard_state()[:2]
         self._inbox: list[Message] = []
