@@ -183,6 +183,18 @@ class ProposalReply(_message.Message):
     outcome_unknown: bool
     def __init__(self, id: _Optional[int] = ..., first_index: _Optional[int] = ..., results: _Optional[_Iterable[bytes]] = ..., error: _Optional[str] = ..., leader_address: _Optional[str] = ..., outcome_unknown: _Optional[bool] = ...) -> None: ...
 
+class ProposalBatch(_message.Message):
+    __slots__ = ("proposals",)
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
+    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
+
+class ProposalReplyBatch(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[ProposalReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[ProposalReply, _Mapping]]] = ...) -> None: ...
+
 class TransferRequest(_message.Message):
     __slots__ = ("to",)
     TO_FIELD_NUMBER: _ClassVar[int]

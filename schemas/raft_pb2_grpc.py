@@ -56,8 +56,8 @@ class RaftStub:
                 _registered_method=True)
         self.Propose = channel.stream_stream(
                 '/mooseng.raft.Raft/Propose',
-                request_serializer=schemas_dot_raft__pb2.Proposal.SerializeToString,
-                response_deserializer=schemas_dot_raft__pb2.ProposalReply.FromString,
+                request_serializer=schemas_dot_raft__pb2.ProposalBatch.SerializeToString,
+                response_deserializer=schemas_dot_raft__pb2.ProposalReplyBatch.FromString,
                 _registered_method=True)
         self.TransferLeadership = channel.unary_unary(
                 '/mooseng.raft.Raft/TransferLeadership',
@@ -132,8 +132,8 @@ def add_RaftServicer_to_server(servicer, server):
             ),
             'Propose': grpc.stream_stream_rpc_method_handler(
                     servicer.Propose,
-                    request_deserializer=schemas_dot_raft__pb2.Proposal.FromString,
-                    response_serializer=schemas_dot_raft__pb2.ProposalReply.SerializeToString,
+                    request_deserializer=schemas_dot_raft__pb2.ProposalBatch.FromString,
+                    response_serializer=schemas_dot_raft__pb2.ProposalReplyBatch.SerializeToString,
             ),
             'TransferLeadership': grpc.unary_unary_rpc_method_handler(
                     servicer.TransferLeadership,
@@ -274,8 +274,8 @@ class Raft:
             request_iterator,
             target,
             '/mooseng.raft.Raft/Propose',
-            schemas_dot_raft__pb2.Proposal.SerializeToString,
-            schemas_dot_raft__pb2.ProposalReply.FromString,
+            schemas_dot_raft__pb2.ProposalBatch.SerializeToString,
+            schemas_dot_raft__pb2.ProposalReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,
