@@ -10,7 +10,7 @@ namespace on every node. Prints one JSON object:
 
   {"mooseng": {"commits_per_s", "commits_per_s_64", "p50_ms", "p99_ms"},
    "pysyncobj": {...same keys}, "throughput_ratio": mooseng/pysyncobj at 1,000,
-   "mooseng_namespace": {...same keys}}
+   "mooseng_namespace": {...same keys}, "disk_fdatasync_p50_ms"}
 
 Usage: python bench/raft.py [--seconds S] [--dir DIR] [--skip-pysyncobj]
 """
@@ -43,6 +43,23 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def fsync_latency_ms(directory: str, rounds: int = 300) -> float:
+    """The median cost of appending 200 bytes and fdatasync on this disk, now."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    latencies = []
+    try:
+        for _ in range(rounds):
+            os.write(fd, b"x" * 200)
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return round(percentile(latencies, 0.5) * 1000, 3)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -215,6 +232,8 @@ def main() -> None:
             report["throughput_ratio"] = round(
                 report["mooseng"]["commits_per_s"] / report["pysyncobj"]["commits_per_s"], 2)
         report["mooseng_namespace"] = run_mooseng(work, args.seconds, "namespace")
+        # Every sequential commit waits for a follower's fsync: this is its floor.
+        report["disk_fdatasync_p50_ms"] = fsync_latency_ms(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report))
