@@ -87,10 +87,10 @@ class Pending:
 
 class Simulation:
     def __init__(self, n: int, seed: int, drop: float = 0.0, dup: float = 0.0,
-                 max_delay: int = 2, snapshot_every: int = 0, opts: RaftOptions | None = None):
+                 max_delay: int = 2, snapshot_every: int = 0, lease_reads: bool = False):
         self.rng = random.Random(seed)
-        self.opts = opts or RaftOptions(election_ticks=10, heartbeat_ticks=2,
-                                        max_inflight_msgs=8)
+        self.opts = RaftOptions(election_ticks=10, heartbeat_ticks=2, max_inflight_msgs=8,
+                                lease_reads=lease_reads)
         self.config = Config(frozenset(range(1, n + 1)))
         self.disks = {i: Disk() for i in self.config.voters}
         self.nodes = {i: self._boot(i) for i in self.config.voters}
@@ -259,15 +259,17 @@ class Simulation:
         """Start an operation at the current leader (or fail at once if there is none)."""
         if any(p.client == client for p in self.pending):
             return  # one operation at a time per client, as a real client waits
-        node = self.leader()
+        # A client may still talk to a deposed leader that has not noticed yet.
+        leaders = [n for n in self.nodes.values() if n.up and n.core.role == LEADER]
         p = Pending(client, op, self.now)
-        if node is None:
+        if not leaders:
             return
+        node = self.rng.choice(leaders)
         p.node = node.id
         if op[0] == "get":
             self.next_ctx += 1
             p.read_ctx = b"r%d" % self.next_ctx
-            if not node.core.read_index(p.read_ctx):
+            if not node.core.read_index(p.read_ctx, lease=self.opts.lease_reads):
                 return
         else:
             placed = node.core.propose([json.dumps(op).encode()])

@@ -1,6 +1,8 @@
 """Hypothesis drives the simulated cluster through faults; Raft's safety properties
 and the linearizability of the clients' history must hold every time."""
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,12 +32,14 @@ scenarios = st.fixed_dictionaries({
     "snapshot_every": st.sampled_from([0, 4, 25]),
     "faults": st.lists(st.tuples(st.integers(3, 40), faults), max_size=25),
     "load": st.sampled_from([0.2, 0.6, 1.0]),
+    "lease_reads": st.booleans(),
 })
 
 
 def run_scenario(s: dict) -> Simulation:
     sim = Simulation(s["n"], s["seed"], drop=s["drop"], dup=s["dup"],
-                     max_delay=s["max_delay"], snapshot_every=s["snapshot_every"])
+                     max_delay=s["max_delay"], snapshot_every=s["snapshot_every"],
+                     lease_reads=s["lease_reads"])
     rng, value = sim.rng, 0
 
     def clients_for(ticks: int) -> None:
@@ -81,7 +85,7 @@ def run_scenario(s: dict) -> Simulation:
     return sim
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("RAFT_SIM_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios)
 def test_raft_is_safe_and_linearizable_under_faults(scenario):
     sim = run_scenario(scenario)   # Election Safety, Leader Completeness, State Machine

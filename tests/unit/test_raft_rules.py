@@ -307,3 +307,49 @@ def test_config_entries_are_decoded_on_restart():
     entries = (Entry(1, 1), Entry(2, 1, CONFIG, Config(frozenset({1, 2})).encode()))
     core = RaftCore(1, Config(frozenset({1, 2, 3})), OPTS, Persisted(term=1, entries=entries))
     assert core.config == Config(frozenset({1, 2}))
+
+
+def lease_cluster() -> Cluster:
+    from dataclasses import replace
+    return Cluster(3, opts=replace(OPTS, lease_reads=True))
+
+
+def test_a_lease_read_answers_at_once_while_a_quorum_heard_us_recently():
+    c = lease_cluster()
+    c.tick_all(OPTS.election_ticks * 3)
+    leader = next(n for n in c.nodes.values() if n.role == "leader")
+    c.tick_all(2)   # a heartbeat round answered by everyone
+    c.propose(leader.id, b"x")
+    assert leader.read_index(b"fast", lease=True)
+    c.collect()
+    assert [s.context for s in c.read_states[leader.id]] == [b"fast"]
+
+
+def test_a_lease_expires_when_the_followers_stop_answering():
+    c = lease_cluster()
+    c.tick_all(OPTS.election_ticks * 3)
+    leader = next(n for n in c.nodes.values() if n.role == "leader")
+    c.tick_all(2)
+    c.cut = set(c.nodes) - {leader.id}
+    for _ in range(OPTS.election_ticks - 1):
+        leader.tick()
+    c.collect()
+    c.mailbox = []
+    assert not leader.lease_valid(), "the lease outlived the followers' promise"
+    leader.read_index(b"slow", lease=True)
+    c.collect()
+    assert c.read_states[leader.id] == [], "without a lease it must ask a quorum"
+
+
+def test_leases_are_off_during_a_transfer_and_by_default():
+    c = lease_cluster()
+    c.tick_all(OPTS.election_ticks * 3)
+    leader = next(n for n in c.nodes.values() if n.role == "leader")
+    c.tick_all(2)
+    assert leader.lease_valid()
+    c.cut = set(c.nodes) - {leader.id}
+    leader.transfer_leadership(next(i for i in c.nodes if i != leader.id))
+    assert not leader.lease_valid()
+    plain = Cluster(3)
+    plain.tick_all(OPTS.election_ticks * 3)
+    assert not any(n.lease_valid() for n in plain.nodes.values())

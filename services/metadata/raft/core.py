@@ -55,6 +55,7 @@ class RaftOptions:
     max_msg_bytes: int = 1 << 20        # entries per append message
     max_inflight_msgs: int = 256        # per follower
     max_inflight_bytes: int = 64 << 20  # per follower
+    lease_reads: bool = False           # serve reads on the leader's lease (see lease_valid)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class RaftCore:
         self.votes: dict[int, bool] = {}
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.ticks = 0                      # this node's clock, for leases
         self.randomized_timeout = 0
         self.transferee = 0
         self.pending_conf_index = 0
@@ -139,6 +141,7 @@ class RaftCore:
 
     # -- inputs ---------------------------------------------------------------------
     def tick(self) -> None:
+        self.ticks += 1
         if self.role == LEADER:
             self._tick_leader()
             return
@@ -172,20 +175,36 @@ class RaftCore:
         self._broadcast_append()
         return index
 
-    def read_index(self, context: bytes) -> bool:
+    def read_index(self, context: bytes, lease: bool = False) -> bool:
         """Ask for a linearizable read point. The answer comes as a ReadState once a
-        quorum has confirmed this node is still the leader. False if not the leader."""
+        quorum has confirmed this node is still the leader, or at once with `lease`
+        while the leader's lease holds. False if not the leader."""
         if self.role != LEADER:
             return False
         if self.term_at(self.commit) != self.term:
             self.reads_waiting.append(context)
             return True
-        if len(self.config.voters) == 1:
+        if len(self.config.voters) == 1 or (lease and self.lease_valid()):
             self._read_states.append(ReadState(context, self.commit))
             return True
         self.reads.append((context, self.commit, {self.id}))
         self._broadcast_heartbeat(context)
         return True
+
+    def lease_valid(self) -> bool:
+        """Can no other leader exist yet? With CheckQuorum, a follower refuses votes for
+        election_ticks after it last heard from us. So once a quorum has answered a
+        heartbeat we sent at tick T, no new leader is possible before T +
+        election_ticks (less a tick of margin for clocks that run at slightly
+        different speeds). Never during a leadership transfer, which skips leases."""
+        if not (self.opts.lease_reads and self.opts.check_quorum) or self.transferee:
+            return False
+        sent = sorted((self.progress[v].echo_tick if v != self.id else self.ticks)
+                      for v in self.config.voters if v in self.progress)
+        if len(sent) < self.config.quorum:
+            return False
+        start = sent[-self.config.quorum]
+        return self.ticks < start + self.opts.election_ticks - 1
 
     def transfer_leadership(self, to: int) -> bool:
         if self.role != LEADER or to == self.id or to not in self.config.voters:
@@ -279,7 +298,11 @@ class RaftCore:
     def _accept_higher_term(self, m: Message) -> bool:
         """A message from a newer term. False if it is to be ignored."""
         if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
-            in_lease = (self.opts.check_quorum and self.leader != 0
+            # With lease reads, a node that just started does not vote either: it may
+            # have been a follower whose promise a leader's lease still counts on.
+            heard_recently = self.leader != 0 or (
+                self.opts.lease_reads and self.ticks < self.opts.election_ticks)
+            in_lease = (self.opts.check_quorum and heard_recently
                         and self.election_elapsed < self.opts.election_ticks)
             if in_lease and m.context != CAMPAIGN_TRANSFER:
                 return False  # we still hear from a leader: a returning node must not disrupt
@@ -421,6 +444,7 @@ class RaftCore:
             self._handle_append_response(m, pr)
         elif m.type == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
+            pr.echo_tick = max(pr.echo_tick, m.index)
             pr.probe_sent = False
             if pr.state == REPLICATE and pr.is_paused():
                 pr.free_first()  # appends to it were lost: let one more through
@@ -499,10 +523,12 @@ class RaftCore:
                 self._send_append(peer)
 
     def _broadcast_heartbeat(self, context: bytes) -> None:
+        # `index` carries our tick; the echo tells us when a follower last heard us.
         for peer, pr in self.progress.items():
             if peer != self.id:
                 self._send(Message(MsgType.HEARTBEAT, self.id, peer, self.term,
-                                   commit=min(pr.match, self.commit), context=context))
+                                   index=self.ticks, commit=min(pr.match, self.commit),
+                                   context=context))
 
     def _send_append(self, to: int, send_empty: bool = True) -> bool:
         """Send `to` what it lacks, within flow control. True if something was sent."""
@@ -562,7 +588,7 @@ class RaftCore:
             if m.commit > self.commit:
                 self._commit_to(min(m.commit, self.last_index()))
             self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.frm, self.term,
-                               context=m.context))
+                               index=m.index, context=m.context))
         elif m.type == MsgType.SNAP:
             self.election_elapsed = 0
             self.leader = m.frm

@@ -8,7 +8,8 @@ PROBE, REPLICATE, SNAPSHOT = "probe", "replicate", "snapshot"
 
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "pending_snapshot",
-                 "inflight", "inflight_bytes", "recent_active", "max_msgs", "max_bytes")
+                 "inflight", "inflight_bytes", "recent_active", "max_msgs", "max_bytes",
+                 "echo_tick")
 
     def __init__(self, next_index: int, max_msgs: int, max_bytes: int):
         self.match = 0
@@ -20,6 +21,7 @@ class Progress:
         self.inflight_bytes = 0
         self.recent_active = False    # heard from it since the last quorum check
         self.max_msgs, self.max_bytes = max_msgs, max_bytes
+        self.echo_tick = -1 << 62     # our tick when it last heard us (leases)
 
     def __repr__(self) -> str:
         return f"<{self.state} match={self.match} next={self.next} inflight={len(self.inflight)}>"
