@@ -85,7 +85,11 @@ def run_scenario(s: dict) -> Simulation:
     return sim
 
 
-@settings(max_examples=int(os.environ.get("RAFT_SIM_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# RAFT_SIM_EXAMPLES=5000 for a long hunt; CI runs the default.
+EXAMPLES = int(os.environ.get("RAFT_SIM_EXAMPLES", "300"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios)
 def test_raft_is_safe_and_linearizable_under_faults(scenario):
     sim = run_scenario(scenario)   # Election Safety, Leader Completeness, State Machine
