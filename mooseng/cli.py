@@ -57,8 +57,13 @@ def _metadata(args) -> int:
 
     peers = peer_map(args.peers)
     listen = host_port(args.listen)
-    if args.id not in peers:
-        raise AddressError(f"--id {args.id} is not among --peers ({args.peers})")
+    if args.id not in peers and not args.join:
+        raise AddressError(f"--id {args.id} is not among --peers ({args.peers}); to add a "
+                           "node to a running cluster, start it with --join and then run "
+                           "`mooseng members add-learner`")
+    if args.id in peers and args.join:
+        raise AddressError(f"--join: node {args.id} must not be in --peers (the cluster's "
+                           "current members)")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s node{args.id} %(message)s")
     _use_uvloop()
     from services.metadata.raft.node import NodeOptions
@@ -77,6 +82,24 @@ def _status(args) -> int:
     nodes = asyncio.run(gather(address_list(args.masters), args.timeout))
     print(render(nodes, args.json))
     return 0 if any(n["role"] == "leader" for n in nodes) else 1
+
+
+def _members(args) -> int:
+    import asyncio
+
+    from mooseng.addresses import address_list, host_port
+    from mooseng.members import change, listing
+
+    masters = address_list(args.masters)
+    if args.action == "list":
+        print(asyncio.run(listing(masters)))
+        return 0
+    if args.id is None:
+        raise AddressError(f"{args.action} needs a node ID")
+    address = host_port(args.address) if args.address else ""
+    ok, text = asyncio.run(change(masters, args.action, args.id, address))
+    print(text, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def _use_uvloop() -> None:
@@ -113,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument("--listen", required=True, help="HOST:PORT to serve on")
     meta.add_argument("--peers", required=True,
                       help="every voter, this node included: ID=HOST:PORT,...")
+    meta.add_argument("--join", action="store_true",
+                      help="this node joins a running cluster: --peers lists its members, "
+                           "and a member adds it with `mooseng members add-learner`")
     meta.add_argument("--snapshot-every", type=int, default=100_000, metavar="N",
                       help="take a snapshot and compact the log every N entries "
                            "(default 100000)")
@@ -123,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what committed commands are applied to: the namespace "
                            "(default), or a counter for benchmarking consensus alone")
     meta.set_defaults(func=_metadata)
+
+    members = sub.add_parser("members", help="list or change the metadata cluster's members")
+    members.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")
+    members.add_argument("action", choices=("list", "add-learner", "add-voter", "promote",
+                                            "demote", "remove"))
+    members.add_argument("id", type=int, nargs="?", help="the node to change")
+    members.add_argument("address", nargs="?", help="HOST:PORT of a node being added")
+    members.set_defaults(func=_members)
 
     status = sub.add_parser("status", help="show each metadata node's role and progress")
     status.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")

@@ -19,12 +19,21 @@ class Entry(_message.Message):
     def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., kind: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Membership(_message.Message):
-    __slots__ = ("voters", "learners")
+    __slots__ = ("voters", "learners", "addresses")
+    class AddressesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     VOTERS_FIELD_NUMBER: _ClassVar[int]
     LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     voters: _containers.RepeatedScalarFieldContainer[int]
     learners: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ...) -> None: ...
+    addresses: _containers.ScalarMap[int, str]
+    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., addresses: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class SnapshotMeta(_message.Message):
     __slots__ = ("index", "term", "config")
@@ -194,6 +203,30 @@ class ProposalReplyBatch(_message.Message):
     REPLIES_FIELD_NUMBER: _ClassVar[int]
     replies: _containers.RepeatedCompositeFieldContainer[ProposalReply]
     def __init__(self, replies: _Optional[_Iterable[_Union[ProposalReply, _Mapping]]] = ...) -> None: ...
+
+class MembershipChange(_message.Message):
+    __slots__ = ("action", "id", "address")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    id: int
+    address: str
+    def __init__(self, action: _Optional[str] = ..., id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
+class MembershipReply(_message.Message):
+    __slots__ = ("ok", "error", "config", "index", "leader_address")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    config: Membership
+    index: int
+    leader_address: str
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., config: _Optional[_Union[Membership, _Mapping]] = ..., index: _Optional[int] = ..., leader_address: _Optional[str] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("to",)

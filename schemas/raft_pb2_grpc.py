@@ -64,6 +64,11 @@ class RaftStub:
                 request_serializer=schemas_dot_raft__pb2.TransferRequest.SerializeToString,
                 response_deserializer=schemas_dot_raft__pb2.TransferReply.FromString,
                 _registered_method=True)
+        self.ChangeMembership = channel.unary_unary(
+                '/mooseng.raft.Raft/ChangeMembership',
+                request_serializer=schemas_dot_raft__pb2.MembershipChange.SerializeToString,
+                response_deserializer=schemas_dot_raft__pb2.MembershipReply.FromString,
+                _registered_method=True)
 
 
 class RaftServicer:
@@ -107,6 +112,12 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeMembership(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +150,11 @@ def add_RaftServicer_to_server(servicer, server):
                     servicer.TransferLeadership,
                     request_deserializer=schemas_dot_raft__pb2.TransferRequest.FromString,
                     response_serializer=schemas_dot_raft__pb2.TransferReply.SerializeToString,
+            ),
+            'ChangeMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembership,
+                    request_deserializer=schemas_dot_raft__pb2.MembershipChange.FromString,
+                    response_serializer=schemas_dot_raft__pb2.MembershipReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +319,33 @@ class Raft:
             '/mooseng.raft.Raft/TransferLeadership',
             schemas_dot_raft__pb2.TransferRequest.SerializeToString,
             schemas_dot_raft__pb2.TransferReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mooseng.raft.Raft/ChangeMembership',
+            schemas_dot_raft__pb2.MembershipChange.SerializeToString,
+            schemas_dot_raft__pb2.MembershipReply.FromString,
             options,
             channel_credentials,
             insecure,

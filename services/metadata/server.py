@@ -13,6 +13,7 @@ import grpc
 
 from schemas import raft_pb2 as pb
 from schemas import raft_pb2_grpc
+from services.metadata.raft import codec
 from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.raft.transport import GRPC_OPTIONS, Transport
 
@@ -89,6 +90,21 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         finally:
             reader.cancel()
 
+    async def ChangeMembership(self, request, context):
+        fut = asyncio.get_running_loop().create_future()
+
+        def done(outcome) -> None:
+            if not fut.done():
+                fut.set_result(outcome)
+        self.node.change_membership(request.action, request.id, request.address, done)
+        outcome = await fut
+        if isinstance(outcome, NotLeaderError):
+            return pb.MembershipReply(error=str(outcome), leader_address=outcome.leader_address)
+        if isinstance(outcome, Exception):
+            return pb.MembershipReply(error=str(outcome) or type(outcome).__name__)
+        index, config = outcome
+        return pb.MembershipReply(ok=True, index=index, config=codec.config_to_pb(config))
+
     async def TransferLeadership(self, request, context):
         ok = self.node.transfer_leadership(request.to)
         return pb.TransferReply(ok=ok, error="" if ok else "not the leader, or no such peer")
@@ -96,9 +112,10 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
 
 async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
                 options: NodeOptions | None = None) -> None:
-    """Run a metadata node until SIGTERM or SIGINT."""
+    """Run a metadata node until SIGTERM or SIGINT. A node not in `peers` joins the
+    running cluster they form (once a member adds it)."""
     options = options or NodeOptions()
-    node = RaftNode(node_id, peers, data_dir, options)
+    node = RaftNode(node_id, peers, data_dir, options, own_address=listen)
     server = grpc.aio.server(options=GRPC_OPTIONS)
     transport = Transport(node)
     raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(node, transport), server)

@@ -37,14 +37,25 @@ class MetadataCluster:
     def data(self, i: int) -> str:
         return os.path.join(self.root, f"node{i}")
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, join: bool = False) -> None:
+        """Start node i; with `join`, a new node (given an address here) that a member
+        will add to the running cluster."""
+        if i not in self.addresses:
+            self.addresses[i] = f"127.0.0.1:{free_ports(1)[0]}"
         log = open(os.path.join(self.root, f"node{i}.log"), "ab")  # noqa: SIM115
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "mooseng", "metadata", "--id", str(i), "--data",
              self.data(i), "--listen", self.addresses[i], "--peers", self.peers,
-             "--tick-ms", str(TICK_MS), "--snapshot-every", str(self.snapshot_every)],
+             "--tick-ms", str(TICK_MS), "--snapshot-every", str(self.snapshot_every),
+             *(["--join"] if join else [])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def members(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mooseng", "members", "--masters",
+             ",".join(self.addresses.values()), *args],
+            capture_output=True, text=True, timeout=60)
 
     def start_all(self) -> None:
         for i in self.addresses:

@@ -179,3 +179,29 @@ def test_bad_node_arguments_are_explained(tmp_path, args, message):
                           str(tmp_path), "--listen", "127.0.0.1:1", *args],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_node_joins_as_learner_is_promoted_and_a_voter_leaves(cluster):
+    cluster.start_all()
+    cluster.wait_leader()
+    asyncio.run(propose_names(cluster, [b"before%03d" % i for i in range(100)]))
+    cluster.start(4, join=True)
+    added = cluster.members("add-learner", "4", cluster.addresses[4])
+    assert added.returncode == 0, added.stderr
+    nodes = cluster.wait_converged()
+    assert {n["id"]: n["role"] for n in nodes}[4] == "learner"
+    assert cluster.members("promote", "4").returncode == 0
+    leader = cluster.wait_leader()
+    gone = next(i for i in (1, 2, 3) if i != leader["id"])
+    removed = cluster.members("remove", str(gone))
+    assert removed.returncode == 0, removed.stderr
+    cluster.signal(gone, signal.SIGTERM)
+    del cluster.addresses[gone]
+    acked, _ = asyncio.run(propose_names(cluster, [b"after%03d" % i for i in range(100)]))
+    nodes = cluster.wait_converged()
+    assert {n["id"] for n in nodes} == {1, 2, 3, 4} - {gone}
+    assert all(n["role"] in ("leader", "follower") for n in nodes)
+    assert len(acked) == 100
+    refused = cluster.members("add-voter", "4", cluster.addresses[4])
+    assert refused.returncode == 1 and "already a member" in refused.stderr

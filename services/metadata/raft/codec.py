@@ -18,11 +18,13 @@ class CodecError(ValueError):
 
 
 def config_to_pb(config: Config) -> pb.Membership:
-    return pb.Membership(voters=sorted(config.voters), learners=sorted(config.learners))
+    return pb.Membership(voters=sorted(config.voters), learners=sorted(config.learners),
+                         addresses=config.address_book())
 
 
 def config_from_pb(m: pb.Membership) -> Config:
-    return Config(frozenset(m.voters), frozenset(m.learners))
+    return Config(frozenset(m.voters), frozenset(m.learners),
+                  tuple(sorted(m.addresses.items())))
 
 
 def snapshot_to_pb(meta: SnapshotMeta) -> pb.SnapshotMeta:

@@ -672,7 +672,11 @@ class RaftCore:
 
     # -- status -----------------------------------------------------------------------
     def status(self) -> dict:
-        role = self.role if self.is_voter() or self.role != FOLLOWER else "learner"
+        role = self.role
+        if self.id not in self.config.members:
+            role = "removed"
+        elif not self.is_voter():
+            role = "learner"
         return {"id": self.id, "role": role, "term": self.term, "leader": self.leader,
                 "commit_index": self.commit, "applied_index": self.handed,
                 "last_index": self.last_index(), "snapshot_index": self.snapshot.index}

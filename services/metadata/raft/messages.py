@@ -21,10 +21,12 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Who votes and who only follows. Changed one server at a time."""
+    """Who votes and who only follows, and where members listen (for members added
+    after the cluster started). Changed one server at a time."""
 
     voters: frozenset[int]
     learners: frozenset[int] = frozenset()
+    addresses: tuple[tuple[int, str], ...] = ()   # sorted (id, "host:port") pairs
 
     @property
     def members(self) -> frozenset[int]:
@@ -34,14 +36,23 @@ class Config:
     def quorum(self) -> int:
         return len(self.voters) // 2 + 1
 
+    def address_book(self) -> dict[int, str]:
+        return dict(self.addresses)
+
+    def with_members(self, voters, learners, addresses: dict[int, str]) -> "Config":
+        members = set(voters) | set(learners)
+        kept = tuple(sorted((i, a) for i, a in addresses.items() if i in members))
+        return Config(frozenset(voters), frozenset(learners), kept)
+
     def encode(self) -> bytes:
-        return json.dumps({"voters": sorted(self.voters),
-                           "learners": sorted(self.learners)}).encode()
+        return json.dumps({"voters": sorted(self.voters), "learners": sorted(self.learners),
+                           "addresses": {str(i): a for i, a in self.addresses}}).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> "Config":
         raw = json.loads(data)
-        return cls(frozenset(raw["voters"]), frozenset(raw.get("learners", ())))
+        addresses = tuple(sorted((int(i), a) for i, a in raw.get("addresses", {}).items()))
+        return cls(frozenset(raw["voters"]), frozenset(raw.get("learners", ())), addresses)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,44 @@ class NotLeaderError(Exception):
         self.leader_id, self.leader_address = leader_id, leader_address
 
 
+class MembershipBusyError(Exception):
+    """A membership change cannot start now; retrying shortly will work."""
+
+
+def next_membership(config: Config, known: dict[int, str], action: str, node: int,
+                    address: str) -> Config:
+    """The membership after one change; ValueError if the change makes no sense."""
+    voters, learners = set(config.voters), set(config.learners)
+    addresses = {**known, **config.address_book()}
+    if action in ("add-learner", "add-voter"):
+        if node in config.members:
+            raise ValueError(f"node {node} is already a member")
+        if not address:
+            raise ValueError(f"{action} needs the new node's HOST:PORT")
+        (learners if action == "add-learner" else voters).add(node)
+        addresses[node] = address
+    elif action == "promote":
+        if node not in learners:
+            raise ValueError(f"node {node} is not a learner")
+        learners.discard(node)
+        voters.add(node)
+    elif action == "demote":
+        if node not in voters or len(voters) == 1:
+            raise ValueError(f"node {node} is not a voter, or the last one")
+        voters.discard(node)
+        learners.add(node)
+    elif action == "remove":
+        if node not in config.members:
+            raise ValueError(f"node {node} is not a member")
+        if config.voters == {node}:
+            raise ValueError("cannot remove the last voter")
+        voters.discard(node)
+        learners.discard(node)
+    else:
+        raise ValueError(f"unknown membership action {action!r}")
+    return config.with_members(voters, learners, addresses)
+
+
 class ProposalLostError(Exception):
     """Leadership changed before the proposal committed; it was not applied."""
 
@@ -89,13 +127,20 @@ class _Waiter:
 
 class RaftNode:
     def __init__(self, node_id: int, peers: dict[int, str], data_dir: str,
-                 options: NodeOptions | None = None):
+                 options: NodeOptions | None = None, own_address: str = ""):
+        """`peers`: the voters the cluster started with (this node among them), or,
+        for a node joining a running cluster, its current members."""
         options = options or NodeOptions()
-        self.id, self.peers, self.data_dir, self.options = node_id, peers, data_dir, options
+        self.id, self.data_dir, self.options = node_id, data_dir, options
+        self.peers = dict(peers)
+        if own_address:
+            self.peers[node_id] = own_address
         os.makedirs(data_dir, exist_ok=True)
         self.log = LogStore(os.path.join(data_dir, "raft-log"))
         self.machine = MACHINES[options.state_machine](data_dir)
         self.core = self._restore_core(Config(frozenset(peers)))
+        self.on_members_changed: Callable[[dict[int, str]], None] = lambda peers: None
+        self._known_config = None
         self._saved_vote = self.log.hard_state()[:2]
         self._inbox: list[Message] = []
         self._actions: list[Callable[[], None]] = []
@@ -117,27 +162,25 @@ class RaftNode:
     def _snapshot_meta_path(self) -> str:
         return os.path.join(self.data_dir, "snapshot.json")
 
-    def _read_snapshot_meta(self, initial: Config) -> SnapshotMeta | None:
+    def _read_snapshot_meta(self) -> SnapshotMeta | None:
         if self.log.snapshot_index == 0:
             return None
         with open(self._snapshot_meta_path()) as f:
             raw = json.load(f)
-        config = Config(frozenset(raw["voters"]), frozenset(raw["learners"]))
-        return SnapshotMeta(raw["index"], raw["term"], config)
+        return SnapshotMeta(raw["index"], raw["term"], Config.decode(raw["config"].encode()))
 
     def _write_snapshot_meta(self, meta: SnapshotMeta) -> None:
         tmp = self._snapshot_meta_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"index": meta.index, "term": meta.term,
-                       "voters": sorted(meta.config.voters),
-                       "learners": sorted(meta.config.learners)}, f)
+                       "config": meta.config.encode().decode()}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._snapshot_meta_path())
 
     def _restore_core(self, initial: Config) -> RaftCore:
         term, vote, commit = self.log.hard_state()
-        snapshot = self._read_snapshot_meta(initial)
+        snapshot = self._read_snapshot_meta()
         applied = self.machine.applied_index
         if snapshot and applied < snapshot.index:
             raise RuntimeError(
@@ -181,6 +224,7 @@ class RaftNode:
             core.advance(rd)
             self._release_reads()
             self._maybe_snapshot()
+            self._follow_membership()
             self._step_inputs()
 
     def _step_inputs(self) -> None:
@@ -285,6 +329,16 @@ class RaftNode:
         self.log.compact(meta.index, meta.term)
         self.machine.install(staged)
 
+    def _follow_membership(self) -> None:
+        """Learn where members added since the start listen, and tell the transport."""
+        config = self.core.config
+        if config is self._known_config:
+            return
+        self._known_config = config
+        self.peers.update(config.address_book())
+        self.on_members_changed({i: a for i, a in self.peers.items()
+                                 if i in config.members or i == self.id})
+
     def _maybe_snapshot(self) -> None:
         applied = self.machine.applied_index
         if applied - self.core.snapshot.index < self.options.snapshot_every:
@@ -376,6 +430,32 @@ class RaftNode:
             return False
         self._later(lambda: self.core.transfer_leadership(to))
         return True
+
+    def change_membership(self, action: str, node: int, address: str, done: Outcome,
+                          timeout: float = 10.0) -> None:
+        """One server at a time: add-learner, add-voter, promote, demote, remove.
+        `done` gets (index, config) once the change commits, or an exception."""
+        waiter = _Waiter(lambda outcome: done(
+            outcome if isinstance(outcome, Exception) else (outcome[0], self.core.config)),
+            1, time.monotonic() + timeout)
+
+        def propose() -> None:
+            try:
+                config = next_membership(self.core.config, self.peers, action, node, address)
+            except ValueError as exc:
+                waiter.fail(exc)
+                return
+            index = self.core.propose_config(config) if self.core.role == LEADER else None
+            if index is None:
+                waiter.fail(self._not_leader() if self.core.role != LEADER else
+                            MembershipBusyError("another membership change is still "
+                                                "committing, or this leader has not yet "
+                                                "committed in its term; retry shortly"))
+                return
+            waiter.term, waiter.first = self.core.term, index
+            self._waiting[index] = waiter
+            self._deadlines.append(waiter)
+        self._later(propose)
 
     def _not_leader(self) -> NotLeaderError:
         leader = self.core.leader if self.core.leader != self.id else 0

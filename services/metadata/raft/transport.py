@@ -127,8 +127,20 @@ class Transport:
                       for peer, address in node.peers.items() if peer != node.id}
         node.send = self.send
         node.send_snapshot = self.send_snapshot
+        node.on_members_changed = self.update
         self.incoming = os.path.join(node.data_dir, "snapshots", "incoming")
         self.offer: pb.SnapshotOffer | None = None
+
+    def update(self, peers: dict[int, str]) -> None:
+        """Membership changed: link to new members, drop links to removed ones."""
+        for peer, address in peers.items():
+            link = self.links.get(peer)
+            if peer != self.node.id and (link is None or link.address != address):
+                if link:
+                    asyncio.create_task(link.close())
+                self.links[peer] = PeerLink(self.node, peer, address)
+        for peer in set(self.links) - set(peers):
+            asyncio.create_task(self.links.pop(peer).close())
 
     def send(self, messages: list[Message]) -> None:
         by_peer: dict[int, list[Message]] = {}
