@@ -18,3 +18,5 @@ protos: setup
 
 bench: setup
 	.venv/bin/python bench/fold.py
+	.venv/bin/python bench/logstore.py
+	.venv/bin/python bench/raft.py
