@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import crc32c
 
+from services.metadata.raft.messages import Entry  # its kind is stored in one byte
+
 FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"MNGRLOG\x00"
 STATE_MAGIC = b"MNGRSTA\x00"
@@ -48,14 +50,6 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    index: int
-    term: int
-    kind: int   # chosen by the Raft core (normal, noop, config...); 0..255
-    data: bytes
 
 
 class LogCorruptError(Exception):
