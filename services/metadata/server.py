@@ -43,7 +43,10 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         return pb.StreamClosed()
 
     async def OfferSnapshot(self, request, context):
-        return self.transport.accept_offer(request)
+        try:
+            return self.transport.accept_offer(request)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def SendSnapshot(self, request_iterator, context):
         return await self.transport.receive_snapshot(request_iterator)

@@ -172,6 +172,9 @@ class Transport:
     # -- receiving snapshots -------------------------------------------------------------
     def accept_offer(self, offer: pb.SnapshotOffer) -> pb.SnapshotHave:
         """Keep what an earlier, interrupted transfer of the same snapshot left."""
+        for f in offer.files:
+            if not _plain_file_name(f.name):
+                raise ValueError(f"snapshot offer names a file {f.name!r} outside its folder")
         staged = self._staging(offer.meta.index)
         if not self.offer or self.offer.meta.index != offer.meta.index:
             shutil.rmtree(self.incoming, ignore_errors=True)
@@ -217,6 +220,10 @@ class Transport:
     async def close(self) -> None:
         for link in self.links.values():
             await link.close()
+
+
+def _plain_file_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
 
 
 def _write_at(path: str, offset: int, data: bytes) -> None:
