@@ -19,7 +19,7 @@ class Caller(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ..., umask: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session")
+    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,10 @@ class Command(_message.Message):
     REMOVEXATTR_FIELD_NUMBER: _ClassVar[int]
     OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
     CLOSE_SESSION_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    BEGIN_WRITE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_WRITE_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     caller: Caller
     session: int
@@ -56,7 +60,11 @@ class Command(_message.Message):
     removexattr: Removexattr
     open_session: OpenSession
     close_session: CloseSession
-    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...
+    open: Open
+    release: Release
+    begin_write: BeginWrite
+    commit_write: CommitWrite
+    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ...) -> None: ...
 
 class Mkdir(_message.Message):
     __slots__ = ("parent", "name", "mode")
@@ -202,6 +210,42 @@ class CloseSession(_message.Message):
     session: int
     def __init__(self, session: _Optional[int] = ...) -> None: ...
 
+class Open(_message.Message):
+    __slots__ = ("inode", "flags")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    flags: int
+    def __init__(self, inode: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class Release(_message.Message):
+    __slots__ = ("inode",)
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    def __init__(self, inode: _Optional[int] = ...) -> None: ...
+
+class BeginWrite(_message.Message):
+    __slots__ = ("inode", "chunk_index")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    chunk_index: int
+    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ...) -> None: ...
+
+class CommitWrite(_message.Message):
+    __slots__ = ("inode", "chunk_index", "chunk_id", "version", "end")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    chunk_index: int
+    chunk_id: int
+    version: int
+    end: int
+    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ..., chunk_id: _Optional[int] = ..., version: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
 class Attr(_message.Message):
     __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "rdev")
     INODE_FIELD_NUMBER: _ClassVar[int]
@@ -226,14 +270,26 @@ class Attr(_message.Message):
     rdev: int
     def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., nlink: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., rdev: _Optional[int] = ...) -> None: ...
 
+class Chunk(_message.Message):
+    __slots__ = ("index", "id", "version")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    id: int
+    version: int
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
 class Result(_message.Message):
-    __slots__ = ("errno", "message", "attr", "session")
+    __slots__ = ("errno", "message", "attr", "session", "chunk")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTR_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
     errno: int
     message: str
     attr: Attr
     session: int
-    def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ...) -> None: ...
+    chunk: Chunk
+    def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...

@@ -49,7 +49,7 @@ class Applier:
         below it were applied before a restart and are skipped. A command of None
         (a log entry that carries none) only moves the applied index."""
         proj = self.projection
-        txn = Txn(proj.get)
+        txn = Txn(proj.get, proj.scan)
         index, digest = proj.applied_index, proj.applied_digest
         results = []
         for entry_index, command in entries:

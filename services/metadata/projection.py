@@ -67,7 +67,8 @@ class Projection:
         meta = self._handles[r.META]
         for key, value in ((FORMAT, r.u64(FORMAT_VERSION)), (APPLIED_INDEX, r.u64(0)),
                            (APPLIED_DIGEST, GENESIS_DIGEST), (b"next_inode", r.u64(2)),
-                           (b"next_session", r.u64(1)), (b"inode_count", r.u64(1)),
+                           (b"next_session", r.u64(1)), (b"next_chunk", r.u64(1)),
+                           (b"inode_count", r.u64(1)),
                            (b"used_bytes", r.u64(0))):
             batch.put(key, value, meta)
         self._db.write(batch)

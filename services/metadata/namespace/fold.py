@@ -108,11 +108,15 @@ class Namespace:
         return node
 
     def drop_link(self, node: r.Inode) -> None:
-        """One fewer name refers to a non-directory; free it at zero."""
+        """One fewer name refers to a non-directory; free it at zero, unless it is
+        still open: then it lives on as an orphan until its last release."""
         node.nlink -= 1
         node.ctime = self.now
         if node.nlink:
             self.save(node)
+        elif self.txn.get(r.INODE_OPENS, r.u64(node.ino)) is not None:
+            self.save(node)
+            self.txn.put(r.ORPHANS, r.u64(node.ino), b"")
         else:
             self.free(node)
 
@@ -120,9 +124,34 @@ class Namespace:
         key = r.u64(node.ino)
         self.txn.delete(r.INODES, key)
         self.txn.delete_range(r.XATTRS, key, r.u64(node.ino + 1))
+        self.txn.delete_range(r.CHUNKS, key, r.u64(node.ino + 1))
+        self.txn.delete(r.ORPHANS, key)
         self.add_counter(b"inode_count", -1)
         if stat.S_ISREG(node.mode) and node.size:
             self.add_counter(b"used_bytes", -node.size)
+
+    def count(self, cf: str, key: bytes, delta: int) -> int:
+        """Add `delta` to a u64 count (absent is 0, and 0 is deleted); the new value.
+        A count never goes below zero: that is EBADF, a release of nothing."""
+        old = self.txn.get(cf, key)
+        value = (r.from_u64(old) if old else 0) + delta
+        if value < 0:
+            raise FsError(errno.EBADF, f"release of something not open ({cf})")
+        if value:
+            self.txn.put(cf, key, r.u64(value))
+        else:
+            self.txn.delete(cf, key)
+        return value
+
+    def release(self, session: int, ino: int) -> None:
+        """One open of `ino` by `session` ends; an orphan goes with its last one."""
+        if self.txn.get(r.OPENS, r.u64(session) + r.u64(ino)) is None:
+            raise FsError(errno.EBADF, f"inode {ino} is not open in session {session}")
+        self.count(r.OPENS, r.u64(session) + r.u64(ino), -1)
+        if self.count(r.INODE_OPENS, r.u64(ino), -1) == 0:
+            node = self.inode(ino)
+            if node.nlink == 0:
+                self.free(node)
 
 
 # -- operations -------------------------------------------------------------------
@@ -402,6 +431,10 @@ def _apply_setattr(ns: Namespace, node: r.Inode, op: pb.Setattr, gid: int) -> No
     node.gid = gid
     if op.HasField("size"):
         ns.add_counter(b"used_bytes", op.size - node.size)
+        if op.size < node.size:  # whole chunks past the new end go
+            first_gone = -(-op.size // r.CHUNK_SIZE)
+            ns.txn.delete_range(r.CHUNKS, r.chunk_key(node.ino, first_gone),
+                                r.u64(node.ino + 1))
         node.size = op.size
         node.mtime = ns.now
         if not perm.is_root(caller) and not op.HasField("mode"):
@@ -475,9 +508,85 @@ def _close_session(ns: Namespace, op: pb.CloseSession) -> pb.Result:
     key = r.u64(op.session)
     if ns.txn.get(r.SESSIONS, key) is None:
         raise FsError(errno.ENOENT, f"session {op.session} is not open")
+    for open_key, count in ns.txn.scan(r.OPENS, key):
+        for _ in range(r.from_u64(count)):
+            ns.release(op.session, r.from_u64(open_key[8:]))
     ns.txn.delete(r.SESSIONS, key)
     ns.txn.delete_range(r.RESULTS, key, r.u64(op.session + 1))
     return pb.Result()
+
+
+# -- open files and the data path ---------------------------------------------------
+
+O_ACCMODE, O_WRONLY, O_RDWR, O_TRUNC = 0o3, 0o1, 0o2, 0o1000
+
+
+def _open(ns: Namespace, op: pb.Open, session: int) -> pb.Result:
+    node = ns.inode(op.inode)
+    if session == 0:
+        raise FsError(errno.EINVAL, "open needs a session")
+    mode = op.flags & O_ACCMODE
+    want = {0: perm.R, O_WRONLY: perm.W, O_RDWR: perm.R | perm.W}.get(mode)
+    if want is None:
+        raise FsError(errno.EINVAL, f"open: bad access mode in flags {op.flags:#o}")
+    if node.is_dir and want & perm.W:
+        raise FsError(errno.EISDIR, f"inode {node.ino} is a directory")
+    perm.require(ns.caller, node, want, "open")
+    if op.flags & O_TRUNC and stat.S_ISREG(node.mode) and want & perm.W and node.size:
+        _apply_setattr(ns, node, pb.Setattr(inode=node.ino, size=0), node.gid)
+    ns.count(r.OPENS, r.u64(session) + r.u64(node.ino), 1)
+    ns.count(r.INODE_OPENS, r.u64(node.ino), 1)
+    return _ok(node)
+
+
+def _release(ns: Namespace, op: pb.Release, session: int) -> pb.Result:
+    ns.release(session, op.inode)
+    return pb.Result()
+
+
+def _written_file(ns: Namespace, ino: int, session: int) -> r.Inode:
+    node = ns.inode(ino)
+    if not stat.S_ISREG(node.mode):
+        raise FsError(errno.EISDIR if node.is_dir else errno.EINVAL,
+                      f"inode {ino} is not a regular file")
+    if session and ns.txn.get(r.OPENS, r.u64(session) + r.u64(ino)) is None:
+        raise FsError(errno.EBADF, f"inode {ino} is not open in session {session}")
+    return node
+
+
+def _begin_write(ns: Namespace, op: pb.BeginWrite, session: int) -> pb.Result:
+    node = _written_file(ns, op.inode, session)
+    if op.chunk_index * r.CHUNK_SIZE >= MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG, f"chunk {op.chunk_index} is past the largest file size")
+    key = r.chunk_key(node.ino, op.chunk_index)
+    found = ns.txn.get(r.CHUNKS, key)
+    if found is None:
+        chunk_id, version = ns.counter(b"next_chunk"), 0
+        ns.add_counter(b"next_chunk", 1)
+    else:
+        chunk_id, version = r.CHUNK_VALUE.unpack(found)
+    version += 1  # chunkservers refuse writes at any older version
+    ns.txn.put(r.CHUNKS, key, r.CHUNK_VALUE.pack(chunk_id, version))
+    return pb.Result(attr=node.to_attr(),
+                     chunk=pb.Chunk(index=op.chunk_index, id=chunk_id, version=version))
+
+
+def _commit_write(ns: Namespace, op: pb.CommitWrite, session: int) -> pb.Result:
+    node = _written_file(ns, op.inode, session)
+    found = ns.txn.get(r.CHUNKS, r.chunk_key(node.ino, op.chunk_index))
+    if found is None or r.CHUNK_VALUE.unpack(found) != (op.chunk_id, op.version):
+        raise FsError(errno.ESTALE, f"chunk {op.chunk_index} of inode {node.ino} changed "
+                                    "since the write began (truncated or rewritten): redo it")
+    if op.end > MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG, f"size {op.end} is above the limit {MAX_FILE_SIZE}")
+    if op.end > node.size:
+        ns.add_counter(b"used_bytes", op.end - node.size)
+        node.size = op.end
+    node.mtime = node.ctime = ns.now
+    if not perm.is_root(ns.caller):
+        node.mode = perm.kill_privileges(node.mode)
+    ns.save(node)
+    return _ok(node)
 
 
 OPERATIONS = {
@@ -486,6 +595,9 @@ OPERATIONS = {
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
 }
+# Operations on a session's own state take its id too.
+SESSION_OPERATIONS = {"open": _open, "release": _release, "begin_write": _begin_write,
+                      "commit_write": _commit_write}
 
 
 # -- the fold -----------------------------------------------------------------------
@@ -521,6 +633,9 @@ def _run(txn: Txn, cmd: pb.Command) -> pb.Result:
         return _error(errno.EINVAL, "command has no operation (unknown or missing type)")
     savepoint = txn.savepoint()
     try:
+        if kind in SESSION_OPERATIONS:
+            return SESSION_OPERATIONS[kind](Namespace(txn, cmd), getattr(cmd, kind),
+                                            cmd.session)
         return OPERATIONS[kind](Namespace(txn, cmd), getattr(cmd, kind))
     except FsError as exc:
         txn.rollback(savepoint)

@@ -122,3 +122,15 @@ def listxattr(view, caller: pb.Caller, ino: int) -> list[bytes]:
 def statfs(view) -> StatFs:
     return StatFs(inodes=r.from_u64(view.get(r.META, b"inode_count")),
                   used_bytes=r.from_u64(view.get(r.META, b"used_bytes")))
+
+
+def chunk(view, ino: int, index: int) -> pb.Chunk | None:
+    """Chunk `index` of a file (id, version), or None for a hole."""
+    node = inode(view, ino)
+    if not stat.S_ISREG(node.mode):
+        raise FsError(errno.EINVAL, f"inode {ino} is not a regular file")
+    found = view.get(r.CHUNKS, r.chunk_key(ino, index))
+    if found is None:
+        return None
+    chunk_id, version = r.CHUNK_VALUE.unpack(found)
+    return pb.Chunk(index=index, id=chunk_id, version=version)

@@ -6,6 +6,10 @@ Keys are big-endian so that RocksDB's byte order is numeric order:
   xattrs    ino(8) name                 -> value
   sessions  session(8)                  -> SessionRecord.pack()
   results   session(8) seq(8)           -> Result (protobuf)
+  opens     session(8) ino(8)           -> u64 count of that session's opens
+  inode_opens ino(8)                    -> u64 opens of the inode, all sessions
+  orphans   ino(8)                      -> b"" (unlinked, still open)
+  chunks    ino(8) chunk_index(8)       -> chunk id(8) version(4)
   meta      b"next_inode", ...          -> u64 counters
 """
 
@@ -19,7 +23,10 @@ ROOT_INO = 1
 
 INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META = (
     "inodes", "dentries", "xattrs", "sessions", "results", "meta")
-COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META)
+OPENS, INODE_OPENS, ORPHANS, CHUNKS = "opens", "inode_opens", "orphans", "chunks"
+COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META, OPENS, INODE_OPENS,
+                   ORPHANS, CHUNKS)
+CHUNK_SIZE = 64 << 20
 
 U64 = struct.Struct(">Q")
 
@@ -121,3 +128,10 @@ class SessionRecord:
     def unpack(cls, data: bytes) -> "SessionRecord":
         opened, acked = cls._LAYOUT.unpack_from(data)
         return cls(opened, acked, data[cls._LAYOUT.size:].decode())
+
+
+CHUNK_VALUE = struct.Struct(">QI")
+
+
+def chunk_key(ino: int, index: int) -> bytes:
+    return U64.pack(ino) + U64.pack(index)

@@ -2,9 +2,10 @@
 its writes are collected as an ordered list of mutations for one WriteBatch.
 A savepoint lets a failed command take back exactly what it wrote."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 Getter = Callable[[str, bytes], bytes | None]
+Scanner = Callable[[str, bytes], Iterable[tuple[bytes, bytes]]]
 
 PUT, DELETE, DELETE_RANGE = "put", "delete", "delete_range"
 _ABSENT = object()  # the undo log's "this key had no overlay value"
@@ -13,10 +14,11 @@ _ABSENT = object()  # the undo log's "this key had no overlay value"
 class Txn:
     """Reads fall through to `base`; `ops` lists the mutations in order."""
 
-    __slots__ = ("_base", "_writes", "_ranges", "_undo", "ops")
+    __slots__ = ("_base", "_base_scan", "_writes", "_ranges", "_undo", "ops")
 
-    def __init__(self, base: Getter):
+    def __init__(self, base: Getter, base_scan: Scanner | None = None):
         self._base = base
+        self._base_scan = base_scan
         self._writes: dict[tuple[str, bytes], bytes | None] = {}
         self._ranges: list[tuple[str, bytes, bytes]] = []
         self._undo: list[tuple] = []
@@ -30,6 +32,19 @@ class Txn:
             if rcf == cf and lo <= key < hi:
                 return None
         return self._base(cf, key)
+
+    def scan(self, cf: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every live (key, value) of `cf` under `prefix`, in key order, as this
+        transaction sees them. For small sets: a session's open files, a file's chunks."""
+        merged = {} if self._base_scan is None else dict(self._base_scan(cf, prefix))
+        for (wcf, key), value in self._writes.items():
+            if wcf == cf and key.startswith(prefix):
+                merged[key] = value
+        for rcf, lo, hi in self._ranges:
+            if rcf == cf:
+                for key in [k for k in merged if lo <= k < hi and (rcf, k) not in self._writes]:
+                    del merged[key]
+        return sorted((k, v) for k, v in merged.items() if v is not None)
 
     def _write(self, cf: str, key: bytes, value: bytes | None) -> None:
         k = (cf, key)

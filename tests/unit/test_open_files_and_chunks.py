@@ -1,0 +1,100 @@
+"""Open files survive unlink until released; chunks get ids and versions via the log."""
+
+import errno
+
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace import reads
+from services.metadata.namespace.records import CHUNK_SIZE
+from tests.conftest import ALICE, ROOT
+
+R = 1
+O_RDONLY, O_WRONLY, O_RDWR, O_TRUNC = 0, 1, 2, 0o1000
+
+
+def session(fs) -> int:
+    return fs.do(open_session=pb.OpenSession(client="t")).session
+
+
+class Client:
+    """Commands of one session, numbered."""
+
+    def __init__(self, fs, caller=ROOT):
+        self.fs, self.caller, self.id, self.seq = fs, caller, session(fs), 0
+
+    def do(self, **op) -> pb.Result:
+        self.seq += 1
+        return self.fs.do(self.caller, session=self.id, seq=self.seq, **op)
+
+
+def test_an_unlinked_open_file_lives_until_its_last_release(fs):
+    f = fs.create(R, b"f")
+    a, b = Client(fs), Client(fs)
+    assert a.do(open=pb.Open(inode=f, flags=O_RDONLY)).errno == 0
+    assert b.do(open=pb.Open(inode=f, flags=O_RDWR)).errno == 0
+    fs.ok(unlink=pb.Unlink(parent=R, name=b"f"))
+    assert reads.getattr(fs.proj, f).nlink == 0      # still readable by inode
+    assert a.do(release=pb.Release(inode=f)).errno == 0
+    assert reads.getattr(fs.proj, f).nlink == 0
+    assert b.do(release=pb.Release(inode=f)).errno == 0
+    assert reads.statfs(fs.proj).inodes == 1         # now it is gone
+    assert list(fs.proj.scan("orphans", b"")) == []
+
+
+def test_closing_a_session_releases_its_files(fs):
+    f = fs.create(R, b"f")
+    a = Client(fs)
+    a.do(open=pb.Open(inode=f))
+    a.do(open=pb.Open(inode=f))
+    fs.ok(unlink=pb.Unlink(parent=R, name=b"f"))
+    fs.ok(close_session=pb.CloseSession(session=a.id))
+    assert reads.statfs(fs.proj).inodes == 1
+    assert list(fs.proj.scan("opens", b"")) == []
+
+
+def test_open_checks_access_and_truncates(fs):
+    f = fs.create(R, b"f", 0o644)
+    fs.ok(setattr=pb.Setattr(inode=f, size=100))
+    alice = Client(fs, ALICE)
+    assert alice.do(open=pb.Open(inode=f, flags=O_WRONLY)).errno == errno.EACCES
+    assert alice.do(open=pb.Open(inode=f, flags=O_RDONLY)).errno == 0
+    root = Client(fs)
+    assert root.do(open=pb.Open(inode=f, flags=O_WRONLY | O_TRUNC)).attr.size == 0
+    assert root.do(open=pb.Open(inode=R, flags=O_RDWR)).errno == errno.EISDIR
+    assert root.do(release=pb.Release(inode=R)).errno == errno.EBADF
+
+
+def test_writes_get_new_chunk_versions_and_commit_the_length(fs):
+    f = fs.create(R, b"f")
+    c = Client(fs)
+    c.do(open=pb.Open(inode=f, flags=O_RDWR))
+    first = c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=1)).chunk
+    again = c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=1)).chunk
+    assert (again.id, again.version) == (first.id, first.version + 1)
+    stale = c.do(commit_write=pb.CommitWrite(inode=f, chunk_index=1, chunk_id=first.id,
+                                             version=first.version, end=CHUNK_SIZE + 10))
+    assert stale.errno == errno.ESTALE
+    done = c.do(commit_write=pb.CommitWrite(inode=f, chunk_index=1, chunk_id=again.id,
+                                            version=again.version, end=CHUNK_SIZE + 10))
+    assert done.attr.size == CHUNK_SIZE + 10
+    assert reads.chunk(fs.proj, f, 0) is None                 # a hole
+    assert reads.chunk(fs.proj, f, 1).version == again.version
+    fs.ok(setattr=pb.Setattr(inode=f, size=5))
+    assert reads.chunk(fs.proj, f, 1) is None                 # truncated away
+
+
+def test_writing_needs_an_open_file(fs):
+    f = fs.create(R, b"f")
+    c = Client(fs)
+    assert c.do(begin_write=pb.BeginWrite(inode=f)).errno == errno.EBADF
+    assert c.do(begin_write=pb.BeginWrite(inode=R)).errno == errno.EISDIR
+
+
+def test_a_write_by_non_root_clears_setuid(fs):
+    f = fs.create(R, b"f", 0o777)
+    fs.ok(setattr=pb.Setattr(inode=f, mode=0o4777))
+    c = Client(fs, ALICE)
+    c.do(open=pb.Open(inode=f, flags=O_WRONLY))
+    chunk = c.do(begin_write=pb.BeginWrite(inode=f)).chunk
+    done = c.do(commit_write=pb.CommitWrite(inode=f, chunk_id=chunk.id, version=chunk.version,
+                                            end=3))
+    assert done.attr.mode & 0o7777 == 0o777
