@@ -146,10 +146,10 @@ class RaftNode:
         self._actions: list[Callable[[], None]] = []
         self._proposals: list[tuple[list[bytes], _Waiter]] = []
         self._deadlines: collections.deque[_Waiter] = collections.deque()
-        self._reads: list[bytes] = []                     # read contexts to ask for
-        self._read_futures: dict[bytes, asyncio.Future] = {}
+        self._reads: list[asyncio.Future] = []            # reads waiting for a ReadIndex
+        self._read_futures: dict[bytes, list[asyncio.Future]] = {}  # asked, per context
         self._waiting: dict[int, _Waiter] = {}             # log index -> its proposal
-        self._read_waiting: list[tuple[int, asyncio.Future]] = []
+        self._read_waiting: list[tuple[int, list[asyncio.Future]]] = []  # until applied
         self._read_seq = 0
         self._wake = asyncio.Event()
         self._ticks = 0
@@ -271,11 +271,18 @@ class RaftNode:
             deadlines.popleft().fail(TimeoutError("not applied before the deadline"))
 
     def _take_reads(self) -> None:
-        reads, self._reads = self._reads, []
-        for context in reads:
-            fut = self._read_futures.get(context)
-            if fut and not self.core.read_index(context) and not fut.done():
-                fut.set_exception(self._not_leader())
+        """Every read that arrived since the last turn shares one ReadIndex round."""
+        reads, self._reads = [f for f in self._reads if not f.done()], []
+        if not reads:
+            return
+        self._read_seq += 1
+        context = f"{self.id}:{self._read_seq}".encode()
+        if self.core.read_index(context, lease=self.options.raft.lease_reads):
+            self._read_futures[context] = reads
+            return
+        refusal = self._not_leader()
+        for fut in reads:
+            fut.set_exception(refusal)
 
     async def _carry_out(self, rd) -> None:
         """Persist, send, apply: in the order that keeps Raft's promises."""
@@ -299,8 +306,8 @@ class RaftNode:
         if rd.committed:
             self._apply(rd.committed)
         for state in rd.read_states:
-            if fut := self._read_futures.get(state.context):
-                self._read_waiting.append((state.index, fut))
+            if futures := self._read_futures.pop(state.context, None):
+                self._read_waiting.append((state.index, futures))
 
     def _send(self, messages: list[Message]) -> None:
         plain = []
@@ -352,15 +359,15 @@ class RaftNode:
     def _release_reads(self) -> None:
         applied = self.machine.applied_index
         still = []
-        for index, fut in self._read_waiting:
+        for index, futures in self._read_waiting:
             if index <= applied:
-                if not fut.done():
-                    fut.set_result(index)
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_result(applied)
             else:
-                still.append((index, fut))
+                still.append((index, futures))
         self._read_waiting = still
 
-    # -- the API --------------------------------------------------------------------------
     def deliver(self, m: Message) -> None:
         self._inbox.append(m)
         self._wake.set()
@@ -401,19 +408,22 @@ class RaftNode:
         return await fut
 
     async def read_barrier(self, timeout: float = 5.0) -> int:
-        """Wait until this node may serve a linearizable read; returns the index."""
+        """Wait until this node may serve a linearizable read; returns the applied
+        index to serve it at. NotLeaderError if this node is not the leader."""
         if self.core.role != LEADER:
             raise self._not_leader()
-        self._read_seq += 1
-        context = f"{self.id}:{self._read_seq}".encode()
         fut = asyncio.get_running_loop().create_future()
-        self._read_futures[context] = fut
-        self._reads.append(context)
+        self._reads.append(fut)
         self._wake.set()
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._read_futures.pop(context, None)
+        return await asyncio.wait_for(fut, timeout)
+
+    async def wait_applied(self, index: int, timeout: float = 5.0) -> int:
+        """Wait until this node (any role) has applied `index` (follower reads)."""
+        if self.machine.applied_index >= index:
+            return self.machine.applied_index
+        fut = asyncio.get_running_loop().create_future()
+        self._read_waiting.append((index, [fut]))
+        return await asyncio.wait_for(fut, timeout)
 
     def transfer_leadership(self, to: int = 0) -> bool:
         """Hand leadership to `to` (0: the most up-to-date voter). False if this node

@@ -1,0 +1,193 @@
+from schemas import namespace_pb2 as _namespace_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Lookup(_message.Message):
+    __slots__ = ("parent", "name")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    parent: int
+    name: bytes
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+
+class Getattr(_message.Message):
+    __slots__ = ("inode",)
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    def __init__(self, inode: _Optional[int] = ...) -> None: ...
+
+class Readdir(_message.Message):
+    __slots__ = ("inode", "cookie", "limit")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    cookie: int
+    limit: int
+    def __init__(self, inode: _Optional[int] = ..., cookie: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Readlink(_message.Message):
+    __slots__ = ("inode",)
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    def __init__(self, inode: _Optional[int] = ...) -> None: ...
+
+class Getxattr(_message.Message):
+    __slots__ = ("inode", "name")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    name: bytes
+    def __init__(self, inode: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+
+class Listxattr(_message.Message):
+    __slots__ = ("inode",)
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    def __init__(self, inode: _Optional[int] = ...) -> None: ...
+
+class Statfs(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Access(_message.Message):
+    __slots__ = ("inode", "mask")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    mask: int
+    def __init__(self, inode: _Optional[int] = ..., mask: _Optional[int] = ...) -> None: ...
+
+class LocateChunk(_message.Message):
+    __slots__ = ("inode", "chunk_index")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    chunk_index: int
+    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Request(_message.Message):
+    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "mutation")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWER_READ_FIELD_NUMBER: _ClassVar[int]
+    MIN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    GETATTR_FIELD_NUMBER: _ClassVar[int]
+    READDIR_FIELD_NUMBER: _ClassVar[int]
+    READLINK_FIELD_NUMBER: _ClassVar[int]
+    GETXATTR_FIELD_NUMBER: _ClassVar[int]
+    LISTXATTR_FIELD_NUMBER: _ClassVar[int]
+    STATFS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    LOCATE_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    MUTATION_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    session: int
+    seq: int
+    acked_seq: int
+    caller: _namespace_pb2.Caller
+    follower_read: bool
+    min_index: int
+    traceparent: str
+    lookup: Lookup
+    getattr: Getattr
+    readdir: Readdir
+    readlink: Readlink
+    getxattr: Getxattr
+    listxattr: Listxattr
+    statfs: Statfs
+    access: Access
+    locate_chunk: LocateChunk
+    heartbeat: Heartbeat
+    mutation: _namespace_pb2.Command
+    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
+
+class RequestBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[Request]
+    def __init__(self, requests: _Optional[_Iterable[_Union[Request, _Mapping]]] = ...) -> None: ...
+
+class DirEntry(_message.Message):
+    __slots__ = ("name", "attr", "cookie")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    attr: _namespace_pb2.Attr
+    cookie: int
+    def __init__(self, name: _Optional[bytes] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., cookie: _Optional[int] = ...) -> None: ...
+
+class FsStat(_message.Message):
+    __slots__ = ("inodes", "used_bytes", "name_max")
+    INODES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NAME_MAX_FIELD_NUMBER: _ClassVar[int]
+    inodes: int
+    used_bytes: int
+    name_max: int
+    def __init__(self, inodes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., name_max: _Optional[int] = ...) -> None: ...
+
+class Reply(_message.Message):
+    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OK: _ClassVar[Reply.Status]
+        NOT_LEADER: _ClassVar[Reply.Status]
+        BAD_REQUEST: _ClassVar[Reply.Status]
+        UNAVAILABLE: _ClassVar[Reply.Status]
+        UNKNOWN: _ClassVar[Reply.Status]
+    OK: Reply.Status
+    NOT_LEADER: Reply.Status
+    BAD_REQUEST: Reply.Status
+    UNAVAILABLE: Reply.Status
+    UNKNOWN: Reply.Status
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERRNO_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    STATFS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    status: Reply.Status
+    errno: int
+    message: str
+    leader_address: str
+    index: int
+    result: _namespace_pb2.Result
+    attr: _namespace_pb2.Attr
+    entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
+    data: bytes
+    names: _containers.RepeatedScalarFieldContainer[bytes]
+    statfs: FsStat
+    chunk: _namespace_pb2.Chunk
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ...) -> None: ...
+
+class ReplyBatch(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[Reply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ...) -> None: ...
