@@ -69,7 +69,7 @@ def _metadata(args) -> int:
     from services.metadata.raft.node import NodeOptions
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
                           state_machine=args.state_machine)
-    asyncio.run(serve(args.id, listen, peers, args.data, options))
+    asyncio.run(serve(args.id, listen, peers, args.data, options, args.session_timeout))
     return 0
 
 
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 100000)")
     meta.add_argument("--tick-ms", type=float, default=50.0,
                       help="Raft tick; elections time out after 10-20 ticks (default 50)")
+    meta.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="close a client session not heard from this long (default 30)")
     meta.add_argument("--state-machine", choices=("namespace", "counter"),
                       default="namespace",
                       help="what committed commands are applied to: the namespace "

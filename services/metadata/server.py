@@ -11,11 +11,13 @@ import signal
 
 import grpc
 
+from schemas import metadata_pb2_grpc, raft_pb2_grpc
 from schemas import raft_pb2 as pb
-from schemas import raft_pb2_grpc
+from services.metadata.api import MetadataServicer
 from services.metadata.raft import codec
 from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.raft.transport import GRPC_OPTIONS, Transport
+from services.metadata.sessions import SessionKeeper
 
 log = logging.getLogger(__name__)
 
@@ -114,18 +116,23 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
 
 
 async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
-                options: NodeOptions | None = None) -> None:
+                options: NodeOptions | None = None, session_timeout_s: float = 30.0) -> None:
     """Run a metadata node until SIGTERM or SIGINT. A node not in `peers` joins the
     running cluster they form (once a member adds it)."""
     options = options or NodeOptions()
     node = RaftNode(node_id, peers, data_dir, options, own_address=listen)
     server = grpc.aio.server(options=GRPC_OPTIONS)
     transport = Transport(node)
+    sessions = SessionKeeper(node, session_timeout_s)
     raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(node, transport), server)
+    if options.state_machine == "namespace":
+        metadata_pb2_grpc.add_MetadataServicer_to_server(MetadataServicer(node, sessions),
+                                                         server)
     if server.add_insecure_port(listen) == 0:
         raise SystemExit(f"cannot listen on {listen}: address in use or invalid")
     await server.start()
     await node.start()
+    sessions.start()
     log.info("metadata node %d serving on %s (data in %s)", node_id, listen, data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,6 +140,7 @@ async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await _hand_over(node, options)
+    await sessions.stop()
     await server.stop(grace=0.5)
     await transport.close()
     await node.stop()

@@ -15,6 +15,7 @@ import grpc
 
 from schemas import raft_pb2 as pb
 from schemas import raft_pb2_grpc
+from services.common.discovery import find_leader
 from services.metadata.raft.transport import GRPC_OPTIONS
 
 
@@ -41,24 +42,11 @@ class Proposer:
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._sweeper: asyncio.Task | None = None
 
-    async def _find_leader(self) -> str:
-        """Ask every node; the leader of the highest term wins ("" if none yet)."""
-        async def ask(address: str):
-            async with grpc.aio.insecure_channel(address) as channel:
-                try:
-                    s = await raft_pb2_grpc.RaftStub(channel).Status(pb.StatusRequest(),
-                                                                     timeout=1.0)
-                except grpc.aio.AioRpcError:
-                    return None
-                return (s.term, address) if s.role == "leader" else None
-        found = [f for f in await asyncio.gather(*map(ask, self.addresses)) if f]
-        return max(found)[1] if found else ""
-
     async def _ensure_connected(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         async with self._connecting:
             while self._call is None or self._call.done():
-                self.leader = await self._find_leader()
+                self.leader = await find_leader(self.addresses)
                 if self.leader:
                     await self._connect()
                     return

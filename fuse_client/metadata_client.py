@@ -1,0 +1,208 @@
+"""A client session with the metadata cluster.
+
+One multiplexed stream to the leader carries every request; concurrent requests
+travel in batches. Each mutation carries (session, seq). When the leader changes
+(the stream breaks, or a node says it is not the leader, or an outcome is
+unknown) every unanswered request is sent again to the new leader with the same
+numbers, and the fold returns the first outcome: no double create, no lost rename.
+Applications see a pause, not an error.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+
+import grpc
+
+from schemas import metadata_pb2 as mpb
+from schemas import metadata_pb2_grpc
+from schemas import namespace_pb2 as pb
+from services.common.discovery import find_leader
+from services.metadata.namespace.errors import FsError
+
+log = logging.getLogger(__name__)
+GRPC_OPTIONS = [("grpc.max_send_message_length", 16 << 20),
+                ("grpc.max_receive_message_length", 64 << 20)]
+RETRY = (mpb.Reply.NOT_LEADER, mpb.Reply.UNAVAILABLE, mpb.Reply.UNKNOWN)
+
+
+class ClusterUnavailableError(Exception):
+    """No leader answered within the client's deadline."""
+
+
+class _Call:
+    __slots__ = ("request", "future", "deadline")
+
+    def __init__(self, request: mpb.Request, future: asyncio.Future, deadline: float):
+        self.request, self.future, self.deadline = request, future, deadline
+
+
+class MetadataClient:
+    def __init__(self, masters: list[str], name: str = "", heartbeat_s: float = 5.0,
+                 deadline_s: float = 60.0):
+        self.masters, self.name = masters, name
+        self.heartbeat_s, self.deadline_s = heartbeat_s, deadline_s
+        self.session = 0
+        self.leader = ""
+        self.last_index = 0           # the newest applied index an answer reflected
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self._calls: dict[int, _Call] = {}
+        self._outgoing: asyncio.Queue[mpb.Request] = asyncio.Queue()
+        self._stream = None
+        self._channel = None
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+
+    # -- life cycle -------------------------------------------------------------------------
+    async def open(self) -> "MetadataClient":
+        self._tasks = [asyncio.create_task(self._keep_connected(), name="md-connect"),
+                       asyncio.create_task(self._heartbeats(), name="md-heartbeat"),
+                       asyncio.create_task(self._expire(), name="md-deadlines")]
+        result = await self.mutate(pb.Caller(), open_session=pb.OpenSession(client=self.name))
+        self.session = result.session
+        return self
+
+    async def close(self) -> None:
+        if self.session and not self._closed:
+            try:
+                await self.mutate(pb.Caller(),
+                                  close_session=pb.CloseSession(session=self.session))
+            except (FsError, ClusterUnavailableError) as exc:
+                log.info("closing session %d: %s", self.session, exc)
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await self._drop_stream()
+
+    async def __aenter__(self) -> "MetadataClient":
+        return await self.open()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- requests ---------------------------------------------------------------------------
+    async def mutate(self, caller: pb.Caller, **op) -> pb.Result:
+        """Apply one namespace command (exactly once); FsError for a POSIX error."""
+        self._seq += 1
+        request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
+                              mutation=pb.Command(**op))
+        reply = await self._call(request)
+        if reply.errno:
+            raise FsError(reply.errno, reply.message)
+        return reply.result
+
+    async def read(self, caller: pb.Caller, follower: bool = False, **op) -> mpb.Reply:
+        """One read; linearizable unless `follower` (then at least as new as anything
+        this client saw). FsError for a POSIX error."""
+        request = mpb.Request(session=self.session, caller=caller, follower_read=follower,
+                              min_index=self.last_index, **op)
+        reply = await self._call(request)
+        if reply.errno:
+            raise FsError(reply.errno, reply.message)
+        return reply
+
+    async def _call(self, request: mpb.Request) -> mpb.Reply:
+        request.id = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._calls[request.id] = _Call(request, fut, time.monotonic() + self.deadline_s)
+        self._send(request)
+        reply = await fut
+        self.last_index = max(self.last_index, reply.index)
+        return reply
+
+    def _send(self, request: mpb.Request) -> None:
+        if request.HasField("mutation"):
+            request.acked_seq = self._acked_seq()
+        self._outgoing.put_nowait(request)
+
+    def _acked_seq(self) -> int:
+        """Every seq at or below this has its reply here: the fold may forget them."""
+        waiting = [c.request.seq for c in self._calls.values() if c.request.seq]
+        return min(waiting) - 1 if waiting else self._seq
+
+    # -- the stream -----------------------------------------------------------------------
+    async def _keep_connected(self) -> None:
+        while not self._closed:
+            leader = await find_leader(self.masters)
+            if not leader:
+                await asyncio.sleep(0.05)
+                continue
+            await self._connect(leader)
+            await self._serve_stream()
+            self._connected.clear()
+            await self._drop_stream()
+            await asyncio.sleep(0.02)
+
+    async def _connect(self, leader: str) -> None:
+        self.leader = leader
+        self._channel = grpc.aio.insecure_channel(leader, options=GRPC_OPTIONS)
+        self._outgoing = asyncio.Queue()
+        for call in self._calls.values():   # unanswered: send again, same numbers
+            self._send(call.request)
+        self._stream = metadata_pb2_grpc.MetadataStub(self._channel).Session(
+            self._batches(self._outgoing))
+        self._connected.set()
+
+    @staticmethod
+    async def _batches(queue: asyncio.Queue):
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            yield mpb.RequestBatch(requests=batch)
+
+    async def _serve_stream(self) -> None:
+        """Take replies until the stream breaks or the leader turns us away."""
+        try:
+            async for batch in self._stream:
+                if not self._take(batch.replies):
+                    return
+        except grpc.aio.AioRpcError as exc:
+            log.debug("metadata stream to %s ended: %s", self.leader, exc.code())
+
+    def _take(self, replies) -> bool:
+        """Resolve answered calls; False when a reply says to go elsewhere."""
+        stay = True
+        for reply in replies:
+            call = self._calls.get(reply.id)
+            if call is None:
+                continue
+            if reply.status in RETRY:
+                stay = False   # the call stays pending and goes again to the new leader
+                continue
+            del self._calls[reply.id]
+            if reply.status == mpb.Reply.BAD_REQUEST:
+                call.future.set_exception(ValueError(f"bad request: {reply.message}"))
+            elif not call.future.done():
+                call.future.set_result(reply)
+        return stay
+
+    async def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._channel is not None:
+            await self._channel.close()
+        self._stream = self._channel = None
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if self.session and self._connected.is_set():
+                request = mpb.Request(id=next(self._ids), session=self.session,
+                                      heartbeat=mpb.Heartbeat())
+                self._outgoing.put_nowait(request)
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            for ident, call in list(self._calls.items()):
+                if call.deadline < now:
+                    del self._calls[ident]
+                    if not call.future.done():
+                        call.future.set_exception(ClusterUnavailableError(
+                            f"no metadata leader answered within {self.deadline_s} s "
+                            f"(masters: {', '.join(self.masters)})"))

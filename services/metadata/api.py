@@ -1,0 +1,209 @@
+"""The client API: one multiplexed stream per client, on every metadata node.
+
+Mutations are validated, stamped (time, caller, session, sequence numbers) and
+proposed on the leader; the reply is the fold's result. Reads are linearizable by
+default (the leader confirms its leadership once per batch of reads, then answers
+from its projection); a follower read is answered by any node once it has applied
+the index the client last saw.
+"""
+
+import asyncio
+import errno
+import logging
+import time
+
+from schemas import metadata_pb2 as mpb
+from schemas import metadata_pb2_grpc
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace import permissions as perm
+from services.metadata.namespace import reads
+from services.metadata.namespace.errors import FsError
+from services.metadata.namespace.names import check_name, check_xattr_name
+from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
+from services.metadata.sessions import SessionKeeper
+
+log = logging.getLogger(__name__)
+
+READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
+                   "statfs", "access", "locate_chunk"})
+MAX_READDIR = 10_000
+Status = mpb.Reply.Status
+
+
+def reply_error(request: mpb.Request, status: int, message: str, leader: str = "",
+                code: int = 0) -> mpb.Reply:
+    return mpb.Reply(id=request.id, status=status, message=message, leader_address=leader,
+                     errno=code)
+
+
+def precheck(command: pb.Command) -> FsError | None:
+    """Cheap checks the fold would also make: refuse before using a log entry."""
+    kind = command.WhichOneof("op")
+    op = getattr(command, kind)
+    name = getattr(op, "new_name", None) if kind == "link" else getattr(op, "name", None)
+    try:
+        if kind in ("setxattr", "removexattr"):
+            check_xattr_name(op.name)
+        elif name is not None and kind not in ("open_session",):
+            check_name(name)
+        if kind == "rename":
+            check_name(op.new_name)
+    except FsError as exc:
+        return exc
+    return None
+
+
+class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
+    def __init__(self, node: RaftNode, sessions: SessionKeeper):
+        self.node, self.sessions = node, sessions
+
+    async def Session(self, request_iterator, context):
+        replies: asyncio.Queue = asyncio.Queue()
+        pending = 0
+        running: set[asyncio.Task] = set()
+
+        async def read_requests() -> None:
+            nonlocal pending
+            async for batch in request_iterator:
+                pending += len(batch.requests)
+                task = asyncio.create_task(self._handle(batch.requests, replies.put_nowait))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            replies.put_nowait(None)
+
+        reader = asyncio.create_task(read_requests())
+        finished = False
+        try:
+            while not finished or pending:
+                batch = [await replies.get()]
+                while not replies.empty():
+                    batch.append(replies.get_nowait())
+                if None in batch:
+                    finished = True
+                    batch.remove(None)
+                pending -= len(batch)
+                if batch:
+                    yield mpb.ReplyBatch(replies=batch)
+        finally:
+            reader.cancel()
+
+    async def _handle(self, requests, put) -> None:
+        linearizable, follower = [], []
+        for request in requests:
+            kind = request.WhichOneof("op")
+            if request.session:
+                self.sessions.touch(request.session)
+            if kind is None:
+                put(reply_error(request, Status.BAD_REQUEST,
+                                "the request has no operation this server knows"))
+            elif kind == "mutation":
+                self._mutate(request, put)
+            elif kind == "heartbeat":
+                put(mpb.Reply(id=request.id, index=self.node.machine.applied_index))
+            elif request.follower_read:
+                follower.append(request)
+            else:
+                linearizable.append(request)
+        if linearizable:
+            await self._read(linearizable, put, follower=False)
+        if follower:
+            await self._read(follower, put, follower=True)
+
+    # -- mutations ------------------------------------------------------------------------
+    def _mutate(self, request: mpb.Request, put) -> None:
+        command = request.mutation
+        kind = command.WhichOneof("op")
+        if kind is None:
+            put(reply_error(request, Status.BAD_REQUEST, "the mutation has no operation"))
+            return
+        if not request.HasField("caller"):
+            put(reply_error(request, Status.BAD_REQUEST, "a mutation needs the caller's "
+                                                         "uid, gid and groups"))
+            return
+        if kind != "open_session" and not request.session:
+            put(reply_error(request, Status.BAD_REQUEST, "mutations need a session: open "
+                                                         "one first"))
+            return
+        if (problem := precheck(command)) is not None:
+            put(mpb.Reply(id=request.id, errno=problem.errno, message=problem.message,
+                          result=pb.Result(errno=problem.errno, message=problem.message)))
+            return
+        stamped = pb.Command(time_ns=time.time_ns(), caller=request.caller,
+                             session=request.session if kind != "open_session" else 0,
+                             seq=request.seq if kind != "open_session" else 0,
+                             acked_seq=request.acked_seq)
+        getattr(stamped, kind).CopyFrom(getattr(command, kind))
+
+        def done(outcome) -> None:
+            put(self._mutation_reply(request, outcome))
+        self.node.submit([stamped.SerializeToString()], done)
+
+    def _mutation_reply(self, request: mpb.Request, outcome) -> mpb.Reply:
+        if isinstance(outcome, NotLeaderError):
+            return reply_error(request, Status.NOT_LEADER, str(outcome),
+                               outcome.leader_address)
+        if isinstance(outcome, ProposalLostError):
+            return reply_error(request, Status.UNAVAILABLE, str(outcome))
+        if isinstance(outcome, Exception):
+            return reply_error(request, Status.UNKNOWN, str(outcome))
+        index, [result] = outcome
+        return mpb.Reply(id=request.id, errno=result.errno, message=result.message,
+                         result=result, index=index)
+
+    # -- reads ------------------------------------------------------------------------------
+    async def _read(self, requests, put, follower: bool) -> None:
+        try:
+            if follower:
+                applied = await self.node.wait_applied(max(r.min_index for r in requests))
+            else:
+                applied = await self.node.read_barrier()
+        except NotLeaderError as exc:
+            for request in requests:
+                put(reply_error(request, Status.NOT_LEADER, str(exc), exc.leader_address))
+            return
+        except TimeoutError:
+            for request in requests:
+                put(reply_error(request, Status.UNAVAILABLE, "no quorum confirmed this "
+                                                             "leader in time; retry"))
+            return
+        view = self.node.machine.projection
+        for request in requests:
+            reply = mpb.Reply(id=request.id, index=applied)
+            try:
+                answer(view, request, reply)
+            except FsError as exc:
+                reply.errno, reply.message = exc.errno, exc.message
+            put(reply)
+
+
+def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
+    """Fill `reply` for one read; FsError for a POSIX error."""
+    kind = request.WhichOneof("op")
+    op = getattr(request, kind)
+    caller = request.caller
+    if kind == "lookup":
+        reply.attr.CopyFrom(reads.lookup(view, caller, op.parent, op.name))
+    elif kind == "getattr":
+        reply.attr.CopyFrom(reads.getattr(view, op.inode))
+    elif kind == "readdir":
+        limit = min(op.limit or 1000, MAX_READDIR)
+        for e in reads.readdir(view, caller, op.inode, op.cookie, limit):
+            reply.entries.add(name=e.name, attr=e.attr, cookie=e.cookie)
+    elif kind == "readlink":
+        reply.data = reads.readlink(view, op.inode)
+    elif kind == "getxattr":
+        reply.data = reads.getxattr(view, caller, op.inode, op.name)
+    elif kind == "listxattr":
+        reply.names.extend(reads.listxattr(view, caller, op.inode))
+    elif kind == "statfs":
+        fs = reads.statfs(view)
+        reply.statfs.CopyFrom(mpb.FsStat(inodes=fs.inodes, used_bytes=fs.used_bytes,
+                                         name_max=fs.name_max))
+    elif kind == "access":
+        node = reads.inode(view, op.inode)
+        if op.mask & 7 and not perm.allowed(caller, node, op.mask & 7):
+            raise FsError(errno.EACCES, f"access {op.mask:o} denied on inode {op.inode}")
+    elif kind == "locate_chunk":
+        found = reads.chunk(view, op.inode, op.chunk_index)
+        if found is not None:
+            reply.chunk.CopyFrom(found)
