@@ -1,0 +1,247 @@
+"""The metadata service as clients see it: three real nodes, real sessions."""
+
+import asyncio
+import errno
+import random
+import signal
+import stat
+
+import grpc
+import pytest
+
+from fuse_client.metadata_client import MetadataClient
+from schemas import metadata_pb2 as mpb
+from schemas import metadata_pb2_grpc
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace import reads
+from services.metadata.namespace.errors import FsError
+from services.metadata.projection import open_projection
+from tests.integration.metadata_cluster import MetadataCluster
+
+ROOT = pb.Caller(uid=0, gid=0)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = MetadataCluster(str(tmp_path), session_timeout=2.0)
+    c.start_all()
+    c.wait_leader()
+    yield c
+    c.stop_all()
+
+
+def client(cluster, **kw) -> MetadataClient:
+    return MetadataClient(list(cluster.addresses.values()), name="test", **kw)
+
+
+# -- a random workload across two leader failures -----------------------------------------
+
+class Model:
+    """What one session's directory must hold: name -> (kind, mode)."""
+
+    def __init__(self):
+        self.entries: dict[bytes, tuple[str, int]] = {}
+
+
+async def session_workload(c: MetadataClient, top: int, model: Model, rng: random.Random,
+                           steps: int, progress: list[int]) -> None:
+    for step in range(steps):
+        names = list(model.entries)
+        roll = rng.random()
+        if roll < 0.35 or not names:
+            name = b"f%d" % step
+            kind = rng.choice(["file", "dir"])
+            if kind == "file":
+                await c.mutate(ROOT, create=pb.Create(parent=top, name=name, mode=0o640,
+                                                      exclusive=True))
+                model.entries[name] = ("file", 0o640)
+            else:
+                await c.mutate(ROOT, mkdir=pb.Mkdir(parent=top, name=name, mode=0o750))
+                model.entries[name] = ("dir", 0o750)
+        elif roll < 0.6:
+            old, new = rng.choice(names), b"r%d" % step
+            await c.mutate(ROOT, rename=pb.Rename(parent=top, name=old, new_parent=top,
+                                                  new_name=new))
+            model.entries[new] = model.entries.pop(old)
+        elif roll < 0.8:
+            name = rng.choice(names)
+            kind, _ = model.entries.pop(name)
+            if kind == "dir":
+                await c.mutate(ROOT, rmdir=pb.Rmdir(parent=top, name=name))
+            else:
+                await c.mutate(ROOT, unlink=pb.Unlink(parent=top, name=name))
+        else:
+            name = rng.choice(names)
+            kind, _ = model.entries[name]
+            attr = (await c.read(ROOT, lookup=mpb.Lookup(parent=top, name=name))).attr
+            mode = rng.choice([0o600, 0o644, 0o700, 0o755])
+            await c.mutate(ROOT, setattr=pb.Setattr(inode=attr.inode, mode=mode))
+            model.entries[name] = (kind, mode)
+        progress[0] += 1
+
+
+def tree_of(data_dir: str, top_names: list[bytes]) -> dict:
+    with open_projection(f"{data_dir}/projection") as proj:
+        out = {}
+        for top in top_names:
+            d = reads.lookup(proj, ROOT, 1, top)
+            entries, cookie = {}, 0
+            while page := reads.readdir(proj, ROOT, d.inode, cookie):
+                for e in page:
+                    kind = "dir" if stat.S_ISDIR(e.attr.mode) else "file"
+                    entries[e.name] = (kind, e.attr.mode & 0o7777)
+                cookie = page[-1].cookie
+            out[top] = entries
+        return out, proj.content_digest()
+
+
+@pytest.mark.slow
+def test_concurrent_sessions_through_two_leader_kills_match_the_model(cluster):
+    sessions, steps = 4, 150
+    models = [Model() for _ in range(sessions)]
+    progress = [0]
+
+    async def run():
+        clients = [await client(cluster).open() for _ in range(sessions)]
+        tops = []
+        for i, c in enumerate(clients):
+            r = await c.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"s%d" % i, mode=0o755))
+            tops.append(r.attr.inode)
+
+        async def killer():
+            for kill_at in (steps, 3 * steps):
+                while progress[0] < kill_at:
+                    await asyncio.sleep(0.01)
+                leader = await asyncio.to_thread(cluster.wait_leader)
+                await asyncio.to_thread(cluster.signal, leader["id"], signal.SIGKILL)
+                await asyncio.to_thread(cluster.start, leader["id"])
+
+        await asyncio.gather(killer(), *(
+            session_workload(c, top, m, random.Random(i), steps, progress)
+            for i, (c, top, m) in enumerate(zip(clients, tops, models, strict=True))))
+        for c in clients:
+            await c.close()
+
+    asyncio.run(run())
+    assert progress[0] == sessions * steps
+    cluster.wait_converged()
+    for i in list(cluster.procs):
+        cluster.signal(i, signal.SIGTERM)
+    expected = {b"s%d" % i: m.entries for i, m in enumerate(models)}
+    digests = set()
+    for i in cluster.addresses:
+        tree, digest = tree_of(cluster.data(i), list(expected))
+        assert tree == expected, f"node {i} disagrees with the acknowledged operations"
+        digests.add(digest)
+    assert len(digests) == 1
+
+
+# -- sessions, open files, redirects ---------------------------------------------------------
+
+def test_a_silent_session_expires_and_its_open_files_are_released(cluster):
+    async def run():
+        quiet = await client(cluster, heartbeat_s=3600).open()
+        f = await quiet.mutate(ROOT, create=pb.Create(parent=1, name=b"f", mode=0o644))
+        await quiet.mutate(ROOT, open=pb.Open(inode=f.attr.inode))
+        async with client(cluster) as other:
+            await other.mutate(ROOT, unlink=pb.Unlink(parent=1, name=b"f"))
+            assert (await other.read(ROOT, getattr=mpb.Getattr(inode=f.attr.inode))
+                    ).attr.nlink == 0   # unlinked, still open: it lives
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                try:
+                    await other.read(ROOT, getattr=mpb.Getattr(inode=f.attr.inode))
+                except FsError as exc:
+                    assert exc.errno == errno.ENOENT
+                    break
+            else:
+                raise AssertionError("the silent session never expired")
+        with pytest.raises(FsError) as gone:
+            await quiet.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"late", mode=0o755))
+        assert gone.value.errno == errno.ENOTCONN
+        quiet._closed = True
+        await quiet.close()
+    asyncio.run(run())
+
+
+def test_an_unlinked_file_stays_readable_until_the_last_release(cluster):
+    async def run():
+        async with client(cluster) as a, client(cluster) as b:
+            f = (await a.mutate(ROOT, create=pb.Create(parent=1, name=b"f", mode=0o644))).attr
+            await a.mutate(ROOT, open=pb.Open(inode=f.inode))
+            await b.mutate(ROOT, unlink=pb.Unlink(parent=1, name=b"f"))
+            with pytest.raises(FsError):
+                await b.read(ROOT, lookup=mpb.Lookup(parent=1, name=b"f"))
+            assert (await b.read(ROOT, getattr=mpb.Getattr(inode=f.inode))).attr.inode
+            await a.mutate(ROOT, release=pb.Release(inode=f.inode))
+            with pytest.raises(FsError) as gone:
+                await b.read(ROOT, getattr=mpb.Getattr(inode=f.inode))
+            assert gone.value.errno == errno.ENOENT
+    asyncio.run(run())
+
+
+async def raw_call(address: str, *requests: mpb.Request) -> list[mpb.Reply]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stream = metadata_pb2_grpc.MetadataStub(channel).Session(
+            iter([mpb.RequestBatch(requests=list(requests))]))
+        replies = []
+        async for batch in stream:
+            replies += batch.replies
+        return sorted(replies, key=lambda r: r.id)
+
+
+def test_a_follower_redirects_to_the_leader(cluster):
+    cluster.wait_converged()   # followers have heard from the leader
+    leader = cluster.wait_leader()
+    follower = next(a for i, a in cluster.addresses.items() if i != leader["id"])
+    [mutation, read] = asyncio.run(raw_call(
+        follower,
+        mpb.Request(id=1, session=1, seq=1, caller=ROOT,
+                    mutation=pb.Command(mkdir=pb.Mkdir(parent=1, name=b"d", mode=0o755))),
+        mpb.Request(id=2, caller=ROOT, getattr=mpb.Getattr(inode=1))))
+    for reply in (mutation, read):
+        assert reply.status == mpb.Reply.NOT_LEADER
+        assert reply.leader_address == leader["address"]
+    [answer] = asyncio.run(raw_call(follower, mpb.Request(
+        id=3, caller=ROOT, follower_read=True, getattr=mpb.Getattr(inode=1))))
+    assert answer.status == mpb.Reply.OK and answer.attr.inode == 1
+
+
+def test_a_retried_request_gets_exactly_the_first_outcome(cluster):
+    leader = cluster.wait_leader()["address"]
+    [opened] = asyncio.run(raw_call(leader, mpb.Request(
+        id=1, caller=ROOT, mutation=pb.Command(open_session=pb.OpenSession()))))
+    s = opened.result.session
+    create = mpb.Request(id=2, session=s, seq=1, caller=ROOT, mutation=pb.Command(
+        create=pb.Create(parent=1, name=b"once", mode=0o644, exclusive=True)))
+    [first] = asyncio.run(raw_call(leader, create))
+    [again] = asyncio.run(raw_call(leader, create))
+    assert first.errno == 0 and again.result == first.result
+
+
+def test_bad_requests_get_clear_errors_and_no_log_entries(cluster):
+    leader = cluster.wait_leader()["address"]
+    before = cluster.wait_converged()[0]["commit_index"]
+    replies = asyncio.run(raw_call(
+        leader,
+        mpb.Request(id=1, caller=ROOT, session=1, seq=1, mutation=pb.Command()),
+        mpb.Request(id=2, session=1, seq=2, mutation=pb.Command(
+            mkdir=pb.Mkdir(parent=1, name=b"x", mode=0o755))),
+        mpb.Request(id=3, caller=ROOT, session=1, seq=3, mutation=pb.Command(
+            mkdir=pb.Mkdir(parent=1, name=b"a/b", mode=0o755))),
+        mpb.Request(id=4, caller=ROOT, session=1, seq=4, mutation=pb.Command(
+            mkdir=pb.Mkdir(parent=1, name=b"x" * 300, mode=0o755))),
+        mpb.Request(id=5, caller=ROOT, mutation=pb.Command(
+            mkdir=pb.Mkdir(parent=1, name=b"y", mode=0o755))),
+        mpb.Request(id=6, caller=ROOT)))
+    statuses = [(r.status, r.errno) for r in replies]
+    assert statuses == [(mpb.Reply.BAD_REQUEST, 0), (mpb.Reply.BAD_REQUEST, 0),
+                        (mpb.Reply.OK, errno.EINVAL), (mpb.Reply.OK, errno.ENAMETOOLONG),
+                        (mpb.Reply.BAD_REQUEST, 0), (mpb.Reply.BAD_REQUEST, 0)]
+    assert all(r.message for r in replies)
+    after = cluster.wait_converged()[0]["commit_index"]
+    assert after == before, "a refused request reached the log"
+    [unknown] = asyncio.run(raw_call(leader, mpb.Request(
+        id=7, caller=ROOT, session=999, seq=1,
+        mutation=pb.Command(mkdir=pb.Mkdir(parent=1, name=b"z", mode=0o755)))))
+    assert unknown.errno == errno.ENOTCONN and "open a new session" in unknown.message
