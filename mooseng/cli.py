@@ -65,6 +65,11 @@ def _metadata(args) -> int:
         raise AddressError(f"--join: node {args.id} must not be in --peers (the cluster's "
                            "current members)")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s node{args.id} %(message)s")
+    from services.common import tracing
+    tracing.configure(f"mooseng-metadata-{args.id}", args.trace_exporter)
+    if args.metrics_listen:
+        from services.common.metrics import serve_metrics
+        serve_metrics(f"mooseng-metadata-{args.id}", host_port(args.metrics_listen))
     _use_uvloop()
     from services.metadata.raft.node import NodeOptions
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
@@ -146,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Raft tick; elections time out after 10-20 ticks (default 50)")
     meta.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="close a client session not heard from this long (default 30)")
+    meta.add_argument("--metrics-listen", metavar="HOST:PORT",
+                      help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    meta.add_argument("--trace-exporter", choices=("none", "console", "otlp"), default="none",
+                      help="where OpenTelemetry spans go (otlp: OTEL_EXPORTER_OTLP_ENDPOINT)")
     meta.add_argument("--state-machine", choices=("namespace", "counter"),
                       default="namespace",
                       help="what committed commands are applied to: the namespace "

@@ -12,15 +12,19 @@ import errno
 import logging
 import time
 
+from opentelemetry import trace
+
 from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
+from services.common import tracing
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import check_name, check_xattr_name
 from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.sessions import SessionKeeper
+from services.metadata.telemetry import MetadataTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ def precheck(command: pb.Command) -> FsError | None:
 class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
     def __init__(self, node: RaftNode, sessions: SessionKeeper):
         self.node, self.sessions = node, sessions
+        self.telemetry = MetadataTelemetry(node)
 
     async def Session(self, request_iterator, context):
         replies: asyncio.Queue = asyncio.Queue()
@@ -88,6 +93,10 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             reader.cancel()
 
     async def _handle(self, requests, put) -> None:
+        waiters: dict[int, object] = {}   # request id -> its proposal, for stage spans
+        if tracing.enabled():
+            put = self._traced(requests, put, waiters)
+        put = self._measured(requests, put)
         linearizable, follower = [], []
         for request in requests:
             kind = request.WhichOneof("op")
@@ -97,7 +106,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                 put(reply_error(request, Status.BAD_REQUEST,
                                 "the request has no operation this server knows"))
             elif kind == "mutation":
-                self._mutate(request, put)
+                waiter = self._mutate(request, put)
+                if waiter is not None and not waiter.finished:
+                    waiters[request.id] = waiter
             elif kind == "heartbeat":
                 put(mpb.Reply(id=request.id, index=self.node.machine.applied_index))
             elif request.follower_read:
@@ -109,25 +120,56 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         if follower:
             await self._read(follower, put, follower=True)
 
+    def _measured(self, requests, put):
+        started = time.perf_counter()
+        kinds = {r.id: _kind(r) for r in requests}
+
+        def measured_put(reply: mpb.Reply) -> None:
+            self.telemetry.record(kinds.pop(reply.id, "unknown"), reply, started)
+            put(reply)
+        return measured_put
+
+    def _traced(self, requests, put, waiters: dict):
+        """A server span per request, a child of the client's; ends with the reply."""
+        spans = {}
+        for request in requests:
+            kind = _kind(request)
+            spans[request.id] = tracing.tracer().start_span(
+                f"Metadata/{kind}", context=tracing.extract(request.traceparent),
+                kind=trace.SpanKind.SERVER)
+
+        def traced_put(reply: mpb.Reply) -> None:
+            span = spans.pop(reply.id, None)
+            if span is not None:
+                waiter = waiters.pop(reply.id, None)
+                if waiter is not None:
+                    stage_spans(span, waiter.times)
+                span.set_attribute("mooseng.status", mpb.Reply.Status.Name(reply.status))
+                span.set_attribute("mooseng.errno", reply.errno)
+                span.end()
+            put(reply)
+        return traced_put
+
     # -- mutations ------------------------------------------------------------------------
-    def _mutate(self, request: mpb.Request, put) -> None:
+    def _mutate(self, request: mpb.Request, put):
+        """Propose the request's command; the proposal's waiter (None if refused)."""
         command = request.mutation
         kind = command.WhichOneof("op")
         if kind is None:
             put(reply_error(request, Status.BAD_REQUEST, "the mutation has no operation"))
-            return
+            return None
         if not request.HasField("caller"):
             put(reply_error(request, Status.BAD_REQUEST, "a mutation needs the caller's "
                                                          "uid, gid and groups"))
-            return
+            return None
         if kind != "open_session" and not request.session:
             put(reply_error(request, Status.BAD_REQUEST, "mutations need a session: open "
                                                          "one first"))
-            return
+            return None
         if (problem := precheck(command)) is not None:
             put(mpb.Reply(id=request.id, errno=problem.errno, message=problem.message,
                           result=pb.Result(errno=problem.errno, message=problem.message)))
-            return
+            return None
         stamped = pb.Command(time_ns=time.time_ns(), caller=request.caller,
                              session=request.session if kind != "open_session" else 0,
                              seq=request.seq if kind != "open_session" else 0,
@@ -136,7 +178,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
 
         def done(outcome) -> None:
             put(self._mutation_reply(request, outcome))
-        self.node.submit([stamped.SerializeToString()], done)
+        return self.node.submit([stamped.SerializeToString()], done)
 
     def _mutation_reply(self, request: mpb.Request, outcome) -> mpb.Reply:
         if isinstance(outcome, NotLeaderError):
@@ -174,6 +216,25 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             except FsError as exc:
                 reply.errno, reply.message = exc.errno, exc.message
             put(reply)
+
+
+def _kind(request: mpb.Request) -> str:
+    kind = request.WhichOneof("op") or "unknown"
+    if kind == "mutation":
+        kind = request.mutation.WhichOneof("op") or "unknown"
+    return kind
+
+
+def stage_spans(parent, times: list[int]) -> None:
+    """The proposal's life as child spans: waiting to be proposed, replication until
+    commit, and the fold's apply (times: submitted, proposed, committed, applied)."""
+    if not all(times):
+        return
+    ctx = trace.set_span_in_context(parent)
+    for name, start, end in (("raft.propose", times[0], times[1]),
+                             ("raft.commit", times[1], times[2]),
+                             ("namespace.apply", times[2], times[3])):
+        tracing.tracer().start_span(name, context=ctx, start_time=start).end(end_time=end)
 
 
 def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:

@@ -115,36 +115,54 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         return pb.TransferReply(ok=ok, error="" if ok else "not the leader, or no such peer")
 
 
+class MetadataServer:
+    """One metadata node: Raft node, transport, sessions and the gRPC server."""
+
+    def __init__(self, node_id: int, listen: str, peers: dict[int, str], data_dir: str,
+                 options: NodeOptions | None = None, session_timeout_s: float = 30.0):
+        self.options = options or NodeOptions()
+        self.listen = listen
+        self.node = RaftNode(node_id, peers, data_dir, self.options, own_address=listen)
+        self.server = grpc.aio.server(options=GRPC_OPTIONS)
+        self.transport = Transport(self.node)
+        self.sessions = SessionKeeper(self.node, session_timeout_s)
+        raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.node, self.transport),
+                                                 self.server)
+        if self.options.state_machine == "namespace":
+            metadata_pb2_grpc.add_MetadataServicer_to_server(
+                MetadataServicer(self.node, self.sessions), self.server)
+
+    async def start(self) -> None:
+        if self.server.add_insecure_port(self.listen) == 0:
+            raise SystemExit(f"cannot listen on {self.listen}: address in use or invalid")
+        await self.server.start()
+        await self.node.start()
+        self.sessions.start()
+        log.info("metadata node %d serving on %s (data in %s)", self.node.id, self.listen,
+                 self.node.data_dir)
+
+    async def stop(self) -> None:
+        """Hand leadership over if we hold it, then stop everything."""
+        await _hand_over(self.node, self.options)
+        await self.sessions.stop()
+        await self.server.stop(grace=0.5)
+        await self.transport.close()
+        await self.node.stop()
+        log.info("metadata node %d stopped", self.node.id)
+
+
 async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
                 options: NodeOptions | None = None, session_timeout_s: float = 30.0) -> None:
     """Run a metadata node until SIGTERM or SIGINT. A node not in `peers` joins the
     running cluster they form (once a member adds it)."""
-    options = options or NodeOptions()
-    node = RaftNode(node_id, peers, data_dir, options, own_address=listen)
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    transport = Transport(node)
-    sessions = SessionKeeper(node, session_timeout_s)
-    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(node, transport), server)
-    if options.state_machine == "namespace":
-        metadata_pb2_grpc.add_MetadataServicer_to_server(MetadataServicer(node, sessions),
-                                                         server)
-    if server.add_insecure_port(listen) == 0:
-        raise SystemExit(f"cannot listen on {listen}: address in use or invalid")
+    server = MetadataServer(node_id, listen, peers, data_dir, options, session_timeout_s)
     await server.start()
-    await node.start()
-    sessions.start()
-    log.info("metadata node %d serving on %s (data in %s)", node_id, listen, data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await _hand_over(node, options)
-    await sessions.stop()
-    await server.stop(grace=0.5)
-    await transport.close()
-    await node.stop()
-    log.info("metadata node %d stopped", node_id)
+    await server.stop()
 
 
 async def _hand_over(node: RaftNode, options: NodeOptions) -> None:

@@ -27,8 +27,10 @@ def free_ports(n: int) -> list[int]:
 
 class MetadataCluster:
     def __init__(self, root, n: int = 3, snapshot_every: int = 100_000,
-                 session_timeout: float = 30.0):
+                 session_timeout: float = 30.0, metrics: bool = False):
         self.session_timeout = session_timeout
+        self.metrics = {i: f"127.0.0.1:{free_ports(1)[0]}" for i in range(1, n + 1)} \
+            if metrics else {}
         self.root = root
         self.ports = dict(zip(range(1, n + 1), free_ports(n), strict=True))
         self.addresses = {i: f"127.0.0.1:{p}" for i, p in self.ports.items()}
@@ -49,7 +51,8 @@ class MetadataCluster:
             [sys.executable, "-m", "mooseng", "metadata", "--id", str(i), "--data",
              self.data(i), "--listen", self.addresses[i], "--peers", self.peers,
              "--tick-ms", str(TICK_MS), "--snapshot-every", str(self.snapshot_every),
-             "--session-timeout", str(self.session_timeout), *(["--join"] if join else [])],
+             "--session-timeout", str(self.session_timeout), *(["--join"] if join else []),
+             *(["--metrics-listen", self.metrics[i]] if i in self.metrics else [])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

@@ -101,13 +101,16 @@ Outcome = Callable[[object], None]   # gets (first index, results) or an excepti
 class _Waiter:
     """A proposal of `count` commands from `first`, waiting for them to apply."""
 
-    __slots__ = ("term", "done", "first", "count", "results", "finished", "deadline")
+    __slots__ = ("term", "done", "first", "count", "results", "finished", "deadline",
+                 "times")
 
     def __init__(self, done: Outcome, count: int, deadline: float):
         self.done, self.count, self.deadline = done, count, deadline
         self.term = self.first = 0
         self.results: list = []
         self.finished = False
+        # Wall-clock ns at: submitted, appended to the leader's log, committed, applied.
+        self.times = [time.time_ns(), 0, 0, 0]
 
     def applied(self, entry: Entry, result) -> None:
         if entry.term != self.term:
@@ -116,6 +119,7 @@ class _Waiter:
             return
         self.results.append(result)
         if len(self.results) == self.count and not self.finished:
+            self.times[3] = time.time_ns()
             self.finished = True
             self.done((self.first, self.results))
 
@@ -141,6 +145,8 @@ class RaftNode:
         self.core = self._restore_core(Config(frozenset(peers)))
         self.on_members_changed: Callable[[dict[int, str]], None] = lambda peers: None
         self._known_config = None
+        self.leader_changes = 0
+        self._seen_leader = 0
         self._saved_vote = self.log.hard_state()[:2]
         self._inbox: list[Message] = []
         self._actions: list[Callable[[], None]] = []
@@ -238,6 +244,9 @@ class RaftNode:
         ticks, self._ticks = self._ticks, 0
         for _ in range(ticks):
             core.tick()
+        if core.leader != self._seen_leader:
+            self._seen_leader = core.leader
+            self.leader_changes += bool(core.leader)
         if ticks:
             self._expire_proposals()
         self._take_proposals()
@@ -256,8 +265,10 @@ class RaftNode:
                 waiter.fail(refusal)
             return
         index, term = placed
+        now = time.time_ns()
         for commands, waiter in proposals:
             waiter.term, waiter.first = term, index
+            waiter.times[1] = now
             for i in range(index, index + len(commands)):
                 self._waiting[i] = waiter
             self._deadlines.append(waiter)
@@ -324,6 +335,10 @@ class RaftNode:
             self.send(plain)
 
     def _apply(self, entries: list[Entry]) -> None:
+        committed_at = time.time_ns()
+        for entry in entries:
+            if (waiter := self._waiting.get(entry.index)) is not None:
+                waiter.times[2] = committed_at
         results = self.machine.apply(entries)
         for entry, result in zip(entries, results, strict=True):
             waiter = self._waiting.pop(entry.index, None)
@@ -383,15 +398,17 @@ class RaftNode:
     def report_snapshot(self, peer: int, ok: bool) -> None:
         self._later(lambda: self.core.report_snapshot(peer, ok))
 
-    def submit(self, commands: list[bytes], done: Outcome, timeout: float = 10.0) -> None:
+    def submit(self, commands: list[bytes], done: Outcome, timeout: float = 10.0) -> _Waiter:
         """Replicate and apply `commands` together; `done` gets (first index, results),
-        NotLeaderError or ProposalLostError (not applied), or TimeoutError (unknown)."""
+        NotLeaderError or ProposalLostError (not applied), or TimeoutError (unknown).
+        The returned waiter's `times` say when each stage happened, for tracing."""
         waiter = _Waiter(done, len(commands), time.monotonic() + timeout)
         if self.core.role != LEADER:
             waiter.fail(self._not_leader())
-            return
+            return waiter
         self._proposals.append((commands, waiter))
         self._wake.set()
+        return waiter
 
     async def propose(self, commands: list[bytes], timeout: float = 10.0
                       ) -> tuple[int, list]:
