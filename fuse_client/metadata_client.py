@@ -14,10 +14,12 @@ import logging
 import time
 
 import grpc
+from opentelemetry import trace
 
 from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
+from services.common import tracing
 from services.common.discovery import find_leader
 from services.metadata.namespace.errors import FsError
 
@@ -105,6 +107,17 @@ class MetadataClient:
         return reply
 
     async def _call(self, request: mpb.Request) -> mpb.Reply:
+        if not tracing.enabled():
+            return await self._exchange(request)
+        kind = request.WhichOneof("op")
+        if kind == "mutation":
+            kind = request.mutation.WhichOneof("op")
+        with tracing.tracer().start_as_current_span(f"mooseng.client/{kind}",
+                                                    kind=trace.SpanKind.CLIENT):
+            request.traceparent = tracing.inject()
+            return await self._exchange(request)
+
+    async def _exchange(self, request: mpb.Request) -> mpb.Reply:
         request.id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._calls[request.id] = _Call(request, fut, time.monotonic() + self.deadline_s)
@@ -150,6 +163,7 @@ class MetadataClient:
     async def _batches(queue: asyncio.Queue):
         while True:
             batch = [await queue.get()]
+            await asyncio.sleep(0)  # let requests made in this loop turn join the batch
             while not queue.empty():
                 batch.append(queue.get_nowait())
             yield mpb.RequestBatch(requests=batch)

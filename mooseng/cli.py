@@ -71,9 +71,11 @@ def _metadata(args) -> int:
         from services.common.metrics import serve_metrics
         serve_metrics(f"mooseng-metadata-{args.id}", host_port(args.metrics_listen))
     _use_uvloop()
+    from services.metadata.raft.core import RaftOptions
     from services.metadata.raft.node import NodeOptions
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
-                          state_machine=args.state_machine)
+                          state_machine=args.state_machine,
+                          raft=RaftOptions(lease_reads=args.lease_reads))
     asyncio.run(serve(args.id, listen, peers, args.data, options, args.session_timeout))
     return 0
 
@@ -149,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 100000)")
     meta.add_argument("--tick-ms", type=float, default=50.0,
                       help="Raft tick; elections time out after 10-20 ticks (default 50)")
+    meta.add_argument("--lease-reads", action="store_true",
+                      help="serve linearizable reads on the leader's lease instead of a "
+                           "heartbeat round (assumes clocks tick at nearly the same rate)")
     meta.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="close a client session not heard from this long (default 30)")
     meta.add_argument("--metrics-listen", metavar="HOST:PORT",

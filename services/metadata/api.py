@@ -81,6 +81,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         try:
             while not finished or pending:
                 batch = [await replies.get()]
+                await asyncio.sleep(0)  # replies made in this loop turn go together
                 while not replies.empty():
                     batch.append(replies.get_nowait())
                 if None in batch:

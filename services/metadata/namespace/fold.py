@@ -26,6 +26,7 @@ MAX_FILE_SIZE = 1 << 57
 LINK_MAX = 65000
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 XATTR_CREATE, XATTR_REPLACE = 1, 2
+PRUNE_ONE_BY_ONE = 64  # acknowledged results forgotten key by key up to this many
 NODE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 
 
@@ -665,8 +666,12 @@ def _record(txn: Txn, cmd: pb.Command, session: r.SessionRecord, result: pb.Resu
         return  # the command closed its own session
     txn.put(r.RESULTS, r.result_key(cmd.session, cmd.seq), result.SerializeToString())
     if cmd.acked_seq > session.acked_seq:
-        txn.delete_range(r.RESULTS, r.result_key(cmd.session, session.acked_seq + 1),
-                         r.result_key(cmd.session, cmd.acked_seq + 1))
+        if cmd.acked_seq - session.acked_seq <= PRUNE_ONE_BY_ONE:
+            for seq in range(session.acked_seq + 1, cmd.acked_seq + 1):
+                txn.delete(r.RESULTS, r.result_key(cmd.session, seq))
+        else:  # a big jump: one range tombstone
+            txn.delete_range(r.RESULTS, r.result_key(cmd.session, session.acked_seq + 1),
+                             r.result_key(cmd.session, cmd.acked_seq + 1))
         session.acked_seq = cmd.acked_seq
         txn.put(r.SESSIONS, r.u64(cmd.session), session.pack())
 

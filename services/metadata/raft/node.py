@@ -157,6 +157,8 @@ class RaftNode:
         self._waiting: dict[int, _Waiter] = {}             # log index -> its proposal
         self._read_waiting: list[tuple[int, list[asyncio.Future]]] = []  # until applied
         self._read_seq = 0
+        self._read_round: bytes | None = None     # the ReadIndex context in flight
+        self._read_round_term = 0
         self._wake = asyncio.Event()
         self._ticks = 0
         self._tasks: list[asyncio.Task] = []
@@ -282,7 +284,15 @@ class RaftNode:
             deadlines.popleft().fail(TimeoutError("not applied before the deadline"))
 
     def _take_reads(self) -> None:
-        """Every read that arrived since the last turn shares one ReadIndex round."""
+        """Reads wait for the ReadIndex round in flight to finish, then all that
+        gathered meanwhile share the next one: a few rounds per round trip, however
+        many reads (each round is a heartbeat to every follower and back)."""
+        if self._read_round is not None:
+            if self.core.role == LEADER and self.core.term == self._read_round_term:
+                return
+            # Leadership went while the round was out: it will never be answered.
+            self._fail_reads(self._read_futures.pop(self._read_round, []))
+            self._read_round = None
         reads, self._reads = [f for f in self._reads if not f.done()], []
         if not reads:
             return
@@ -290,10 +300,15 @@ class RaftNode:
         context = f"{self.id}:{self._read_seq}".encode()
         if self.core.read_index(context, lease=self.options.raft.lease_reads):
             self._read_futures[context] = reads
+            self._read_round, self._read_round_term = context, self.core.term
             return
+        self._fail_reads(reads)
+
+    def _fail_reads(self, futures: list[asyncio.Future]) -> None:
         refusal = self._not_leader()
-        for fut in reads:
-            fut.set_exception(refusal)
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(refusal)
 
     async def _carry_out(self, rd) -> None:
         """Persist, send, apply: in the order that keeps Raft's promises."""
@@ -319,6 +334,9 @@ class RaftNode:
         for state in rd.read_states:
             if futures := self._read_futures.pop(state.context, None):
                 self._read_waiting.append((state.index, futures))
+            if state.context == self._read_round:
+                self._read_round = None
+                self._wake.set()  # the reads that gathered meanwhile go next
 
     def _send(self, messages: list[Message]) -> None:
         plain = []
