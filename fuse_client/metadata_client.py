@@ -40,10 +40,61 @@ class _Call:
         self.request, self.future, self.deadline = request, future, deadline
 
 
+class _ReadStream:
+    """A second stream, to one chosen node, for follower reads. Any failure sends
+    the read back to the leader's stream."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        self.queue: asyncio.Queue[mpb.Request] = asyncio.Queue()
+        self.calls: dict[int, asyncio.Future] = {}
+        self.answered = 0
+        self.stream = metadata_pb2_grpc.MetadataStub(self.channel).Session(
+            MetadataClient._batches(self.queue))
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for batch in self.stream:
+                for reply in batch.replies:
+                    fut = self.calls.pop(reply.id, None)
+                    if fut and not fut.done():
+                        fut.set_result(reply)
+        except grpc.aio.AioRpcError:
+            pass
+        for fut in self.calls.values():
+            if not fut.done():
+                fut.set_result(None)
+        self.calls.clear()
+
+    async def call(self, request: mpb.Request) -> mpb.Reply | None:
+        """The reply, or None if this node could not answer."""
+        if self.reader.done():
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        self.calls[request.id] = fut
+        self.queue.put_nowait(request)
+        reply = await fut
+        if reply is None or reply.status != mpb.Reply.OK:
+            return None
+        self.answered += 1
+        return reply
+
+    async def close(self) -> None:
+        self.stream.cancel()
+        self.reader.cancel()
+        await self.channel.close()
+
+
 class MetadataClient:
     def __init__(self, masters: list[str], name: str = "", heartbeat_s: float = 5.0,
-                 deadline_s: float = 60.0):
+                 deadline_s: float = 60.0, read_from: str = ""):
+        """`read_from`: a node (HOST:PORT) that serves this client's follower reads;
+        without it they go to the leader like every other request."""
         self.masters, self.name = masters, name
+        self.read_from = read_from
+        self._reads: _ReadStream | None = None
         self.heartbeat_s, self.deadline_s = heartbeat_s, deadline_s
         self.session = 0
         self.leader = ""
@@ -77,6 +128,8 @@ class MetadataClient:
         self._closed = True
         for task in self._tasks:
             task.cancel()
+        if self._reads is not None:
+            await self._reads.close()
         await self._drop_stream()
 
     async def __aenter__(self) -> "MetadataClient":
@@ -101,7 +154,16 @@ class MetadataClient:
         this client saw). FsError for a POSIX error."""
         request = mpb.Request(session=self.session, caller=caller, follower_read=follower,
                               min_index=self.last_index, **op)
-        reply = await self._call(request)
+        reply = None
+        if follower and self.read_from:
+            if self._reads is None:
+                self._reads = _ReadStream(self.read_from)
+            request.id = next(self._ids)
+            reply = await self._reads.call(request)
+            if reply is not None:
+                self.last_index = max(self.last_index, reply.index)
+        if reply is None:
+            reply = await self._call(request)
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return reply

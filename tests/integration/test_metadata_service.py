@@ -245,3 +245,20 @@ def test_bad_requests_get_clear_errors_and_no_log_entries(cluster):
         id=7, caller=ROOT, session=999, seq=1,
         mutation=pb.Command(mkdir=pb.Mkdir(parent=1, name=b"z", mode=0o755)))))
     assert unknown.errno == errno.ENOTCONN and "open a new session" in unknown.message
+
+
+def test_follower_reads_see_the_clients_own_writes(cluster):
+    cluster.wait_converged()
+    leader = cluster.wait_leader()
+    follower = next(a for i, a in cluster.addresses.items() if i != leader["id"])
+
+    async def run():
+        async with client(cluster, read_from=follower) as c:
+            for i in range(20):
+                made = await c.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"d%d" % i,
+                                                           mode=0o755))
+                seen = await c.read(ROOT, follower=True,
+                                    lookup=mpb.Lookup(parent=1, name=b"d%d" % i))
+                assert seen.attr.inode == made.attr.inode   # never older than our write
+            assert c._reads.address == follower and c._reads.answered == 20
+    asyncio.run(run())
