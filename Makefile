@@ -20,3 +20,4 @@ bench: setup
 	.venv/bin/python bench/fold.py
 	.venv/bin/python bench/logstore.py
 	.venv/bin/python bench/raft.py
+	.venv/bin/python -m bench.metadata
