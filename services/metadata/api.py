@@ -10,6 +10,7 @@ the index the client last saw.
 import asyncio
 import errno
 import logging
+import stat
 import time
 
 from opentelemetry import trace
@@ -28,6 +29,8 @@ from services.metadata.telemetry import MetadataTelemetry
 
 log = logging.getLogger(__name__)
 
+KNOWN_TYPES = frozenset({0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
+                         stat.S_IFBLK, stat.S_IFDIR})  # S_IFDIR: the fold says EPERM
 READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                    "statfs", "access", "locate_chunk"})
 MAX_READDIR = 10_000
@@ -52,6 +55,8 @@ def precheck(command: pb.Command) -> FsError | None:
             check_name(name)
         if kind == "rename":
             check_name(op.new_name)
+        if kind == "mknod" and stat.S_IFMT(op.mode) not in KNOWN_TYPES:
+            raise FsError(errno.EINVAL, f"mknod: unknown file type {stat.S_IFMT(op.mode):o}")
     except FsError as exc:
         return exc
     return None

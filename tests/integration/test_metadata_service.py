@@ -233,11 +233,14 @@ def test_bad_requests_get_clear_errors_and_no_log_entries(cluster):
             mkdir=pb.Mkdir(parent=1, name=b"x" * 300, mode=0o755))),
         mpb.Request(id=5, caller=ROOT, mutation=pb.Command(
             mkdir=pb.Mkdir(parent=1, name=b"y", mode=0o755))),
-        mpb.Request(id=6, caller=ROOT)))
+        mpb.Request(id=6, caller=ROOT),
+        mpb.Request(id=8, caller=ROOT, session=1, seq=5, mutation=pb.Command(
+            mknod=pb.Mknod(parent=1, name=b"n", mode=0o170644)))))
     statuses = [(r.status, r.errno) for r in replies]
     assert statuses == [(mpb.Reply.BAD_REQUEST, 0), (mpb.Reply.BAD_REQUEST, 0),
                         (mpb.Reply.OK, errno.EINVAL), (mpb.Reply.OK, errno.ENAMETOOLONG),
-                        (mpb.Reply.BAD_REQUEST, 0), (mpb.Reply.BAD_REQUEST, 0)]
+                        (mpb.Reply.BAD_REQUEST, 0), (mpb.Reply.BAD_REQUEST, 0),
+                        (mpb.Reply.OK, errno.EINVAL)]
     assert all(r.message for r in replies)
     after = cluster.wait_converged()[0]["commit_index"]
     assert after == before, "a refused request reached the log"
