@@ -1,6 +1,15 @@
 """Shared fixtures: fresh projections and a tiny command builder."""
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red build means a change broke something);
+# locally hypothesis keeps exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from schemas import namespace_pb2 as pb
 from services.metadata.applier import Applier

@@ -44,10 +44,12 @@ def test_sigkill_during_apply_leaves_a_command_boundary_and_resumes(tmp_path, gr
     data = tmp_path / "projection"
     rng = random.Random(group)
     interrupted_midway = 0
-    for _attempt in range(6):
+    for _attempt in range(12):
+        if interrupted_midway >= 3:
+            break
         proc = start_fold(commands, data, group)
         try:
-            time.sleep(rng.uniform(0.4, 1.5))
+            time.sleep(rng.uniform(0.3, 2.5))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
