@@ -5,15 +5,15 @@ import os
 import pytest
 from hypothesis import settings
 
+from schemas import namespace_pb2 as pb
+from services.metadata.applier import Applier
+from services.metadata.projection import open_projection
+
 # CI runs the same examples every time (a red build means a change broke something);
 # locally hypothesis keeps exploring new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from schemas import namespace_pb2 as pb
-from services.metadata.applier import Applier
-from services.metadata.projection import open_projection
 
 ROOT = pb.Caller(uid=0, gid=0)
 ALICE = pb.Caller(uid=1000, gid=1000)
