@@ -161,8 +161,14 @@ async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    failed = asyncio.create_task(server.node.failed.wait())
+    await asyncio.wait([asyncio.create_task(stop.wait()), failed],
+                       return_when=asyncio.FIRST_COMPLETED)
     await server.stop()
+    if failed.done():
+        raise SystemExit(f"metadata node {node_id} stopped after an internal error (see "
+                         "the log above); restart it, and if it fails again, move its data "
+                         "directory aside so it catches up from the leader")
 
 
 async def _hand_over(node: RaftNode, options: NodeOptions) -> None:

@@ -146,6 +146,7 @@ class RaftNode:
         self.on_members_changed: Callable[[dict[int, str]], None] = lambda peers: None
         self._known_config = None
         self.leader_changes = 0
+        self.failed = asyncio.Event()   # set if the loop died: the process must exit
         self._seen_leader = 0
         self._saved_vote = self.log.hard_state()[:2]
         self._inbox: list[Message] = []
@@ -220,6 +221,7 @@ class RaftNode:
             except Exception:
                 log.exception("node %d: the raft loop failed; stopping the node", self.id)
                 self.stopped = True
+                self.failed.set()
                 raise
 
     async def _turn(self) -> None:
