@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 
-from bench.raft import free_ports
 from fuse_client.metadata_client import MetadataClient
+from mooseng.ports import free_ports
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.common.discovery import find_leader

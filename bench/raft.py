@@ -21,28 +21,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from mooseng.ports import free_ports
 from schemas import namespace_pb2 as nspb
 from services.metadata.raft.proposer import Proposer
 
 HERE = os.path.abspath(__file__)
 SEQUENTIAL = 500
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def fsync_latency_ms(directory: str, rounds: int = 300) -> float:

@@ -7,7 +7,6 @@ from its projection); a follower read is answered by any node once it has applie
 the index the client last saw.
 """
 
-import asyncio
 import errno
 import logging
 import stat
@@ -19,6 +18,7 @@ from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common import tracing
+from services.common.streams import pipelined
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads
 from services.metadata.namespace.errors import FsError
@@ -68,35 +68,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         self.telemetry = MetadataTelemetry(node)
 
     async def Session(self, request_iterator, context):
-        replies: asyncio.Queue = asyncio.Queue()
-        pending = 0
-        running: set[asyncio.Task] = set()
-
-        async def read_requests() -> None:
-            nonlocal pending
-            async for batch in request_iterator:
-                pending += len(batch.requests)
-                task = asyncio.create_task(self._handle(batch.requests, replies.put_nowait))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            replies.put_nowait(None)
-
-        reader = asyncio.create_task(read_requests())
-        finished = False
-        try:
-            while not finished or pending:
-                batch = [await replies.get()]
-                await asyncio.sleep(0)  # replies made in this loop turn go together
-                while not replies.empty():
-                    batch.append(replies.get_nowait())
-                if None in batch:
-                    finished = True
-                    batch.remove(None)
-                pending -= len(batch)
-                if batch:
-                    yield mpb.ReplyBatch(replies=batch)
-        finally:
-            reader.cancel()
+        async for batch in pipelined(request_iterator, lambda b: b.requests, self._handle,
+                                     lambda replies: mpb.ReplyBatch(replies=replies)):
+            yield batch
 
     async def _handle(self, requests, put) -> None:
         waiters: dict[int, object] = {}   # request id -> its proposal, for stage spans

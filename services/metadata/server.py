@@ -13,6 +13,7 @@ import grpc
 
 from schemas import metadata_pb2_grpc, raft_pb2_grpc
 from schemas import raft_pb2 as pb
+from services.common.streams import pipelined
 from services.metadata.api import MetadataServicer
 from services.metadata.raft import codec
 from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
@@ -63,37 +64,14 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
 
     async def Propose(self, request_iterator, context):
         """Pipelined: replies go back in batches as proposals apply, matched by id."""
-        replies: asyncio.Queue = asyncio.Queue()
-        pending = 0
+        def submit(proposals, put) -> None:
+            for proposal in proposals:
+                self.node.submit(list(proposal.commands),
+                                 lambda outcome, ident=proposal.id: put(_reply(ident, outcome)))
 
-        def submit(proposal: pb.Proposal) -> None:
-            def done(outcome) -> None:
-                replies.put_nowait(_reply(proposal.id, outcome))
-            self.node.submit(list(proposal.commands), done)
-
-        async def read_requests() -> None:
-            nonlocal pending
-            async for batch in request_iterator:
-                pending += len(batch.proposals)
-                for proposal in batch.proposals:
-                    submit(proposal)
-            replies.put_nowait(None)
-
-        reader = asyncio.create_task(read_requests())
-        finished = False
-        try:
-            while not finished or pending:
-                batch = [await replies.get()]
-                while not replies.empty():
-                    batch.append(replies.get_nowait())
-                if None in batch:
-                    finished = True
-                    batch.remove(None)
-                pending -= len(batch)
-                if batch:
-                    yield pb.ProposalReplyBatch(replies=batch)
-        finally:
-            reader.cancel()
+        async for batch in pipelined(request_iterator, lambda b: b.proposals, submit,
+                                     lambda replies: pb.ProposalReplyBatch(replies=replies)):
+            yield batch
 
     async def ChangeMembership(self, request, context):
         fut = asyncio.get_running_loop().create_future()

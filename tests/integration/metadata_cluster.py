@@ -5,24 +5,14 @@ Every process is stopped when the test ends, passed or failed."""
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
+from mooseng.ports import free_ports
 from mooseng.status import gather
 
 TICK_MS = 20   # elections in 200-400 ms: tests stay quick
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class MetadataCluster:

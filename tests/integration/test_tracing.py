@@ -1,12 +1,12 @@
 """One trace per client operation: client -> server -> propose -> commit -> apply."""
 
 import asyncio
-import socket
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fuse_client.metadata_client import MetadataClient
+from mooseng.ports import free_ports
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.common import tracing
@@ -24,14 +24,8 @@ def spans():
     return exporter
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def one_node_cluster(tmp_path, work):
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{free_ports(1)[0]}"
     server = MetadataServer(1, address, {1: address}, str(tmp_path),
                             NodeOptions(tick_s=0.01))
     await server.start()
