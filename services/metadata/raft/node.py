@@ -366,10 +366,13 @@ class RaftNode:
                 waiter.applied(entry, result)
 
     def _install_snapshot(self, meta: SnapshotMeta, staged: str) -> None:
+        """State first, log second: a crash in between leaves a projection ahead of
+        its log, which a restart handles (entries up to the applied index are never
+        applied again, and the leader overwrites or resends what differs)."""
         log.info("node %d: installing snapshot at index %d", self.id, meta.index)
+        self.machine.install(staged)
         self._write_snapshot_meta(meta)
         self.log.compact(meta.index, meta.term)
-        self.machine.install(staged)
 
     def _follow_membership(self) -> None:
         """Learn where members added since the start listen, and tell the transport."""
