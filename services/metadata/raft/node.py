@@ -168,24 +168,33 @@ class RaftNode:
         self.stopped = False
 
     # -- start-up -----------------------------------------------------------------------
-    def _snapshot_meta_path(self) -> str:
-        return os.path.join(self.data_dir, "snapshot.json")
+    def _snapshot_meta_path(self, index: int) -> str:
+        return os.path.join(self.data_dir, f"snapshot-{index:020d}.json")
 
     def _read_snapshot_meta(self) -> SnapshotMeta | None:
-        if self.log.snapshot_index == 0:
+        """The membership and term at the log's compaction point. One file per point:
+        a crash between writing a new one and compacting the log keeps the old one."""
+        index = self.log.snapshot_index
+        if index == 0:
             return None
-        with open(self._snapshot_meta_path()) as f:
+        with open(self._snapshot_meta_path(index)) as f:
             raw = json.load(f)
         return SnapshotMeta(raw["index"], raw["term"], Config.decode(raw["config"].encode()))
 
     def _write_snapshot_meta(self, meta: SnapshotMeta) -> None:
-        tmp = self._snapshot_meta_path() + ".tmp"
-        with open(tmp, "w") as f:
+        path = self._snapshot_meta_path(meta.index)
+        with open(path + ".tmp", "w") as f:
             json.dump({"index": meta.index, "term": meta.term,
                        "config": meta.config.encode().decode()}, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self._snapshot_meta_path())
+        os.replace(path + ".tmp", path)
+
+    def _forget_snapshot_metas(self, keep: int) -> None:
+        for name in os.listdir(self.data_dir):
+            if name.startswith("snapshot-") and name != os.path.basename(
+                    self._snapshot_meta_path(keep)):
+                os.unlink(os.path.join(self.data_dir, name))
 
     def _restore_core(self, initial: Config) -> RaftCore:
         term, vote, commit = self.log.hard_state()
@@ -373,6 +382,7 @@ class RaftNode:
         self.machine.install(staged)
         self._write_snapshot_meta(meta)
         self.log.compact(meta.index, meta.term)
+        self._forget_snapshot_metas(keep=meta.index)
 
     def _follow_membership(self) -> None:
         """Learn where members added since the start listen, and tell the transport."""
@@ -392,6 +402,7 @@ class RaftNode:
         self.core.compact(applied)
         self._write_snapshot_meta(self.core.snapshot)
         self.log.compact(applied, self.core.snapshot.term)
+        self._forget_snapshot_metas(keep=applied)
 
     # -- reads --------------------------------------------------------------------------
     def _release_reads(self) -> None:
