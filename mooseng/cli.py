@@ -9,6 +9,9 @@ from services.metadata.commandfile import CommandFileError
 from services.metadata.projection import ProjectionError
 
 
+PROGRESS_EVERY = 1000
+
+
 def _demo(args) -> int:
     from mooseng.demo import run_demo
     run_demo(args.data)
@@ -23,7 +26,7 @@ def _fold(args) -> int:
 
     with open_projection(args.data) as proj:
         applier = Applier(proj)
-        start = proj.applied_index
+        start = reported = proj.applied_index
         group: list[tuple[int, bytes]] = []
         for index, data in enumerate(read_commands(args.commands), start=1):
             if index <= start:
@@ -32,6 +35,9 @@ def _fold(args) -> int:
             if len(group) >= args.group:
                 applier.apply_many(group)
                 group.clear()
+                if args.progress and proj.applied_index - reported >= PROGRESS_EVERY:
+                    reported = proj.applied_index
+                    print(json.dumps({"applied_index": reported}), flush=True)
         applier.apply_many(group)
         print(json.dumps({"resumed_after": start, "applied_index": proj.applied_index,
                           "content_digest": proj.content_digest()}))
@@ -131,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--data", required=True, help="projection directory (created if new)")
     fold.add_argument("--group", type=int, default=64,
                       help="commands per atomic write (default 64)")
+    fold.add_argument("--progress", action="store_true",
+                      help=f"print the applied index every {PROGRESS_EVERY} commands, "
+                           "as JSON lines")
     fold.set_defaults(func=_fold)
 
     tree = sub.add_parser("tree", help="print the namespace held in a projection")

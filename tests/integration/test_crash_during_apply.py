@@ -5,6 +5,7 @@ resumes to the same final projection as an uninterrupted run."""
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -28,11 +29,21 @@ def reference(tmp_path, log, n):
         return proj.content_digest(), proj.applied_digest
 
 
-def start_fold(commands, data, group):
+def start_fold(commands, data, group, progress=False):
     return subprocess.Popen(
         [sys.executable, "-m", "mooseng", "fold", "--commands", str(commands), "--data",
-         str(data), "--group", str(group)],
+         str(data), "--group", str(group), *(["--progress"] if progress else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def first_progress(proc, timeout: float = 60.0) -> bool:
+    """Wait until the fold reports applying something; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            return bool(proc.stdout.readline())
+    return False
 
 
 @pytest.mark.slow
@@ -47,12 +58,15 @@ def test_sigkill_during_apply_leaves_a_command_boundary_and_resumes(tmp_path, gr
     for _attempt in range(12):
         if interrupted_midway >= 3:
             break
-        proc = start_fold(commands, data, group)
+        proc = start_fold(commands, data, group, progress=True)
         try:
-            time.sleep(rng.uniform(0.3, 2.5))
+            if first_progress(proc):   # it is folding: kill it somewhere in the middle
+                time.sleep(rng.uniform(0.0, 0.6))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
         with open_projection(str(data)) as proj:
             n, state = proj.applied_index, (proj.content_digest(), proj.applied_digest)
         if 0 < n < COMMANDS:
