@@ -8,7 +8,6 @@ from mooseng.addresses import AddressError
 from services.metadata.commandfile import CommandFileError
 from services.metadata.projection import ProjectionError
 
-
 PROGRESS_EVERY = 1000
 
 
