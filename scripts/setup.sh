@@ -5,25 +5,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv)
+# Debian packages the project needs; installed whenever one is missing.
+APT_PACKAGES=()
+# Only where python3 cannot make a virtualenv by itself.
+APT_FOR_VENV=(python3-venv)
 
-missing_apt() {
+missing() {
     local pkg out=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || out+=("$pkg")
     done
     echo "${out[@]:-}"
 }
 
+apt_install() {
+    echo "setup: installing Debian packages: $*"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+
+need=$(missing "${APT_PACKAGES[@]}")
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    need=$(missing_apt)
-    if [ -n "$need" ]; then
-        echo "setup: installing system packages: $need"
-        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
-    fi
+    need="$need $(missing "${APT_FOR_VENV[@]}")"
 fi
+# shellcheck disable=SC2086  # word splitting of the package list is intended
+[ -z "${need// /}" ] || apt_install $need
 
 if ! python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
     echo "setup: MooseNG needs Python 3.11; python3 is $(python3 --version 2>&1)" >&2
