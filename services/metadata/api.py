@@ -238,7 +238,8 @@ def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
         reply.names.extend(reads.listxattr(view, caller, op.inode))
     elif kind == "statfs":
         fs = reads.statfs(view)
-        reply.statfs.CopyFrom(mpb.FsStat(inodes=fs.inodes, used_bytes=fs.used_bytes,
+        reply.statfs.CopyFrom(mpb.FsStat(inodes=fs.inodes,
+                                         used_bytes=min(fs.used_bytes, (1 << 64) - 1),
                                          name_max=fs.name_max))
     elif kind == "access":
         node = reads.inode(view, op.inode)

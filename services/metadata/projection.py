@@ -69,7 +69,7 @@ class Projection:
                            (APPLIED_DIGEST, GENESIS_DIGEST), (b"next_inode", r.u64(2)),
                            (b"next_session", r.u64(1)), (b"next_chunk", r.u64(1)),
                            (b"inode_count", r.u64(1)),
-                           (b"used_bytes", r.u64(0))):
+                           (b"used_bytes", r.wide(0))):
             batch.put(key, value, meta)
         self._db.write(batch)
 

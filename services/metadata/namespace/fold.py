@@ -6,7 +6,9 @@ precondition is checked here, in the order docs/namespace-semantics.md gives.
 """
 
 import errno
+import logging
 import stat
+import struct
 
 from google.protobuf.message import DecodeError
 
@@ -19,8 +21,11 @@ from services.metadata.namespace.names import (
     check_name,
     check_symlink_target,
     check_xattr_name,
+    check_xattr_name_length,
 )
 from services.metadata.namespace.txn import Txn
+
+log = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = 1 << 57
 LINK_MAX = 65000
@@ -72,6 +77,11 @@ class Namespace:
 
     def add_counter(self, key: bytes, delta: int) -> None:
         self.txn.put(r.META, key, r.u64(self.counter(key) + delta))
+
+    def add_used_bytes(self, delta: int) -> None:
+        """Sparse files make the sum of sizes outgrow 64 bits: a 128-bit counter."""
+        used = r.from_wide(self.txn.get(r.META, b"used_bytes"))
+        self.txn.put(r.META, b"used_bytes", r.wide(used + delta))
 
     def link_entry(self, directory: r.Inode, name: bytes, node: r.Inode) -> None:
         self.txn.put(r.DENTRIES, r.dentry_key(directory.ino, name),
@@ -129,7 +139,7 @@ class Namespace:
         self.txn.delete(r.ORPHANS, key)
         self.add_counter(b"inode_count", -1)
         if stat.S_ISREG(node.mode) and node.size:
-            self.add_counter(b"used_bytes", -node.size)
+            self.add_used_bytes(-node.size)
 
     def count(self, cf: str, key: bytes, delta: int) -> int:
         """Add `delta` to a u64 count (absent is 0, and 0 is deleted); the new value.
@@ -431,7 +441,7 @@ def _apply_setattr(ns: Namespace, node: r.Inode, op: pb.Setattr, gid: int) -> No
         node.uid = op.uid
     node.gid = gid
     if op.HasField("size"):
-        ns.add_counter(b"used_bytes", op.size - node.size)
+        ns.add_used_bytes(op.size - node.size)
         if op.size < node.size:  # whole chunks past the new end go
             first_gone = -(-op.size // r.CHUNK_SIZE)
             ns.txn.delete_range(r.CHUNKS, r.chunk_key(node.ino, first_gone),
@@ -468,6 +478,7 @@ def _xattr_target(ns: Namespace, ino: int, name: bytes) -> r.Inode:
 def _setxattr(ns: Namespace, op: pb.Setxattr) -> pb.Result:
     if op.flags & ~(XATTR_CREATE | XATTR_REPLACE) or op.flags == 3:
         raise FsError(errno.EINVAL, f"setxattr: unsupported flags {op.flags:#x}")
+    check_xattr_name_length(op.name)  # Linux: the name's length, then the value's size
     if len(op.value) > XATTR_SIZE_MAX:
         raise FsError(errno.E2BIG, f"xattr value is {len(op.value)} bytes; the limit is "
                                    f"{XATTR_SIZE_MAX}")
@@ -581,7 +592,7 @@ def _commit_write(ns: Namespace, op: pb.CommitWrite, session: int) -> pb.Result:
     if op.end > MAX_FILE_SIZE:
         raise FsError(errno.EFBIG, f"size {op.end} is above the limit {MAX_FILE_SIZE}")
     if op.end > node.size:
-        ns.add_counter(b"used_bytes", op.end - node.size)
+        ns.add_used_bytes(op.end - node.size)
         node.size = op.end
     node.mtime = node.ctime = ns.now
     if not perm.is_root(ns.caller):
@@ -641,6 +652,12 @@ def _run(txn: Txn, cmd: pb.Command) -> pb.Result:
     except FsError as exc:
         txn.rollback(savepoint)
         return _error(exc.errno, exc.message)
+    except (struct.error, OverflowError) as exc:
+        # A value the records cannot hold: every replica fails the same way, so the
+        # command fails (loudly) instead of stopping the log for good.
+        log.error("command %s failed in the fold: %s", kind, exc)
+        txn.rollback(savepoint)
+        return _error(errno.EOVERFLOW, f"{kind}: a value is out of range ({exc})")
 
 
 def _session_of(txn: Txn, cmd: pb.Command) -> r.SessionRecord | pb.Result:

@@ -34,10 +34,14 @@ def check_symlink_target(target: bytes) -> None:
         raise FsError(errno.EINVAL, "symlink target contains NUL")
 
 
-def check_xattr_name(name: bytes) -> None:
+def check_xattr_name_length(name: bytes) -> None:
     if not name or len(name) > XATTR_NAME_MAX:
         raise FsError(errno.ERANGE,
                       f"xattr name must be 1..{XATTR_NAME_MAX} bytes, not {len(name)}")
+
+
+def check_xattr_name(name: bytes) -> None:
+    check_xattr_name_length(name)
     if b"\0" in name:
         raise FsError(errno.EINVAL, "xattr name contains NUL")
     if not name.startswith(XATTR_NAMESPACES):

@@ -121,7 +121,7 @@ def listxattr(view, caller: pb.Caller, ino: int) -> list[bytes]:
 
 def statfs(view) -> StatFs:
     return StatFs(inodes=r.from_u64(view.get(r.META, b"inode_count")),
-                  used_bytes=r.from_u64(view.get(r.META, b"used_bytes")))
+                  used_bytes=r.from_wide(view.get(r.META, b"used_bytes")))
 
 
 def chunk(view, ino: int, index: int) -> pb.Chunk | None:

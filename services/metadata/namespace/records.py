@@ -39,6 +39,15 @@ def from_u64(b: bytes) -> int:
     return U64.unpack(b)[0]
 
 
+def wide(n: int) -> bytes:
+    """A 128-bit count, for sums that can outgrow 64 bits."""
+    return n.to_bytes(16, "big")
+
+
+def from_wide(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
 class Inode:
     """One node's attributes. Directories also keep their parent and, in `size`,
     their number of entries; symlinks keep their target."""
