@@ -109,7 +109,8 @@ async def wait_for_leader(addresses: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=16_000, help="per phase")
-    parser.add_argument("--workers", type=int, default=8, help="operations in flight a session")
+    parser.add_argument("--workers", type=int, default=16,
+                        help="operations in flight a session (default 16)")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="mooseng-bench-md-")
     ports = free_ports(3)

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
-from services.common import tracing
+from services.common import metrics, tracing
 from services.common.streams import pipelined
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads
@@ -76,7 +76,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         waiters: dict[int, object] = {}   # request id -> its proposal, for stage spans
         if tracing.enabled():
             put = self._traced(requests, put, waiters)
-        put = self._measured(requests, put)
+        if metrics.serving():
+            put = self._measured(requests, put)
         linearizable, follower = [], []
         for request in requests:
             kind = request.WhichOneof("op")
