@@ -21,3 +21,4 @@ bench: setup
 	.venv/bin/python bench/logstore.py
 	.venv/bin/python bench/raft.py
 	.venv/bin/python -m bench.metadata
+	.venv/bin/python bench/chunkstore.py
