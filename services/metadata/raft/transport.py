@@ -171,13 +171,16 @@ class Transport:
 
     # -- receiving snapshots -------------------------------------------------------------
     def accept_offer(self, offer: pb.SnapshotOffer) -> pb.SnapshotHave:
-        """Keep what an earlier, interrupted transfer of the same snapshot left."""
+        """Keep what an earlier, interrupted transfer of the same snapshot left (even
+        across a restart of either side); drop transfers of other snapshots."""
         for f in offer.files:
             if not _plain_file_name(f.name):
                 raise ValueError(f"snapshot offer names a file {f.name!r} outside its folder")
         staged = self._staging(offer.meta.index)
-        if not self.offer or self.offer.meta.index != offer.meta.index:
-            shutil.rmtree(self.incoming, ignore_errors=True)
+        if os.path.isdir(self.incoming):
+            for name in os.listdir(self.incoming):
+                if os.path.join(self.incoming, name) != staged:
+                    shutil.rmtree(os.path.join(self.incoming, name), ignore_errors=True)
         os.makedirs(staged, exist_ok=True)
         self.offer = offer
         have = {}
