@@ -76,7 +76,8 @@ def run_scenario(s: dict) -> Simulation:
     # Let the cluster recover: every node up, a clean network, and see it make progress.
     sim.heal()
     sim.drop = sim.dup = 0.0
-    for i in sim.nodes:
+    for i, node in sim.nodes.items():
+        node.crash_mid_ready = False  # a crash still pending would strike after this
         sim.restart(i)
     sim.run(150)
     clients_for(40)
