@@ -3,7 +3,8 @@
 1 MiB messages through a grpc.aio client stream; the same bytes written on a plain
 asyncio stream under uvloop; and a file sent with sendfile (zero copy) to a plain
 reader (os.sendfile in a thread, since uvloop has no sock_sendfile). All in one
-run, in one process. Prints one JSON object with
+run; with --separate the receiving end runs in its own process, as a chunkserver
+and a client would. Prints one JSON object with
 MiB/s for each and their ratios to gRPC.
 
 Usage: python bench/transport.py [--mib N]
@@ -113,10 +114,94 @@ async def via_sendfile(mib: int, path: str) -> float:
     return mib / elapsed
 
 
+async def receive_forever(kind: str, port: int) -> None:
+    """The receiving end in its own process: count bytes until killed."""
+    if kind == "grpc":
+        server = _grpc_server(port)
+        await server.start()
+        await server.wait_for_termination()
+        return
+
+    class Drain(asyncio.Protocol):
+        """Counts nothing, copies nothing: the cheapest possible receiver."""
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            pass
+
+        def eof_received(self):
+            self.transport.write(b"k")   # one byte back: everything arrived
+            return True
+
+    server = await asyncio.get_running_loop().create_server(Drain, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+def separate(mib: int) -> dict:
+    """Send from this process to a receiver process; MiB/s for gRPC and a raw stream."""
+    import subprocess
+    import sys
+    uvloop.install()
+    rates = {}
+    for kind in ("grpc", "stream"):
+        port = free_ports(1)[0]
+        child = subprocess.Popen([sys.executable, __file__, "--receive", kind, "--port",
+                                  str(port)])
+        try:
+            time.sleep(1.0)
+            rates[kind] = asyncio.run(_send_to(kind, port, mib))
+        finally:
+            child.kill()
+            child.wait()
+    return {"mib": mib, "separate_processes": True,
+            "grpc_stream_MiBps": round(rates["grpc"]),
+            "uvloop_stream_MiBps": round(rates["stream"]),
+            "stream_vs_grpc": round(rates["stream"] / rates["grpc"], 2)}
+
+
+async def _send_to(kind: str, port: int, mib: int) -> float:
+    payload = os.urandom(MESSAGE)
+    if kind == "grpc":
+        async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
+            send = ch.stream_unary("/bench.Sink/Send", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+
+            async def chunks():
+                for _ in range(mib):
+                    yield payload
+            start = time.perf_counter()
+            await send(chunks())
+            return mib / (time.perf_counter() - start)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.perf_counter()
+    for _ in range(mib):
+        writer.write(payload)
+        await writer.drain()
+    writer.write_eof()
+    await reader.read(1)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return mib / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="MiB to move per method")
+    parser.add_argument("--separate", action="store_true",
+                        help="receive in another process (default: the same one)")
+    parser.add_argument("--receive", choices=("grpc", "stream"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.receive:
+        uvloop.install()
+        asyncio.run(receive_forever(args.receive, args.port))
+        return
+    if args.separate:
+        print(json.dumps(separate(args.mib)))
+        return
     with tempfile.NamedTemporaryFile(dir="/dev/shm") as f:
         f.write(os.urandom(MESSAGE) * args.mib)
         f.flush()
