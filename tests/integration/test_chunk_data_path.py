@@ -1,0 +1,113 @@
+"""The chunk data protocol on loopback: ranges, versions, damage, pipelined writes."""
+
+import asyncio
+import os
+
+import pytest
+
+from services.chunk import protocol as p
+from services.chunk.data_client import ChunkClient, ChunkRequestError
+from services.chunk.data_server import DataServer
+from services.chunk.store import ChunkStore
+
+
+class Servers:
+    def __init__(self, root, n):
+        self.stores, self.servers, self.addresses = [], [], []
+        self.root, self.n = root, n
+
+    async def __aenter__(self):
+        for i in range(self.n):
+            d = self.root / f"cs{i}"
+            d.mkdir()
+            store = ChunkStore([str(d)])
+            server = DataServer(store)
+            port = await server.start("127.0.0.1", 0)
+            self.stores.append(store)
+            self.servers.append(server)
+            self.addresses.append(f"127.0.0.1:{port}")
+        return self
+
+    async def __aexit__(self, *exc):
+        for server, store in zip(self.servers, self.stores, strict=True):
+            await server.stop()
+            store.close()
+
+
+def test_ranges_round_trip_and_versions_are_checked(tmp_path):
+    async def run():
+        async with Servers(tmp_path, 1) as s:
+            c = ChunkClient(s.addresses[0])
+            await c.create(7, 1)
+            data = os.urandom(300_000)
+            await asyncio.gather(c.write(7, 1, 1000, data[:150_000]),
+                                 c.write(7, 1, 151_000, data[150_000:]))
+            assert await c.read(7, 1, 1000, 300_000) == data
+            assert await c.read(7, 1, 0, 1000) == bytes(1000)        # a hole
+            with pytest.raises(ChunkRequestError) as stale:
+                await c.read(7, 2, 0, 10)
+            assert stale.value.status == p.STALE
+            await c.set_version(7, 1, 2)
+            assert await c.read(7, 2, 1000, 10) == data[:10]
+            with pytest.raises(ChunkRequestError) as missing:
+                await c.read(8, 1, 0, 10)
+            assert missing.value.status == p.NOT_FOUND
+            await c.close()
+    asyncio.run(run())
+
+
+def test_a_pipelined_write_lands_on_every_copy(tmp_path):
+    async def run():
+        async with Servers(tmp_path, 3) as s:
+            clients = [ChunkClient(a) for a in s.addresses]
+            for c in clients:
+                await c.create(1, 5)
+            data = os.urandom(1 << 20)
+            await clients[0].write(1, 5, 4096, data, chain=tuple(s.addresses[1:]))
+            for c in clients:
+                assert await c.read(1, 5, 4096, len(data)) == data
+            await clients[2].set_version(1, 5, 6)   # the last copy moves on
+            with pytest.raises(ChunkRequestError) as failed:
+                await clients[0].write(1, 5, 0, b"x", chain=tuple(s.addresses[1:]))
+            assert failed.value.status == p.FORWARD_FAILED
+            for c in clients:
+                await c.close()
+    asyncio.run(run())
+
+
+def test_a_damaged_block_is_reported_not_returned(tmp_path):
+    async def run():
+        async with Servers(tmp_path, 1) as s:
+            c = ChunkClient(s.addresses[0])
+            await c.create(3, 1)
+            await c.write(3, 1, 0, b"y" * 200_000)
+            [info] = list(s.stores[0].list())
+            path = next(os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "cs0")
+                        for f in fs if f.endswith(".mng"))
+            with open(path, "r+b") as f:
+                f.seek(16384 + 70_000)
+                f.write(b"Z")
+            s.stores[0].close()
+            s.stores[0] = s.servers[0].store = ChunkStore([str(tmp_path / "cs0")])
+            with pytest.raises(ChunkRequestError) as bad:
+                await c.read(3, 1, 65536, 10)
+            assert bad.value.status == p.CORRUPT and info.chunk_id == 3
+            assert await c.read(3, 1, 0, 10) == b"y" * 10      # other blocks still read
+            await c.close()
+    asyncio.run(run())
+
+
+def test_a_peer_speaking_nonsense_is_disconnected_and_the_server_goes_on(tmp_path):
+    async def run():
+        async with Servers(tmp_path, 1) as s:
+            host, _, port = s.addresses[0].rpartition(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET / HTTP/1.1\r\n\r\n" + bytes(64))
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(100), 5) == b""   # closed on us
+            writer.close()
+            c = ChunkClient(s.addresses[0])
+            await c.create(9, 1)
+            assert await c.read(9, 1, 0, 4) == bytes(4)
+            await c.close()
+    asyncio.run(run())
