@@ -42,10 +42,8 @@ def _grpc_server(port: int) -> grpc.aio.Server:
     return server
 
 
-async def via_grpc(mib: int) -> float:
-    port = free_ports(1)[0]
-    server = _grpc_server(port)
-    await server.start()
+async def _grpc_send(port: int, mib: int) -> tuple[float, int]:
+    """Stream `mib` 1 MiB messages to a sink; (MiB/s, bytes it says it received)."""
     payload = os.urandom(MESSAGE)
     async with grpc.aio.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
@@ -57,10 +55,17 @@ async def via_grpc(mib: int) -> float:
                 yield payload
         start = time.perf_counter()
         total = int.from_bytes(await send(chunks()), "big")
-        elapsed = time.perf_counter() - start
+        return mib / (time.perf_counter() - start), total
+
+
+async def via_grpc(mib: int) -> float:
+    port = free_ports(1)[0]
+    server = _grpc_server(port)
+    await server.start()
+    rate, total = await _grpc_send(port, mib)
     await server.stop(None)
     assert total == mib * MESSAGE
-    return mib / elapsed
+    return rate
 
 
 async def _count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, want: int,
@@ -162,19 +167,9 @@ def separate(mib: int) -> dict:
 
 
 async def _send_to(kind: str, port: int, mib: int) -> float:
-    payload = os.urandom(MESSAGE)
     if kind == "grpc":
-        async with grpc.aio.insecure_channel(
-                f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
-            send = ch.stream_unary("/bench.Sink/Send", request_serializer=lambda b: b,
-                                   response_deserializer=lambda b: b)
-
-            async def chunks():
-                for _ in range(mib):
-                    yield payload
-            start = time.perf_counter()
-            await send(chunks())
-            return mib / (time.perf_counter() - start)
+        return (await _grpc_send(port, mib))[0]
+    payload = os.urandom(MESSAGE)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     start = time.perf_counter()
     for _ in range(mib):
