@@ -76,8 +76,18 @@ class Heartbeat(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetClass(_message.Message):
+    __slots__ = ("inode",)
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    def __init__(self, inode: _Optional[int] = ...) -> None: ...
+
+class ChunkHealth(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Request(_message.Message):
-    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "mutation")
+    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "get_class", "chunk_health", "mutation")
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +106,8 @@ class Request(_message.Message):
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     LOCATE_CHUNK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    GET_CLASS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_HEALTH_FIELD_NUMBER: _ClassVar[int]
     MUTATION_FIELD_NUMBER: _ClassVar[int]
     id: int
     session: int
@@ -115,8 +127,10 @@ class Request(_message.Message):
     access: Access
     locate_chunk: LocateChunk
     heartbeat: Heartbeat
+    get_class: GetClass
+    chunk_health: ChunkHealth
     mutation: _namespace_pb2.Command
-    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., get_class: _Optional[_Union[GetClass, _Mapping]] = ..., chunk_health: _Optional[_Union[ChunkHealth, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
 
 class RequestBatch(_message.Message):
     __slots__ = ("requests",)
@@ -144,8 +158,60 @@ class FsStat(_message.Message):
     name_max: int
     def __init__(self, inodes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., name_max: _Optional[int] = ...) -> None: ...
 
+class ChunkLocation(_message.Message):
+    __slots__ = ("address", "part", "version", "length")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    part: int
+    version: int
+    length: int
+    def __init__(self, address: _Optional[str] = ..., part: _Optional[int] = ..., version: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ServerHealth(_message.Message):
+    __slots__ = ("server_id", "address", "connected", "free_bytes", "used_bytes", "chunks")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    address: str
+    connected: bool
+    free_bytes: int
+    used_bytes: int
+    chunks: int
+    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., free_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+
+class Health(_message.Message):
+    __slots__ = ("servers", "chunks", "healthy", "under_goal", "missing", "over_goal", "damaged", "orphans", "jobs", "settled")
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    UNDER_GOAL_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    OVER_GOAL_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    ORPHANS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedCompositeFieldContainer[ServerHealth]
+    chunks: int
+    healthy: int
+    under_goal: int
+    missing: int
+    over_goal: int
+    damaged: int
+    orphans: int
+    jobs: int
+    settled: bool
+    def __init__(self, servers: _Optional[_Iterable[_Union[ServerHealth, _Mapping]]] = ..., chunks: _Optional[int] = ..., healthy: _Optional[int] = ..., under_goal: _Optional[int] = ..., missing: _Optional[int] = ..., over_goal: _Optional[int] = ..., damaged: _Optional[int] = ..., orphans: _Optional[int] = ..., jobs: _Optional[int] = ..., settled: _Optional[bool] = ...) -> None: ...
+
 class Reply(_message.Message):
-    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk")
+    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk", "locations", "targets", "storage_class", "health")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[Reply.Status]
@@ -171,6 +237,10 @@ class Reply(_message.Message):
     NAMES_FIELD_NUMBER: _ClassVar[int]
     STATFS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     id: int
     status: Reply.Status
     errno: int
@@ -184,7 +254,11 @@ class Reply(_message.Message):
     names: _containers.RepeatedScalarFieldContainer[bytes]
     statfs: FsStat
     chunk: _namespace_pb2.Chunk
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ...) -> None: ...
+    locations: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
+    targets: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
+    storage_class: str
+    health: Health
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., storage_class: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
     __slots__ = ("replies",)

@@ -19,7 +19,7 @@ class Caller(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ..., umask: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write")
+    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class Command(_message.Message):
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     BEGIN_WRITE_FIELD_NUMBER: _ClassVar[int]
     COMMIT_WRITE_FIELD_NUMBER: _ClassVar[int]
+    SET_CLASS_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     caller: Caller
     session: int
@@ -64,7 +65,8 @@ class Command(_message.Message):
     release: Release
     begin_write: BeginWrite
     commit_write: CommitWrite
-    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ...) -> None: ...
+    set_class: SetClass
+    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ...) -> None: ...
 
 class Mkdir(_message.Message):
     __slots__ = ("parent", "name", "mode")
@@ -245,6 +247,14 @@ class CommitWrite(_message.Message):
     version: int
     end: int
     def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ..., chunk_id: _Optional[int] = ..., version: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class SetClass(_message.Message):
+    __slots__ = ("inode", "storage_class")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    storage_class: str
+    def __init__(self, inode: _Optional[int] = ..., storage_class: _Optional[str] = ...) -> None: ...
 
 class Attr(_message.Message):
     __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "rdev")
