@@ -141,13 +141,17 @@ class MetadataClient:
     # -- requests ---------------------------------------------------------------------------
     async def mutate(self, caller: pb.Caller, **op) -> pb.Result:
         """Apply one namespace command (exactly once); FsError for a POSIX error."""
+        return (await self.mutate_reply(caller, **op)).result
+
+    async def mutate_reply(self, caller: pb.Caller, **op) -> mpb.Reply:
+        """Like `mutate`, but the whole reply: begin_write's also says where to write."""
         self._seq += 1
         request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
                               mutation=pb.Command(**op))
         reply = await self._call(request)
         if reply.errno:
             raise FsError(reply.errno, reply.message)
-        return reply.result
+        return reply
 
     async def read(self, caller: pb.Caller, follower: bool = False, **op) -> mpb.Reply:
         """One read; linearizable unless `follower` (then at least as new as anything
