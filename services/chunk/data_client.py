@@ -77,6 +77,15 @@ class ChunkClient:
         """Write here and, through the pipeline, on every server in `chain`."""
         await self._request(p.WRITE, chunk, version, offset, len(data), chain, data)
 
+    async def sync(self, chunk: int, version: int, chain: tuple[str, ...] = ()) -> None:
+        """Make what was written to the chunk durable here and on every server in `chain`."""
+        await self._request(p.SYNC, chunk, version, chain=chain)
+
+    async def stat(self, chunk: int) -> tuple[int, int]:
+        """(version, length) of the chunk as this server holds it."""
+        version, length = p.STAT_REPLY.unpack(await self._request(p.STAT, chunk, 0))
+        return version, length
+
     async def create(self, chunk: int, version: int) -> None:
         await self._request(p.CREATE, chunk, version)
 

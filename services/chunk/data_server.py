@@ -3,11 +3,17 @@ protocol, with pipelined writes forwarded along a chain of copies.
 
 A WRITE carrying a chain is stored here and sent on to the chain's first server
 (with the rest of the chain) at the same time; it is answered once both are
-done, so a success means every copy in the chain holds the data.
+done, so a success means every copy in the chain holds the data. A SYNC travels
+the same way.
+
+Two hooks let the chunkserver tell its master at once: `on_damage(store_id,
+version, detail)` when a request finds a block or header failing its CRC, and
+`on_change(store_id)` when a CREATE, SET_VERSION or DELETE changed what is held.
 """
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkClient, ChunkRequestError
@@ -36,8 +42,12 @@ def status_of(exc: Exception) -> int:
 
 
 class DataServer:
-    def __init__(self, store: ChunkStore):
+    def __init__(self, store: ChunkStore,
+                 on_damage: Callable[[int, int, str], None] | None = None,
+                 on_change: Callable[[int], None] | None = None):
         self.store = store
+        self.on_damage = on_damage
+        self.on_change = on_change
         self.server: asyncio.AbstractServer | None = None
         self._forward: dict[str, ChunkClient] = {}
 
@@ -83,6 +93,8 @@ class DataServer:
             payload = await self._execute(op, chunk, version, offset, length, chain, data)
             reply = p.encode_reply(op, ident, p.OK, len(payload)) + payload
         except ChunkError as exc:
+            if isinstance(exc, ChunkCorruptError) and self.on_damage:
+                self.on_damage(chunk, version, str(exc))
             reply = p.encode_reply(op, ident, status_of(exc), message=str(exc))
         except ChunkRequestError as exc:
             reply = p.encode_reply(op, ident, p.FORWARD_FAILED, message=str(exc))
@@ -104,12 +116,23 @@ class DataServer:
                 there = self._next(chain[0]).write(chunk, version, offset, data, chain[1:])
                 await asyncio.gather(here, there)
             return b""
+        if op == p.SYNC:   # an empty write with sync checks the version and fsyncs
+            here = asyncio.to_thread(store.write, chunk, version, 0, b"", True)
+            if not chain:
+                await here
+            else:
+                await asyncio.gather(here, self._next(chain[0]).sync(chunk, version, chain[1:]))
+            return b""
+        if op == p.STAT:
+            return p.STAT_REPLY.pack(store.version(chunk), store.length(chunk))
         if op == p.CREATE:
             store.create(chunk, version)
         elif op == p.SET_VERSION:
             store.set_version(chunk, offset, version)  # offset carries the old version
         elif op == p.DELETE:
             store.delete(chunk)
+        if self.on_change:
+            self.on_change(chunk)
         return b""
 
     def _next(self, address: str) -> ChunkClient:

@@ -12,8 +12,12 @@ from services.chunk.store import ChunkStore
 
 
 class Servers:
+    """n data servers on loopback; each records the damage and changes it reports."""
+
     def __init__(self, root, n):
         self.stores, self.servers, self.addresses = [], [], []
+        self.damage: list[list[tuple[int, int, str]]] = [[] for _ in range(n)]
+        self.changes: list[list[int]] = [[] for _ in range(n)]
         self.root, self.n = root, n
 
     async def __aenter__(self):
@@ -21,7 +25,8 @@ class Servers:
             d = self.root / f"cs{i}"
             d.mkdir()
             store = ChunkStore([str(d)])
-            server = DataServer(store)
+            server = DataServer(store, on_damage=lambda *d, i=i: self.damage[i].append(d),
+                                on_change=self.changes[i].append)
             port = await server.start("127.0.0.1", 0)
             self.stores.append(store)
             self.servers.append(server)
@@ -92,6 +97,8 @@ def test_a_damaged_block_is_reported_not_returned(tmp_path):
             with pytest.raises(ChunkRequestError) as bad:
                 await c.read(3, 1, 65536, 10)
             assert bad.value.status == p.CORRUPT and info.chunk_id == 3
+            [(damaged, version, detail)] = s.damage[0]      # the master hears of it
+            assert (damaged, version) == (3, 1) and "block 1" in detail
             assert await c.read(3, 1, 0, 10) == b"y" * 10      # other blocks still read
             await c.close()
     asyncio.run(run())
@@ -109,5 +116,45 @@ def test_a_peer_speaking_nonsense_is_disconnected_and_the_server_goes_on(tmp_pat
             c = ChunkClient(s.addresses[0])
             await c.create(9, 1)
             assert await c.read(9, 1, 0, 4) == bytes(4)
+            await c.close()
+    asyncio.run(run())
+
+
+def test_sync_travels_the_chain_and_stat_tells_version_and_length(tmp_path):
+    async def run():
+        async with Servers(tmp_path, 3) as s:
+            clients = [ChunkClient(a) for a in s.addresses]
+            for c in clients:
+                await c.create(4, 2)
+            await clients[0].write(4, 2, 100, b"z" * 5000, chain=tuple(s.addresses[1:]))
+            await clients[0].sync(4, 2, chain=tuple(s.addresses[1:]))
+            for c in clients:
+                assert await c.stat(4) == (2, 5100)
+            await clients[2].set_version(4, 2, 3)   # the last copy moves on
+            with pytest.raises(ChunkRequestError) as failed:
+                await clients[0].sync(4, 2, chain=tuple(s.addresses[1:]))
+            assert failed.value.status == p.FORWARD_FAILED
+            with pytest.raises(ChunkRequestError) as stale:
+                await clients[2].sync(4, 2)
+            assert stale.value.status == p.STALE
+            with pytest.raises(ChunkRequestError) as missing:
+                await clients[0].stat(5)
+            assert missing.value.status == p.NOT_FOUND
+            for c in clients:
+                await c.close()
+    asyncio.run(run())
+
+
+def test_creates_version_changes_and_deletes_are_reported_but_writes_are_not(tmp_path):
+    async def run():
+        async with Servers(tmp_path, 1) as s:
+            c = ChunkClient(s.addresses[0])
+            await c.create(6, 1)
+            await c.write(6, 1, 0, b"data")
+            await c.set_version(6, 1, 2)
+            await c.delete(6)
+            with pytest.raises(ChunkRequestError):
+                await c.delete(6)                  # nothing changed: not reported
+            assert s.changes[0] == [6, 6, 6]
             await c.close()
     asyncio.run(run())
