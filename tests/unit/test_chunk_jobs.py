@@ -205,3 +205,59 @@ def test_the_pure_decisions():
     assert rebuild_part(2, 1, 3) == 2
     with pytest.raises(JobError, match="parts 1..3"):
         rebuild_part(2, 1, 0)
+
+
+# -- what the control stream tells the master (services/chunk/control.py) ----------------
+
+def test_reports_send_changes_once_and_leave_out_copies_being_made():
+    from services.chunk.control import Reports
+    from services.chunk.store import ChunkInfo
+    r = Reports()
+    first = r.full([ChunkInfo(7, 3, 100), ChunkInfo(8, 0, 50)], {})
+    assert [(h.chunk, h.version) for h in first.holding] == [(7, 3)]   # 8 is half made
+    for ident in (7, 8, store_id(9, 1)):
+        r.change(ident)
+    r.change(10)
+    update = r.incremental({7: None, 8: (4, 50), store_id(9, 1): (2, 10)})  # 10: not read
+    assert [(h.chunk, h.version, h.length) for h in update.dropped] == [(7, 3, 100)]
+    assert [(h.chunk, h.part, h.version) for h in update.holding] == [(8, 0, 4), (9, 1, 2)]
+    assert r.changed == {10}                      # waits for the next message
+    quiet = r.incremental({10: None})             # never reported: nothing to drop
+    assert not quiet.holding and not quiet.dropped and not r.changed
+
+
+def test_damage_is_sent_once_and_again_to_a_new_leader_until_the_copy_changes():
+    from services.chunk.control import Reports
+    from services.chunk.store import ChunkInfo
+    r = Reports()
+    r.full([ChunkInfo(7, 3, 100)], {})
+    assert r.damage(7, 3, "block 1 fails") and not r.damage(7, 3, "block 1 fails")
+    assert r.urgent()
+    assert [d.detail for d in r.incremental({}).damaged] == ["block 1 fails"]
+    assert not r.urgent() and not r.incremental({}).damaged
+    again = r.full([ChunkInfo(7, 3, 100)], {8: "header fails its CRC"})
+    assert sorted((d.chunk, d.detail) for d in again.damaged) == \
+        [(7, "block 1 fails"), (8, "header fails its CRC")]
+    r.change(7)                                    # replaced by a good copy
+    assert [d.chunk for d in r.full([ChunkInfo(7, 3, 100)], {}).damaged] == []
+
+
+def test_finished_jobs_go_out_with_the_next_message():
+    from services.chunk.control import Reports
+    r = Reports()
+    r.job_done(pb.JobDone(job=4, ok=True))
+    assert r.urgent()
+    assert [d.job for d in r.incremental({}).done] == [4]
+    assert not r.incremental({}).done
+
+
+# -- the scrubber's pace (services/chunk/scrubber.py) -------------------------------------
+
+def test_the_scrubber_keeps_to_its_rate_without_saving_up_idle_time():
+    from services.chunk.scrubber import Pace
+    pace = Pace(64 << 20)
+    assert pace.delay(64 << 20, now=100.0) == 1.0
+    assert pace.delay(32 << 20, now=101.0) == 0.5
+    assert pace.delay(64 << 20, now=200.0) == 1.0     # idle for a while: no burst after
+    with pytest.raises(ValueError, match="above 0"):
+        Pace(0)
