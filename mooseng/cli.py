@@ -81,7 +81,49 @@ def _metadata(args) -> int:
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
                           state_machine=args.state_machine,
                           raft=RaftOptions(lease_reads=args.lease_reads))
-    asyncio.run(serve(args.id, listen, peers, args.data, options, args.session_timeout))
+    from services.common.storage_class import StorageClassError, parse
+    from services.metadata.chunks.manager import ManagerOptions
+    try:
+        parse(args.default_class)
+    except StorageClassError as exc:
+        raise AddressError(f"--default-class: {exc}") from None
+    chunks = ManagerOptions(default_class=args.default_class,
+                            lost_after_s=args.replicate_after, quiet_s=args.chunk_quiet,
+                            retention_s=args.chunk_retention)
+    asyncio.run(serve(args.id, listen, peers, args.data, options, args.session_timeout,
+                      chunks))
+    return 0
+
+
+def _chunkserver(args) -> int:
+    import asyncio
+    import logging
+
+    from mooseng.addresses import address_list, host_port
+    from services.chunk.errors import ChunkError
+    from services.chunk.server import ChunkServerError, Options, serve
+
+    directories = [d.strip() for d in args.data.split(",") if d.strip()]
+    if not directories:
+        raise AddressError("--data names no directory: give DIR[,DIR...], one per data disk")
+    for flag, value in (("--heartbeat-s", args.heartbeat_s), ("--scrub-mibps", args.scrub_mibps)):
+        if not value > 0:
+            raise AddressError(f"{flag} {value}: must be above 0")
+    if args.scrub_interval_s < 0:
+        raise AddressError(f"--scrub-interval-s {args.scrub_interval_s}: must not be negative")
+    options = Options(directories, address_list(args.masters), host_port(args.listen),
+                      args.heartbeat_s, args.scrub_mibps, args.scrub_interval_s)
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s chunkserver {options.listen} %(message)s")
+    if args.metrics_listen:
+        from services.common.metrics import serve_metrics
+        serve_metrics(f"mooseng-chunkserver-{options.listen}", host_port(args.metrics_listen))
+    _use_uvloop()
+    try:
+        asyncio.run(serve(options, metrics=bool(args.metrics_listen)))
+    except (ChunkError, ChunkServerError) as exc:
+        print(f"mooseng: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -164,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "heartbeat round (assumes clocks tick at nearly the same rate)")
     meta.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="close a client session not heard from this long (default 30)")
+    meta.add_argument("--default-class", default="copies=2", metavar="CLASS",
+                      help="storage class of files that have none: copies=N or ec=K+M "
+                           "(default copies=2)")
+    meta.add_argument("--replicate-after", type=float, default=30.0, metavar="SECONDS",
+                      help="re-replicate a lost chunkserver's chunks after it has been "
+                           "gone this long (default 30)")
+    meta.add_argument("--chunk-quiet", type=float, default=10.0, metavar="SECONDS",
+                      help="leave a chunk alone this long after a write to it began: no "
+                           "repair, conversion to EC or cleanup (default 10)")
+    meta.add_argument("--chunk-retention", type=float, default=86400.0, metavar="SECONDS",
+                      help="keep the data of deleted or truncated chunks this long before "
+                           "deleting it from chunkservers (default 86400)")
     meta.add_argument("--metrics-listen", metavar="HOST:PORT",
                       help="serve Prometheus metrics at http://HOST:PORT/metrics")
     meta.add_argument("--trace-exporter", choices=("none", "console", "otlp"), default="none",
@@ -173,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what committed commands are applied to: the namespace "
                            "(default), or a counter for benchmarking consensus alone")
     meta.set_defaults(func=_metadata)
+
+    chunk = sub.add_parser("chunkserver", help="run a chunkserver")
+    chunk.add_argument("--data", required=True, metavar="DIR[,DIR...]",
+                       help="chunk directories, one per data disk (the first also keeps "
+                            "this server's id)")
+    chunk.add_argument("--masters", required=True, metavar="HOST:PORT,...",
+                       help="the metadata nodes; the chunkserver finds the leader among them")
+    chunk.add_argument("--listen", required=True, metavar="HOST:PORT",
+                       help="data port, and the address clients and peers are told")
+    chunk.add_argument("--heartbeat-s", type=float, default=1.0, metavar="SECONDS",
+                       help="report space and changes to the master this often (default 1)")
+    chunk.add_argument("--scrub-mibps", type=float, default=64.0, metavar="MIB_PER_S",
+                       help="read chunks back for damage at most this fast (default 64)")
+    chunk.add_argument("--scrub-interval-s", type=float, default=3600.0, metavar="SECONDS",
+                       help="rest between full scrub passes (default 3600)")
+    chunk.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    chunk.set_defaults(func=_chunkserver)
 
     members = sub.add_parser("members", help="list or change the metadata cluster's members")
     members.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")
