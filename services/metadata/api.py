@@ -19,6 +19,7 @@ from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common import metrics, tracing
 from services.common.streams import pipelined
+from services.metadata.chunks.manager import ChunkManager
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads
 from services.metadata.namespace.errors import FsError
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 KNOWN_TYPES = frozenset({0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
                          stat.S_IFBLK, stat.S_IFDIR})  # S_IFDIR: the fold says EPERM
 READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
-                   "statfs", "access", "locate_chunk"})
+                   "statfs", "access", "locate_chunk", "get_class", "chunk_health"})
+# Answered from the leader's soft state about chunkservers: never by a follower.
+LEADER_ONLY = frozenset({"locate_chunk", "chunk_health"})
 MAX_READDIR = 10_000
 Status = mpb.Reply.Status
 
@@ -63,8 +66,10 @@ def precheck(command: pb.Command) -> FsError | None:
 
 
 class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
-    def __init__(self, node: RaftNode, sessions: SessionKeeper):
+    def __init__(self, node: RaftNode, sessions: SessionKeeper,
+                 chunks: ChunkManager | None = None):
         self.node, self.sessions = node, sessions
+        self.chunks = chunks or ChunkManager(node)
         self.telemetry = MetadataTelemetry(node)
 
     async def Session(self, request_iterator, context):
@@ -92,7 +97,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                     waiters[request.id] = waiter
             elif kind == "heartbeat":
                 put(mpb.Reply(id=request.id, index=self.node.machine.applied_index))
-            elif request.follower_read:
+            elif request.follower_read and kind not in LEADER_ONLY:
                 follower.append(request)
             else:
                 linearizable.append(request)
@@ -158,7 +163,10 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         getattr(stamped, kind).CopyFrom(getattr(command, kind))
 
         def done(outcome) -> None:
-            put(self._mutation_reply(request, outcome))
+            reply = self._mutation_reply(request, outcome)
+            if kind == "begin_write" and reply.status == Status.OK and not reply.errno:
+                self._add_write_targets(reply)
+            put(reply)
         return self.node.submit([stamped.SerializeToString()], done)
 
     def _mutation_reply(self, request: mpb.Request, outcome) -> mpb.Reply:
@@ -172,6 +180,17 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         index, [result] = outcome
         return mpb.Reply(id=request.id, errno=result.errno, message=result.message,
                          result=result, index=index)
+
+    def _add_write_targets(self, reply: mpb.Reply) -> None:
+        chunk, ino = reply.result.chunk, reply.result.attr.inode
+        sclass = self.chunks.class_of(ino)
+        reply.storage_class = str(sclass)
+        reply.locations.extend(self.chunks.locations(chunk.id, chunk.version - 1))
+        reply.targets.extend(self.chunks.write_targets(chunk.id, chunk.version, sclass))
+        if not reply.targets:
+            reply.errno = errno.ENOSPC
+            reply.message = ("no chunkserver with room for another chunk is connected: "
+                             "start one, or free space")
 
     # -- reads ------------------------------------------------------------------------------
     async def _read(self, requests, put, follower: bool) -> None:
@@ -194,9 +213,24 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             reply = mpb.Reply(id=request.id, index=applied)
             try:
                 answer(view, request, reply)
+                self._answer_chunks(request, reply)
             except FsError as exc:
                 reply.errno, reply.message = exc.errno, exc.message
             put(reply)
+
+
+    def _answer_chunks(self, request: mpb.Request, reply: mpb.Reply) -> None:
+        """The parts of a read that come from the chunk manager, not the projection."""
+        kind = request.WhichOneof("op")
+        if kind == "locate_chunk":
+            reply.storage_class = str(self.chunks.class_of(request.locate_chunk.inode))
+            if reply.HasField("chunk"):
+                reply.locations.extend(self.chunks.locations(reply.chunk.id,
+                                                             reply.chunk.version))
+        elif kind == "get_class":
+            reply.storage_class = str(self.chunks.class_of(request.get_class.inode))
+        elif kind == "chunk_health":
+            reply.health.CopyFrom(self.chunks.health())
 
 
 def _kind(request: mpb.Request) -> str:
@@ -246,6 +280,8 @@ def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
         node = reads.inode(view, op.inode)
         if op.mask & 7 and not perm.allowed(caller, node, op.mask & 7):
             raise FsError(errno.EACCES, f"access {op.mask:o} denied on inode {op.inode}")
+    elif kind == "get_class":
+        reads.inode(view, op.inode)
     elif kind == "locate_chunk":
         found = reads.chunk(view, op.inode, op.chunk_index)
         if found is not None:

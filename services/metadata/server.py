@@ -11,10 +11,12 @@ import signal
 
 import grpc
 
-from schemas import metadata_pb2_grpc, raft_pb2_grpc
+from schemas import chunkmaster_pb2_grpc, metadata_pb2_grpc, raft_pb2_grpc
 from schemas import raft_pb2 as pb
 from services.common.streams import pipelined
 from services.metadata.api import MetadataServicer
+from services.metadata.chunks.control import ChunkMasterServicer
+from services.metadata.chunks.manager import ChunkManager, ManagerOptions
 from services.metadata.raft import codec
 from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.raft.transport import GRPC_OPTIONS, Transport
@@ -97,7 +99,8 @@ class MetadataServer:
     """One metadata node: Raft node, transport, sessions and the gRPC server."""
 
     def __init__(self, node_id: int, listen: str, peers: dict[int, str], data_dir: str,
-                 options: NodeOptions | None = None, session_timeout_s: float = 30.0):
+                 options: NodeOptions | None = None, session_timeout_s: float = 30.0,
+                 chunk_options: ManagerOptions | None = None):
         self.options = options or NodeOptions()
         self.listen = listen
         self.node = RaftNode(node_id, peers, data_dir, self.options, own_address=listen)
@@ -106,9 +109,13 @@ class MetadataServer:
         self.sessions = SessionKeeper(self.node, session_timeout_s)
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.node, self.transport),
                                                  self.server)
+        self.chunks: ChunkManager | None = None
         if self.options.state_machine == "namespace":
+            self.chunks = ChunkManager(self.node, chunk_options)
             metadata_pb2_grpc.add_MetadataServicer_to_server(
-                MetadataServicer(self.node, self.sessions), self.server)
+                MetadataServicer(self.node, self.sessions, self.chunks), self.server)
+            chunkmaster_pb2_grpc.add_ChunkMasterServicer_to_server(
+                ChunkMasterServicer(self.chunks), self.server)
 
     async def start(self) -> None:
         if self.server.add_insecure_port(self.listen) == 0:
@@ -116,6 +123,8 @@ class MetadataServer:
         await self.server.start()
         await self.node.start()
         self.sessions.start()
+        if self.chunks is not None:
+            self.chunks.start()
         log.info("metadata node %d serving on %s (data in %s)", self.node.id, self.listen,
                  self.node.data_dir)
 
@@ -123,6 +132,8 @@ class MetadataServer:
         """Hand leadership over if we hold it, then stop everything."""
         await _hand_over(self.node, self.options)
         await self.sessions.stop()
+        if self.chunks is not None:
+            await self.chunks.stop()
         await self.server.stop(grace=0.5)
         await self.transport.close()
         await self.node.stop()
@@ -130,10 +141,12 @@ class MetadataServer:
 
 
 async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
-                options: NodeOptions | None = None, session_timeout_s: float = 30.0) -> None:
+                options: NodeOptions | None = None, session_timeout_s: float = 30.0,
+                chunk_options: ManagerOptions | None = None) -> None:
     """Run a metadata node until SIGTERM or SIGINT. A node not in `peers` joins the
     running cluster they form (once a member adds it)."""
-    server = MetadataServer(node_id, listen, peers, data_dir, options, session_timeout_s)
+    server = MetadataServer(node_id, listen, peers, data_dir, options, session_timeout_s,
+                            chunk_options)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

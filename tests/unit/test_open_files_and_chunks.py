@@ -98,3 +98,39 @@ def test_a_write_by_non_root_clears_setuid(fs):
     done = c.do(commit_write=pb.CommitWrite(inode=f, chunk_id=chunk.id, version=chunk.version,
                                             end=3))
     assert done.attr.mode & 0o7777 == 0o777
+
+
+def test_chunks_know_their_file_until_it_lets_them_go(fs):
+    f = fs.create(R, b"f")
+    c = Client(fs)
+    c.do(open=pb.Open(inode=f, flags=O_RDWR))
+    chunks = [c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=i)).chunk for i in range(3)]
+    ids = [chunk.id for chunk in chunks]
+    c.do(commit_write=pb.CommitWrite(inode=f, chunk_index=2, chunk_id=ids[2],
+                                     version=chunks[2].version, end=3 * CHUNK_SIZE))
+    assert [reads.chunk_owner(fs.proj, i) for i in ids] == [(f, 0), (f, 1), (f, 2)]
+    fs.ok(setattr=pb.Setattr(inode=f, size=CHUNK_SIZE + 1))   # chunk 2 goes
+    assert reads.chunk_owner(fs.proj, ids[2]) is None
+    assert reads.chunk_owner(fs.proj, ids[1]) == (f, 1)
+    c.do(release=pb.Release(inode=f))
+    fs.ok(unlink=pb.Unlink(parent=R, name=b"f"))               # the rest go with the file
+    assert [reads.chunk_owner(fs.proj, i) for i in ids] == [None, None, None]
+
+
+def test_storage_classes_are_checked_and_inherited(fs):
+    d = fs.mkdir(R, b"d")
+    assert fs.do(set_class=pb.SetClass(inode=d, storage_class="ec=3+")).errno == errno.EINVAL
+    assert fs.do(set_class=pb.SetClass(inode=d, storage_class="copies=0")).errno == errno.EINVAL
+    fs.ok(set_class=pb.SetClass(inode=d, storage_class="ec=2+1"))
+    sub = fs.mkdir(d, b"sub")
+    f = fs.create(sub, b"f")
+    assert reads.storage_class(fs.proj, f) == "ec=2+1"
+    assert reads.storage_class(fs.proj, R) == ""               # the cluster default
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class=""))
+    assert reads.storage_class(fs.proj, f) == ""
+
+
+def test_only_the_owner_sets_a_storage_class(fs):
+    f = fs.create(R, b"f", 0o666)
+    assert fs.do(ALICE, set_class=pb.SetClass(inode=f, storage_class="copies=3")).errno \
+        == errno.EPERM

@@ -13,6 +13,8 @@ import struct
 from google.protobuf.message import DecodeError
 
 from schemas import namespace_pb2 as pb
+from services.chunk.parts import MAX_CHUNK_ID
+from services.common import storage_class
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
@@ -116,6 +118,9 @@ class Namespace:
                        self.now, self.now, self.now, rdev=rdev,
                        parent=directory.ino if is_dir else 0, target=target)
         self.save(node)
+        inherited = self.txn.get(r.CLASSES, r.u64(directory.ino))
+        if inherited is not None:
+            self.txn.put(r.CLASSES, r.u64(ino), inherited)
         return node
 
     def drop_link(self, node: r.Inode) -> None:
@@ -135,11 +140,21 @@ class Namespace:
         key = r.u64(node.ino)
         self.txn.delete(r.INODES, key)
         self.txn.delete_range(r.XATTRS, key, r.u64(node.ino + 1))
-        self.txn.delete_range(r.CHUNKS, key, r.u64(node.ino + 1))
+        if stat.S_ISREG(node.mode):
+            self.drop_chunks(node.ino, 0)
+        self.txn.delete(r.CLASSES, key)
         self.txn.delete(r.ORPHANS, key)
         self.add_counter(b"inode_count", -1)
         if stat.S_ISREG(node.mode) and node.size:
             self.add_used_bytes(-node.size)
+
+    def drop_chunks(self, ino: int, first: int) -> None:
+        """Chunks `first`.. of a file are no longer its: their data becomes garbage
+        that the chunk manager collects after the retention delay."""
+        for key, value in self.txn.scan(r.CHUNKS, r.u64(ino)):
+            if r.split_chunk_key(key)[1] >= first:
+                self.txn.delete(r.CHUNK_OWNERS, value[:8])
+                self.txn.delete(r.CHUNKS, key)
 
     def count(self, cf: str, key: bytes, delta: int) -> int:
         """Add `delta` to a u64 count (absent is 0, and 0 is deleted); the new value.
@@ -443,9 +458,7 @@ def _apply_setattr(ns: Namespace, node: r.Inode, op: pb.Setattr, gid: int) -> No
     if op.HasField("size"):
         ns.add_used_bytes(op.size - node.size)
         if op.size < node.size:  # whole chunks past the new end go
-            first_gone = -(-op.size // r.CHUNK_SIZE)
-            ns.txn.delete_range(r.CHUNKS, r.chunk_key(node.ino, first_gone),
-                                r.u64(node.ino + 1))
+            ns.drop_chunks(node.ino, -(-op.size // r.CHUNK_SIZE))
         node.size = op.size
         node.mtime = ns.now
         if not perm.is_root(caller) and not op.HasField("mode"):
@@ -574,7 +587,10 @@ def _begin_write(ns: Namespace, op: pb.BeginWrite, session: int) -> pb.Result:
     found = ns.txn.get(r.CHUNKS, key)
     if found is None:
         chunk_id, version = ns.counter(b"next_chunk"), 0
+        if chunk_id > MAX_CHUNK_ID:
+            raise FsError(errno.ENOSPC, "every chunk id has been used")
         ns.add_counter(b"next_chunk", 1)
+        ns.txn.put(r.CHUNK_OWNERS, r.u64(chunk_id), key)
     else:
         chunk_id, version = r.CHUNK_VALUE.unpack(found)
     version += 1  # chunkservers refuse writes at any older version
@@ -601,11 +617,30 @@ def _commit_write(ns: Namespace, op: pb.CommitWrite, session: int) -> pb.Result:
     return _ok(node)
 
 
+def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
+    node = ns.inode(op.inode)
+    if not perm.owner_or_root(ns.caller, node):
+        raise FsError(errno.EPERM, "only the owner may change a storage class")
+    key = r.u64(node.ino)
+    if op.storage_class:
+        try:
+            text = str(storage_class.parse(op.storage_class))
+        except storage_class.StorageClassError as exc:
+            raise FsError(errno.EINVAL, str(exc)) from None
+        ns.txn.put(r.CLASSES, key, text.encode())
+    else:
+        ns.txn.delete(r.CLASSES, key)
+    node.ctime = ns.now
+    ns.save(node)
+    return _ok(node)
+
+
 OPERATIONS = {
     "mkdir": _mkdir, "mknod": _mknod, "create": _create, "symlink": _symlink,
     "link": _link, "unlink": _unlink, "rmdir": _rmdir, "rename": _rename,
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
+    "set_class": _set_class,
 }
 # Operations on a session's own state take its id too.
 SESSION_OPERATIONS = {"open": _open, "release": _release, "begin_write": _begin_write,

@@ -134,3 +134,16 @@ def chunk(view, ino: int, index: int) -> pb.Chunk | None:
         return None
     chunk_id, version = r.CHUNK_VALUE.unpack(found)
     return pb.Chunk(index=index, id=chunk_id, version=version)
+
+
+def storage_class(view, ino: int) -> str:
+    """The node's own storage class text, "" when it uses the cluster default."""
+    inode(view, ino)
+    found = view.get(r.CLASSES, r.u64(ino))
+    return found.decode() if found is not None else ""
+
+
+def chunk_owner(view, chunk_id: int) -> tuple[int, int] | None:
+    """(ino, chunk index) of the file that refers to chunk `chunk_id`, if one does."""
+    found = view.get(r.CHUNK_OWNERS, r.u64(chunk_id))
+    return r.split_chunk_key(found) if found is not None else None

@@ -10,6 +10,8 @@ Keys are big-endian so that RocksDB's byte order is numeric order:
   inode_opens ino(8)                    -> u64 opens of the inode, all sessions
   orphans   ino(8)                      -> b"" (unlinked, still open)
   chunks    ino(8) chunk_index(8)       -> chunk id(8) version(4)
+  chunk_owners chunk id(8)              -> ino(8) chunk_index(8)  (which file refers to it)
+  classes   ino(8)                      -> storage class text ("copies=2"), absent: default
   meta      b"next_inode", ...          -> u64 counters
 """
 
@@ -24,8 +26,9 @@ ROOT_INO = 1
 INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META = (
     "inodes", "dentries", "xattrs", "sessions", "results", "meta")
 OPENS, INODE_OPENS, ORPHANS, CHUNKS = "opens", "inode_opens", "orphans", "chunks"
+CHUNK_OWNERS, CLASSES = "chunk_owners", "classes"
 COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META, OPENS, INODE_OPENS,
-                   ORPHANS, CHUNKS)
+                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES)
 CHUNK_SIZE = 64 << 20
 
 U64 = struct.Struct(">Q")
@@ -144,3 +147,8 @@ CHUNK_VALUE = struct.Struct(">QI")
 
 def chunk_key(ino: int, index: int) -> bytes:
     return U64.pack(ino) + U64.pack(index)
+
+
+def split_chunk_key(key: bytes) -> tuple[int, int]:
+    """(ino, chunk index) of a chunks key; also the value of a chunk_owners entry."""
+    return from_u64(key[:8]), from_u64(key[8:16])

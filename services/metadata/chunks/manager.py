@@ -1,0 +1,286 @@
+"""The chunk manager: on the leader, keeps every chunk at its storage class's goal.
+
+It walks the chunks the log knows (and first those whose copies just changed),
+asks the planner what each needs, and sends the jobs to chunkservers over their
+control streams. Copies that no file refers to (deleted or truncated away) are
+deleted after the retention delay. Everything it knows about copies is soft state:
+when this node stops leading, it forgets all of it and closes the streams.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+from schemas import chunkmaster_pb2 as cpb
+from schemas import metadata_pb2 as mpb
+from services.chunk.header import CHUNK_SIZE, HEADER_SIZE
+from services.common import storage_class
+from services.metadata.chunks import planner
+from services.metadata.chunks.registry import Registry, Server
+from services.metadata.namespace import reads
+from services.metadata.namespace import records as r
+
+log = logging.getLogger(__name__)
+ROOM = HEADER_SIZE + CHUNK_SIZE
+
+
+@dataclass
+class ManagerOptions:
+    default_class: str = storage_class.DEFAULT
+    tick_s: float = 0.5
+    settle_s: float = 3.0        # after becoming leader, let chunkservers report first
+    lost_after_s: float = 30.0   # a disconnected server's copies count until then
+    quiet_s: float = 10.0        # no repair or conversion this soon after a write began
+    retention_s: float = 86400.0  # unreferenced copies are kept this long
+    scan_batch: int = 2000       # chunks checked per tick
+    job_timeout_s: float = 120.0
+    jobs_per_server: int = 8
+    ec_backend: str = ""         # "" : the first available (see services/chunk/erasure.py)
+
+
+@dataclass
+class _Sent:
+    server: str
+    chunk: int
+    at: float
+
+
+@dataclass
+class _Pass:
+    """Counts for one walk over every chunk."""
+    states: dict = field(default_factory=lambda: dict.fromkeys(
+        (planner.HEALTHY, planner.UNDER, planner.MISSING, planner.OVER), 0))
+    chunks: int = 0
+
+
+class ChunkManager:
+    def __init__(self, node, options: ManagerOptions | None = None,
+                 clock=time.monotonic):
+        self.node, self.options, self.clock = node, options or ManagerOptions(), clock
+        self.default_class = storage_class.parse(self.options.default_class)
+        self.registry = Registry(clock)
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task | None = None
+        self._backend = self.options.ec_backend
+        self._reset(term=None)
+
+    def _reset(self, term) -> None:
+        self.term, self.since = term, self.clock()
+        self.jobs: dict[int, _Sent] = {}
+        self.busy: dict[int, int] = {}          # chunk -> job id in flight
+        self.orphans: dict[int, float] = {}     # chunk -> first seen unreferenced
+        self.cursor: bytes | None = b""
+        self.current, self.finished = _Pass(), None
+        self.orphan_cursor = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="chunk-manager")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.registry.reset()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.tick_s)
+            try:
+                self.step()
+            except Exception:   # a bug here must not stop the manager for good
+                log.exception("chunk manager step failed")
+
+    def leading(self) -> bool:
+        return self.node.core.role == "leader"
+
+    def step(self) -> None:
+        if not self.leading():
+            if self.term is not None:
+                self.registry.reset()
+                self._reset(term=None)
+            return
+        if self.term != self.node.core.term:
+            self.registry.reset()
+            self._reset(term=self.node.core.term)
+        if self.clock() - self.since < self.options.settle_s:
+            return
+        self._expire_jobs()
+        for server in self.registry.forget_lost(self.options.lost_after_s):
+            log.warning("chunkserver %s (%s) has been gone %.0f s: re-replicating its chunks",
+                        server.server_id, server.address, self.options.lost_after_s)
+        dirty, self.registry.dirty = self.registry.dirty, set()
+        for chunk in dirty:
+            self._check_reported(chunk)
+        self._walk()
+        self._sweep_orphans()
+
+    # -- chunkserver events (from the control stream) ------------------------------------------
+    def server_gone(self, server: Server) -> None:
+        self.registry.disconnect(server)
+        for ident, sent in list(self.jobs.items()):
+            if sent.server == server.server_id:
+                self._finish(ident)
+
+    def job_done(self, server: Server, done: cpb.JobDone) -> None:
+        sent = self.jobs.get(done.job)
+        if sent is None:
+            return
+        if not done.ok:
+            log.warning("chunkserver %s failed a job on chunk %d: %s", server.address,
+                        sent.chunk, done.message)
+        self._finish(done.job)
+
+    def _finish(self, ident: int) -> None:
+        sent = self.jobs.pop(ident)
+        if self.busy.get(sent.chunk) == ident:
+            del self.busy[sent.chunk]
+        self.registry.dirty.add(sent.chunk)
+
+    def _expire_jobs(self) -> None:
+        limit = self.clock() - self.options.job_timeout_s
+        for ident in [i for i, s in self.jobs.items() if s.at < limit]:
+            log.warning("job %d on chunk %d timed out", ident, self.jobs[ident].chunk)
+            self._finish(ident)
+
+    # -- checking chunks -----------------------------------------------------------------------
+    def _walk(self) -> None:
+        """Check the next batch of chunks in the log's order; a full walk publishes
+        the health counts."""
+        view = self.node.machine.projection
+        for checked, (key, value) in enumerate(
+                view.scan(r.CHUNKS, b"", start=self.cursor or None)):
+            if checked == self.options.scan_batch:
+                self.cursor = key
+                return
+            ino, _index = r.split_chunk_key(key)
+            chunk, version = r.CHUNK_VALUE.unpack(value)
+            state = self._check(chunk, version, ino)
+            self.current.states[state] += 1
+            self.current.chunks += 1
+        self.finished, self.current, self.cursor = self.current, _Pass(), b""
+
+    def _check_reported(self, chunk: int) -> None:
+        view = self.node.machine.projection
+        owner = reads.chunk_owner(view, chunk)
+        if owner is None:
+            self.orphans.setdefault(chunk, self.clock())
+            return
+        found = view.get(r.CHUNKS, r.chunk_key(*owner))
+        if found is not None:
+            self._check(chunk, r.CHUNK_VALUE.unpack(found)[1], owner[0])
+
+    def _check(self, chunk: int, version: int, ino: int) -> str:
+        holders = self.holders(chunk)
+        sclass = self.class_of(ino)
+        idle = chunk not in self.busy and self.registry.quiet(chunk, self.options.quiet_s)
+        result = planner.plan(chunk, version, sclass, holders,
+                              self._candidates() if idle else [], self._ec_backend(sclass))
+        if idle:
+            for server, job in result.jobs:
+                self._send(server, job)
+        return result.state
+
+    def holders(self, chunk: int) -> list[planner.Holder]:
+        reg = self.registry
+        return [planner.Holder(c.server, reg.address(c.server), c.part, c.version, c.length,
+                               bool(c.damaged), reg.alive(c)) for c in reg.of(chunk)]
+
+    def class_of(self, ino: int) -> storage_class.StorageClass:
+        found = self.node.machine.projection.get(r.CLASSES, r.u64(ino))
+        if found is None:
+            return self.default_class
+        return storage_class.parse(found.decode())
+
+    def _candidates(self) -> list[planner.Candidate]:
+        load: dict[str, int] = {}
+        for sent in self.jobs.values():
+            load[sent.server] = load.get(sent.server, 0) + 1
+        return [planner.Candidate(s.server_id, s.address, s.free_bytes)
+                for s in self.registry.connected()
+                if s.free_bytes >= ROOM and load.get(s.server_id, 0) < self.options.jobs_per_server]
+
+    def _ec_backend(self, sclass) -> str:
+        if sclass.is_ec and not self._backend:
+            from services.chunk.erasure import available_backends
+            self._backend = (available_backends() or [""])[0]
+        return self._backend
+
+    def _send(self, server_id: str, job: cpb.Job) -> None:
+        server = self.registry.servers.get(server_id)
+        if server is None or not server.connected:
+            return
+        job.id = next(self._ids)
+        self.jobs[job.id] = _Sent(server_id, job.chunk, self.clock())
+        self.busy[job.chunk] = job.id
+        server.send(job)
+
+    # -- orphans -------------------------------------------------------------------------------
+    def _sweep_orphans(self) -> None:
+        """Copies of chunks no file refers to are deleted once the retention delay has
+        passed since this leader first saw them unreferenced (a new leader starts the
+        delay again: retention errs on the side of keeping data)."""
+        view, now = self.node.machine.projection, self.clock()
+        batch = sorted(c for c in self.registry.copies if c >= self.orphan_cursor)
+        batch = batch[:self.options.scan_batch]
+        self.orphan_cursor = batch[-1] + 1 if batch else 0
+        for chunk in batch:
+            if reads.chunk_owner(view, chunk) is not None:
+                self.orphans.pop(chunk, None)
+                continue
+            first = self.orphans.setdefault(chunk, now)
+            if now - first >= self.options.retention_s and chunk not in self.busy:
+                for copy in list(self.registry.of(chunk)):
+                    if self.registry.alive(copy):
+                        self._send(copy.server, cpb.Job(chunk=chunk, version=0,
+                                                        delete=cpb.Delete(part=copy.part)))
+        for chunk in [c for c in self.orphans if c not in self.registry.copies]:
+            del self.orphans[chunk]
+
+    # -- what clients and operators ask --------------------------------------------------------
+    def locations(self, chunk: int, version: int) -> list[mpb.ChunkLocation]:
+        """Good copies and parts at `version` on connected servers, copies first."""
+        found = [c for c in self.registry.of(chunk)
+                 if c.version == version and not c.damaged and self.registry.alive(c)]
+        found.sort(key=lambda c: (c.part, planner._mix(chunk, c.server)))
+        return [mpb.ChunkLocation(address=self.registry.address(c.server), part=c.part,
+                                  version=c.version, length=c.length) for c in found]
+
+    def write_targets(self, chunk: int, version: int, sclass) -> list[mpb.ChunkLocation]:
+        """Where a writer puts whole copies of the chunk at `version` (just begun).
+        The existing copies with the newest older version carry the chunk's data: the
+        writer moves them to `version` and writes there. A chunk with no copy yet (new,
+        or held only as erasure-coded parts) gets fresh servers, version 0: create."""
+        self.registry.write_began(chunk)
+        goal = sclass.m + 1 if sclass.is_ec else sclass.copies
+        copies = [c for c in self.registry.of(chunk) if c.part == 0 and c.version < version
+                  and not c.damaged and self.registry.alive(c)]
+        if copies:
+            newest = max(c.version for c in copies)
+            return [mpb.ChunkLocation(address=self.registry.address(c.server), part=0,
+                                      version=c.version, length=c.length)
+                    for c in copies if c.version == newest]
+        holders = self.holders(chunk)
+        fresh = planner._spread(chunk, self._room(), holders, goal)
+        return [mpb.ChunkLocation(address=c.address, version=0) for c in fresh]
+
+    def _room(self) -> list[planner.Candidate]:
+        return [planner.Candidate(s.server_id, s.address, s.free_bytes)
+                for s in self.registry.connected() if s.free_bytes >= ROOM]
+
+    def health(self) -> mpb.Health:
+        done = self.finished or self.current
+        damaged = sum(1 for copies in self.registry.copies.values()
+                      for c in copies.values() if c.damaged)
+        servers = [mpb.ServerHealth(server_id=s.server_id, address=s.address,
+                                    connected=s.connected, free_bytes=s.free_bytes,
+                                    used_bytes=s.used_bytes, chunks=s.chunks)
+                   for s in sorted(self.registry.servers.values(), key=lambda s: s.address)]
+        return mpb.Health(servers=servers, chunks=done.chunks,
+                          healthy=done.states[planner.HEALTHY],
+                          under_goal=done.states[planner.UNDER],
+                          missing=done.states[planner.MISSING],
+                          over_goal=done.states[planner.OVER], damaged=damaged,
+                          orphans=len(self.orphans), jobs=len(self.jobs),
+                          settled=self.finished is not None)

@@ -1,0 +1,146 @@
+"""What to do about one chunk: pure decisions, no I/O.
+
+Given the chunk's version and storage class (from the log) and the copies and parts
+that servers report (soft state), `plan` says how healthy the chunk is and which
+jobs bring it to its goal. The chunk manager feeds it and sends the jobs.
+
+The order of preference: never lose the last good copy; first make the chunk
+readable (repair versions), then reach the goal (replicate, encode, rebuild), and
+only once the goal is met remove what is extra (surplus copies, stale versions,
+damaged copies, copies of an erasure-coded chunk).
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+from schemas import chunkmaster_pb2 as cpb
+from services.common.storage_class import StorageClass
+
+HEALTHY, UNDER, MISSING, OVER = "healthy", "under_goal", "missing", "over_goal"
+
+
+@dataclass(frozen=True)
+class Holder:
+    server: str
+    address: str
+    part: int          # 0: whole copy; p + 1: part p
+    version: int
+    length: int
+    damaged: bool
+    alive: bool        # connected now (a server lost recently is not, but may return)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A connected server with room for one more chunk."""
+    server: str
+    address: str
+    free_bytes: int
+
+
+@dataclass
+class Plan:
+    state: str
+    jobs: list[tuple[str, cpb.Job]]   # (server id to send it to, job without an id)
+
+
+def plan(chunk: int, version: int, sclass: StorageClass, holders: list[Holder],
+         candidates: list[Candidate], backend: str = "") -> Plan:
+    good = [h for h in holders if h.alive and not h.damaged and h.version == version]
+    copies = [h for h in good if h.part == 0]
+    parts = _distinct_parts(h for h in good if h.part)
+    if sclass.is_ec:
+        return _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend)
+    return _plan_copies(chunk, version, sclass.copies, holders, copies, candidates)
+
+
+def _plan_copies(chunk, version, goal, holders, copies, candidates) -> Plan:
+    if not copies:
+        return _repair_versions(chunk, version, holders)
+    returning = [h for h in holders if not h.alive and h.part == 0 and h.version == version]
+    if len(copies) + len(returning) < goal:
+        targets = _spread(chunk, candidates, holders, goal - len(copies) - len(returning))
+        sources = [h.address for h in copies]
+        length = max(h.length for h in copies)
+        jobs = [(t.server, cpb.Job(chunk=chunk, version=version, replicate=cpb.Replicate(
+            sources=sources, length=length))) for t in targets]
+        return Plan(UNDER, jobs)
+    if len(copies) < goal:
+        return Plan(UNDER, [])    # waiting for a lost server to come back
+    extra = sorted(copies, key=lambda h: _free_order(h, candidates))[:len(copies) - goal]
+    kept = {h.server for h in copies} - {h.server for h in extra}
+    junk = [h for h in holders if h.alive and (h.part or h.server not in kept)]
+    jobs = [(h.server, _delete(chunk, h)) for h in junk]
+    return Plan(OVER if extra else HEALTHY, jobs)
+
+
+def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend) -> Plan:
+    total = sclass.k + sclass.m
+    wanted = set(range(total))
+    if set(parts) >= wanted:     # at the goal: everything else goes
+        keep = {parts[p] for p in wanted}
+        junk = [h for h in holders if h.alive and h not in keep]
+        return Plan(HEALTHY, [(h.server, _delete(chunk, h)) for h in junk])
+    if len(parts) >= sclass.k:   # readable: rebuild the lost parts elsewhere
+        missing = sorted(wanted - set(parts))
+        targets = _spread(chunk, candidates, [h for h in holders if h.part], len(missing))
+        sources = [cpb.PartSource(address=h.address, part=h.part, length=h.length)
+                   for h in parts.values()]
+        jobs = [(t.server, cpb.Job(chunk=chunk, version=version, rebuild=cpb.Rebuild(
+            k=sclass.k, m=sclass.m, part=p + 1, sources=sources)))
+            for t, p in zip(targets, missing, strict=False)]
+        return Plan(UNDER, jobs)
+    if not copies:
+        return _repair_versions(chunk, version, holders)
+    if parts:                    # a conversion that stopped half way: start again
+        return Plan(UNDER, [(h.server, _delete(chunk, h)) for h in parts.values()])
+    targets = _spread(chunk, candidates, [], total)
+    if len(targets) < total:
+        return Plan(UNDER, [])   # too few servers for the parts: keep the copies
+    source = min(copies, key=lambda h: h.server)
+    return Plan(UNDER, [(source.server, cpb.Job(chunk=chunk, version=version, encode=cpb.Encode(
+        k=sclass.k, m=sclass.m, backend=backend, targets=[t.address for t in targets])))])
+
+
+def _repair_versions(chunk, version, holders) -> Plan:
+    """No good copy at the current version: a write began and never reached the
+    copies (its client died). The newest older copies hold the last data written:
+    move them to the current version rather than lose the chunk."""
+    stale = [h for h in holders if h.alive and not h.damaged and h.part == 0
+             and h.version < version]
+    if not stale:
+        return Plan(MISSING, [])
+    newest = max(h.version for h in stale)
+    return Plan(MISSING, [(h.server, cpb.Job(chunk=chunk, version=version, set_version=
+                                             cpb.SetVersion(old_version=newest)))
+                          for h in stale if h.version == newest])
+
+
+def _delete(chunk: int, holder: Holder) -> cpb.Job:
+    return cpb.Job(chunk=chunk, version=holder.version, delete=cpb.Delete(part=holder.part))
+
+
+def _distinct_parts(holders) -> dict[int, Holder]:
+    parts: dict[int, Holder] = {}
+    for h in sorted(holders, key=lambda h: h.server):
+        parts.setdefault(h.part - 1, h)
+    return parts
+
+
+def _spread(chunk: int, candidates: list[Candidate], holders, count: int) -> list[Candidate]:
+    """`count` servers that hold nothing of the chunk yet, the emptiest first; among
+    servers with about the same room, a hash of the chunk id picks, so chunks spread."""
+    taken = {h.server for h in holders}
+    free = [c for c in candidates if c.server not in taken]
+    free.sort(key=lambda c: (-(c.free_bytes >> 30), _mix(chunk, c.server)))
+    return free[:count]
+
+
+def _free_order(holder: Holder, candidates: list[Candidate]) -> int:
+    """Surplus copies go from the fullest servers first."""
+    room = {c.server: c.free_bytes for c in candidates}
+    return room.get(holder.server, 0)
+
+
+def _mix(chunk: int, server: str) -> bytes:
+    return hashlib.blake2b(f"{chunk}/{server}".encode(), digest_size=8).digest()

@@ -1,0 +1,122 @@
+"""The chunk planner: what the manager does about one chunk, decided without I/O."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.storage_class import parse
+from services.metadata.chunks.planner import (
+    HEALTHY,
+    MISSING,
+    OVER,
+    UNDER,
+    Candidate,
+    Holder,
+    plan,
+)
+
+V = 5
+SERVERS = [f"s{i}" for i in range(6)]
+
+
+def holder(server, version=V, part=0, damaged=False, alive=True, length=100) -> Holder:
+    return Holder(server, f"{server}:1", part, version, length, damaged, alive)
+
+
+def room(*servers, free=1 << 40) -> list[Candidate]:
+    return [Candidate(s, f"{s}:1", free) for s in servers or SERVERS]
+
+
+def kinds(result) -> list[tuple[str, str]]:
+    return sorted((server, job.WhichOneof("kind")) for server, job in result.jobs)
+
+
+def test_an_under_goal_chunk_is_copied_from_a_good_copy_to_a_new_server():
+    result = plan(1, V, parse("copies=2"), [holder("s0")], room())
+    assert result.state == UNDER
+    [(target, job)] = result.jobs
+    assert target != "s0" and job.replicate.sources == ["s0:1"]
+    assert job.version == V and job.replicate.length == 100
+
+
+def test_surplus_copies_go_from_the_fullest_server():
+    holders = [holder("s0"), holder("s1"), holder("s2")]
+    free = room("s0", "s2") + [Candidate("s1", "s1:1", 1 << 20)]
+    result = plan(1, V, parse("copies=2"), holders, free)
+    assert result.state == OVER
+    assert kinds(result) == [("s1", "delete")]
+
+
+def test_stale_and_damaged_copies_are_removed_only_once_the_goal_is_met():
+    holders = [holder("s0"), holder("s1", version=V - 1), holder("s2", damaged=True)]
+    under = plan(1, V, parse("copies=2"), holders, room("s3"))
+    assert kinds(under) == [("s3", "replicate")]          # nothing deleted yet
+    healthy = plan(1, V, parse("copies=2"), holders + [holder("s3")], room())
+    assert healthy.state == HEALTHY
+    assert kinds(healthy) == [("s1", "delete"), ("s2", "delete")]
+
+
+def test_a_chunk_whose_write_never_reached_its_copies_gets_their_version_moved():
+    holders = [holder("s0", version=V - 1), holder("s1", version=V - 1),
+               holder("s2", version=V - 2)]
+    result = plan(1, V, parse("copies=2"), holders, room())
+    assert result.state == MISSING
+    assert kinds(result) == [("s0", "set_version"), ("s1", "set_version")]
+    assert all(job.set_version.old_version == V - 1 for _, job in result.jobs)
+
+
+def test_copies_on_a_server_that_may_come_back_are_waited_for():
+    result = plan(1, V, parse("copies=2"), [holder("s0"), holder("s1", alive=False)], room())
+    assert (result.state, result.jobs) == (UNDER, [])
+
+
+def test_an_ec_chunk_written_as_copies_is_encoded_by_a_holder():
+    result = plan(1, V, parse("ec=2+1"), [holder("s0"), holder("s1")], room(), "isa_l_rs_vand")
+    [(server, job)] = result.jobs
+    assert server in ("s0", "s1")
+    assert (job.encode.k, job.encode.m, job.encode.backend) == (2, 1, "isa_l_rs_vand")
+    assert len(set(job.encode.targets)) == 3
+
+
+def test_too_few_servers_for_the_parts_keeps_the_copies():
+    result = plan(1, V, parse("ec=4+2"), [holder("s0")], room("s0", "s1", "s2"))
+    assert (result.state, result.jobs) == (UNDER, [])
+
+
+def test_a_complete_ec_chunk_drops_its_copies():
+    holders = [holder("s0"), holder("s1", part=1), holder("s2", part=2), holder("s3", part=3)]
+    result = plan(1, V, parse("ec=2+1"), holders, room())
+    assert result.state == HEALTHY
+    assert kinds(result) == [("s0", "delete")]
+
+
+def test_a_lost_part_is_rebuilt_on_a_server_without_one():
+    holders = [holder("s1", part=1), holder("s2", part=3)]
+    result = plan(1, V, parse("ec=2+1"), holders, room())
+    [(server, job)] = result.jobs
+    assert server not in ("s1", "s2") and job.rebuild.part == 2
+    assert sorted(s.part for s in job.rebuild.sources) == [1, 3]
+
+
+def readable(sclass, holders) -> bool:
+    good = [h for h in holders if h.alive and not h.damaged and h.version == V]
+    parts = {h.part for h in good if h.part}
+    return any(h.part == 0 for h in good) or (sclass.is_ec and len(parts) >= sclass.k)
+
+
+holders_strategy = st.lists(
+    st.builds(holder, st.sampled_from(SERVERS), st.integers(V - 2, V),
+              st.integers(0, 4), st.booleans(), st.booleans()),
+    max_size=8, unique_by=lambda h: (h.server, h.part))
+
+
+@given(st.sampled_from(["copies=1", "copies=2", "copies=3", "ec=2+1", "ec=3+2"]),
+       holders_strategy, st.lists(st.sampled_from(SERVERS), unique=True))
+def test_deletions_never_make_a_readable_chunk_unreadable(text, holders, free):
+    sclass = parse(text)
+    result = plan(1, V, sclass, holders, room(*free) if free else [])
+    deleted = {(server, job.delete.part) for server, job in result.jobs
+               if job.WhichOneof("kind") == "delete"}
+    left = [h for h in holders if (h.server, h.part) not in deleted]
+    assert readable(sclass, left) or not readable(sclass, holders)
+    for server, job in result.jobs:   # jobs go to connected servers only
+        assert server in free or any(h.server == server and h.alive for h in holders)
