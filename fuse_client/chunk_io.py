@@ -1,0 +1,256 @@
+"""The data path of a mount: reading, writing, flushing and cutting files' contents.
+
+One ChunkIO serves a whole mount over its metadata session. Reads locate each chunk
+(cached), read a healthy copy or decode erasure-coded parts, and see this mount's own
+writes. Writes are write-back, as through the kernel's page cache: `write` returns
+once the bytes are on their way, and their outcome is known at `flush` / `fsync`,
+which raise when bytes could not be stored on every copy. See
+docs/client-data-path.md.
+"""
+
+import asyncio
+import logging
+import time
+
+from fuse_client.chunk_locations import LocationCache, of_copies
+from fuse_client.chunk_reader import ChunkReader, LocationOutdatedError
+from fuse_client.chunk_servers import ChunkServers
+from fuse_client.chunk_spans import Span, clamp, spans
+from fuse_client.data_errors import DataUnavailableError, WriteFailedError
+from fuse_client.ec_reader import DecodedChunks
+from fuse_client.write_lease import ByteBudget, LeaseContext, WriteLease
+from schemas import namespace_pb2 as pb
+from services.chunk import protocol as p
+from services.chunk.data_client import ChunkRequestError
+from services.metadata.namespace.errors import FsError
+from services.metadata.namespace.records import CHUNK_SIZE
+
+log = logging.getLogger(__name__)
+ZERO_PIECE = 4 << 20
+
+Key = tuple[int, int]   # (inode, chunk index)
+
+
+class ChunkIO:
+    def __init__(self, metadata, *, in_flight_bytes: int = 16 << 20,
+                 pending_limit: int = 64 << 20, pending_total_limit: int = 512 << 20,
+                 retry_s: float = 10.0, timeout_s: float = 30.0, decoded_chunks: int = 3):
+        """`in_flight_bytes`: writes on the wire at once; `pending_limit` /
+        `pending_total_limit`: uncommitted bytes kept (for resending) per chunk / in
+        all, past which a commit is made; `retry_s`: how long a read keeps locating a
+        chunk whose copies all fail; `timeout_s`: deadline of one chunkserver request."""
+        self.metadata = metadata
+        self.servers = ChunkServers(timeout_s)
+        self.decoded = DecodedChunks(self.servers, decoded_chunks)
+        self.reader = ChunkReader(self.servers, self.decoded)
+        self.locations = LocationCache(metadata)
+        self.retry_s = retry_s
+        self.pending_total_limit = pending_total_limit
+        self._ctx = LeaseContext(metadata, self.servers, self.reader,
+                                 ByteBudget(in_flight_bytes), pending_limit)
+        self._leases: dict[Key, WriteLease] = {}
+        self._opening: dict[Key, asyncio.Lock] = {}
+        self._closing: dict[Key, asyncio.Task] = {}
+        self._failures: dict[int, BaseException] = {}     # inode -> a write-back failure
+        self._unsynced: dict[int, dict[int, tuple[pb.Chunk, tuple[str, ...]]]] = {}
+
+    # -- reads ------------------------------------------------------------------------------
+    async def read(self, caller: pb.Caller, inode: int, offset: int, length: int,
+                   file_size: int) -> bytes:
+        """Up to `length` bytes from `offset`, never past `file_size`; holes and bytes
+        a chunk never stored read as zeros. DataUnavailableError (EIO) when no copy or
+        set of parts can give a chunk back within `retry_s`."""
+        pieces = spans(offset, clamp(offset, length, file_size))
+        if len(pieces) == 1:
+            return await self._read_span(caller, inode, pieces[0])
+        return b"".join(await asyncio.gather(*(self._read_span(caller, inode, s)
+                                               for s in pieces)))
+
+    async def _read_span(self, caller: pb.Caller, inode: int, span: Span) -> bytes:
+        key = (inode, span.index)
+        await self._closed(key)
+        lease = self._leases.get(key)
+        if lease is not None:   # this mount's own writes, committed or not
+            try:
+                located = await lease.readable(span.offset, span.length)
+                return await self.reader.read(located, span.offset, span.length)
+            except (LocationOutdatedError, OSError, FsError) as exc:
+                log.info("inode %d chunk %d: reading the copies just written failed (%s); "
+                         "asking the master", inode, span.index, exc)
+        return await self._read_located(caller, inode, span)
+
+    async def _read_located(self, caller: pb.Caller, inode: int, span: Span) -> bytes:
+        deadline, delay = time.monotonic() + self.retry_s, 0.05
+        while True:
+            located = await self.locations.get(caller, inode, span.index)
+            try:
+                return await self.reader.read(located, span.offset, span.length)
+            except (LocationOutdatedError, DataUnavailableError) as exc:
+                self.locations.forget(inode, span.index)
+                if time.monotonic() + delay > deadline:
+                    raise DataUnavailableError(
+                        f"inode {inode}, chunk {span.index}: {exc} (located again for "
+                        f"{self.retry_s:g} s); the chunkservers holding it may be down"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    # -- writes -----------------------------------------------------------------------------
+    async def write(self, caller: pb.Caller, inode: int, offset: int, data: bytes) -> int:
+        """Send `data` to `offset`; returns the end written (offset + len(data)) once the
+        bytes are on their way. Raises a failure of an earlier write to the inode not
+        yet reported, WriteFailedError (EIO), or FsError from the master."""
+        self._raise_failure(inode)
+        data = data if isinstance(data, bytes) else bytes(data)
+        view = memoryview(data)
+        for span in spans(offset, len(data)):
+            lease = await self._lease(caller, inode, span.index)
+            try:
+                await lease.write(span.offset, view[span.start:span.start + span.length])
+            except (WriteFailedError, FsError):
+                self._drop(lease)
+                raise
+        if self._ctx.pending_total > self.pending_total_limit:
+            await self._commit_largest()
+        return offset + len(data)
+
+    def written_end(self, inode: int) -> int:
+        """The end of this mount's writes to the inode not yet flushed (0 if none), for a
+        size that includes them."""
+        return max((lease.end for (i, _), lease in self._leases.items() if i == inode),
+                   default=0)
+
+    async def flush(self, caller: pb.Caller, inode: int) -> None:
+        """Commit every write made to the inode (close, or before fsync): the size and
+        mtime change, and the writes are readable by every client. Raises the first
+        failure of a write to the inode since the last flush."""
+        for key in [k for k in self._leases if k[0] == inode]:
+            self._close(key, caller)
+        running = [t for k, t in self._closing.items() if k[0] == inode]
+        if running:
+            await asyncio.wait(running)
+        self._raise_failure(inode)
+
+    async def fsync(self, caller: pb.Caller, inode: int) -> None:
+        """flush, then make every chunk written since the last fsync durable on its
+        copies (SYNC). WriteFailedError when a chunk could be synced on none of them."""
+        await self.flush(caller, inode)
+        unsynced = self._unsynced.pop(inode, {})
+        await asyncio.gather(*(self._sync(chunk, targets)
+                               for chunk, targets in unsynced.values()))
+
+    async def _sync(self, chunk: pb.Chunk, targets: tuple[str, ...]) -> None:
+        answers = await asyncio.gather(*(self.servers.call(t, "sync", chunk.id, chunk.version)
+                                         for t in targets), return_exceptions=True)
+        failed = [f"{t}: {a}" for t, a in zip(targets, answers, strict=True)
+                  if isinstance(a, BaseException)]
+        moved_on = [a for a in answers if isinstance(a, ChunkRequestError)
+                    and a.status in (p.STALE, p.NOT_FOUND)]
+        if failed and len(failed) == len(targets) and len(moved_on) < len(failed):
+            raise WriteFailedError(f"chunk {chunk.id} version {chunk.version} could be made "
+                                   f"durable on none of its copies ({'; '.join(failed)})")
+        if failed:
+            log.warning("chunk %d: sync failed on %s", chunk.id, "; ".join(failed))
+
+    async def truncate_tail(self, caller: pb.Caller, inode: int, size: int) -> None:
+        """Before a setattr shrinks the file to `size`: when `size` falls inside a chunk,
+        zero that chunk's bytes past it, so that a later extension reads zeros there.
+        (Written as zeros until the data protocol has a TRUNCATE.)"""
+        await self.flush(caller, inode)
+        self.locations.forget(inode)
+        index, cut = divmod(size, CHUNK_SIZE)
+        if cut == 0 or (await self.locations.get(caller, inode, index)).is_hole:
+            return
+        lease = await self._lease(caller, inode, index)
+        try:
+            length = await lease.stored_length()
+            for offset in range(cut, length, ZERO_PIECE):
+                await lease.write(offset, bytes(min(ZERO_PIECE, length - offset)),
+                                  extends=False)
+        except (WriteFailedError, FsError, ChunkRequestError, OSError):
+            self._drop(lease)
+            raise
+        await self.flush(caller, inode)
+        self.locations.forget(inode)
+
+    def invalidate(self, inode: int) -> None:
+        """Forget where the inode's chunks are (another client changed the file)."""
+        self.locations.forget(inode)
+
+    async def close(self) -> None:
+        """Commit what is still pending (failures are logged), then disconnect."""
+        for key in list(self._leases):
+            self._close(key, None)
+        if self._closing:
+            await asyncio.wait(list(self._closing.values()))
+        for inode, exc in self._failures.items():
+            log.error("inode %d: written bytes were lost: %s", inode, exc)
+        await self.servers.close()
+
+    # -- leases -----------------------------------------------------------------------------
+    async def _lease(self, caller: pb.Caller, inode: int, index: int) -> WriteLease:
+        key = (inode, index)
+        lease = self._leases.get(key)
+        if lease is not None:
+            lease.caller = caller
+            return lease
+        opening = self._opening.setdefault(key, asyncio.Lock())
+        async with opening:
+            lease = self._leases.get(key)
+            if lease is None:
+                await self._closed(key)
+                lease = WriteLease(self._ctx, caller, inode, index)
+                await lease.begin()
+                self._leases[key] = lease
+                self.locations.forget(inode, index)
+                for other in [k for k in self._leases if k[0] == inode and k[1] < index]:
+                    self._close(other, None)   # a sequential writer left it behind
+        if not opening.locked():
+            self._opening.pop(key, None)
+        return lease
+
+    def _close(self, key: Key, caller: pb.Caller | None) -> None:
+        """Commit the lease in the background and retire it; the next write to the chunk
+        begins a new one once this is done."""
+        lease = self._leases.pop(key)
+        self._closing[key] = task = asyncio.create_task(self._retire(lease, caller))
+        task.add_done_callback(lambda _t: self._closing.pop(key, None)
+                               if self._closing.get(key) is task else None)
+
+    async def _retire(self, lease: WriteLease, caller: pb.Caller | None) -> None:
+        try:
+            await lease.commit(caller)
+        except (WriteFailedError, FsError, OSError) as exc:
+            self._failures.setdefault(lease.inode, exc)
+            lease.forget_pending()
+            return
+        if lease.chunk is not None:
+            self.locations.put(lease.inode, lease.index,
+                               of_copies(lease.chunk, lease.targets, lease.storage_class))
+            self._unsynced.setdefault(lease.inode, {})[lease.chunk.id] = \
+                (lease.chunk, lease.targets)
+
+    async def _closed(self, key: Key) -> None:
+        task = self._closing.get(key)
+        if task is not None:
+            await asyncio.wait([task])
+
+    async def _commit_largest(self) -> None:
+        if not self._leases:
+            return
+        lease = max(self._leases.values(), key=lambda lease: lease.pending_bytes)
+        try:
+            await lease.commit()
+        except (WriteFailedError, FsError):
+            self._drop(lease)
+            raise
+
+    def _drop(self, lease: WriteLease) -> None:
+        lease.forget_pending()
+        if self._leases.get((lease.inode, lease.index)) is lease:
+            del self._leases[(lease.inode, lease.index)]
+
+    def _raise_failure(self, inode: int) -> None:
+        exc = self._failures.pop(inode, None)
+        if exc is not None:
+            raise exc

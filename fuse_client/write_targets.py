@@ -1,0 +1,120 @@
+"""Making the targets of a begin_write ready to take writes at the new version.
+
+A target named with a version holds the chunk at that version: it is moved to the new
+one (SET_VERSION). A target with version 0 is new: the chunk is created there and, when
+the chunk already has contents (on other copies, or only as erasure-coded parts), they
+are copied over first, so every target holds the whole chunk before a new byte lands.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from fuse_client.chunk_locations import Located, of_copies
+from fuse_client.chunk_reader import ChunkReader
+from fuse_client.chunk_servers import ChunkServers
+from fuse_client.data_errors import WriteFailedError
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+from services.chunk import protocol as p
+from services.chunk.data_client import ChunkRequestError
+
+log = logging.getLogger(__name__)
+FILL_PIECE = 4 << 20
+FILL_IN_FLIGHT = 4
+
+
+@dataclass(frozen=True)
+class Prepared:
+    chunk: pb.Chunk
+    targets: tuple[str, ...]     # the write goes to targets[0], chained to the rest
+    storage_class: str
+
+
+async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply) -> Prepared:
+    """Every target of `reply` holds the chunk's current contents at the new version.
+    ChunkRequestError / OSError when a server fails: begin the write again."""
+    chunk = reply.result.chunk
+    if not reply.targets:
+        raise WriteFailedError(
+            f"chunk {chunk.index} (id {chunk.id}): the master offered no chunkserver to "
+            "write to; check that chunkservers are connected (mooseng status)")
+    moved = [t for t in reply.targets if t.version]
+    fresh = [t.address for t in reply.targets if not t.version]
+    await asyncio.gather(*(_move(servers, chunk, t) for t in moved))
+    await asyncio.gather(*(_create(servers, chunk, address) for address in fresh))
+    if fresh:
+        source = _contents(chunk, moved, reply)
+        if source is not None:
+            await _fill(servers, reader, source, chunk, fresh)
+    return Prepared(chunk, tuple(t.address for t in reply.targets), reply.storage_class)
+
+
+async def _move(servers: ChunkServers, chunk: pb.Chunk, target: mpb.ChunkLocation) -> None:
+    try:
+        await servers.call(target.address, "set_version", chunk.id, target.version,
+                           chunk.version)
+    except ChunkRequestError as exc:
+        if exc.status != p.STALE:
+            raise
+        # an earlier attempt of this write may have moved it already, past what the
+        # master has heard; a copy behind what the master says is stale: refuse it
+        held, _ = await servers.call(target.address, "stat", chunk.id)
+        if held < target.version:
+            raise
+        if held != chunk.version:
+            await servers.call(target.address, "set_version", chunk.id, held, chunk.version)
+
+
+async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> None:
+    try:
+        await servers.call(address, "create", chunk.id, chunk.version)
+    except ChunkRequestError as exc:
+        if exc.status != p.EXISTS:
+            raise
+        # a leftover the master does not count as a copy: it is about to be refilled
+        await servers.call(address, "delete", chunk.id)
+        await servers.call(address, "create", chunk.id, chunk.version)
+
+
+def _contents(chunk: pb.Chunk, moved: list[mpb.ChunkLocation],
+              reply: mpb.Reply) -> Located | None:
+    """Where the chunk's current contents can be read; None when it has none."""
+    if moved:
+        return of_copies(chunk, tuple(t.address for t in moved))
+    before = pb.Chunk(index=chunk.index, id=chunk.id, version=chunk.version - 1)
+    targets = {t.address for t in reply.targets}
+    held = [loc for loc in reply.locations if loc.version == before.version]
+    copies = tuple(loc for loc in held if loc.part == 0 and loc.address not in targets)
+    parts = tuple(sorted((loc for loc in held if loc.part), key=lambda loc: loc.part))
+    if copies or parts:
+        return Located(before, copies=copies, parts=parts, storage_class=reply.storage_class)
+    if chunk.version > 1:
+        log.warning("chunk %d version %d: the master knows no holder of its contents; "
+                    "writing to it as if it were empty", chunk.id, before.version)
+    return None
+
+
+async def _length(servers: ChunkServers, reader: ChunkReader, source: Located) -> int:
+    """How many bytes the source holds: asked of the copies themselves (the master's
+    figure may lag behind the last write), or the decoded parts' size."""
+    if not source.copies:
+        return len(await reader.decoded.get(source))
+    answers = await asyncio.gather(*(servers.call(c.address, "stat", source.chunk.id)
+                                     for c in source.copies), return_exceptions=True)
+    version = source.chunk.version
+    known = [a[1] for a in answers if isinstance(a, tuple) and a[0] == version]
+    return max(known + [c.length for c in source.copies])
+
+
+async def _fill(servers: ChunkServers, reader: ChunkReader, source: Located,
+                chunk: pb.Chunk, fresh: list[str]) -> None:
+    length = await _length(servers, reader, source)
+    gate = asyncio.Semaphore(FILL_IN_FLIGHT)
+
+    async def piece(offset: int) -> None:
+        async with gate:
+            data = await reader.read(source, offset, min(FILL_PIECE, length - offset))
+            await servers.call(fresh[0], "write", chunk.id, chunk.version, offset, data,
+                               chain=tuple(fresh[1:]))
+    await asyncio.gather(*(piece(offset) for offset in range(0, length, FILL_PIECE)))
