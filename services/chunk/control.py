@@ -161,9 +161,13 @@ class ControlLink:
                     redirect = await self._session(address)
                     backoff = FIRST_BACKOFF_S
                     await asyncio.sleep(REDIRECT_PAUSE_S)   # no busy loop between two nodes
-                except (StreamEnded, grpc.aio.AioRpcError, OSError) as e:
-                    log.warning("control stream to %s: %s; retrying in %.1f s",
-                                address, _why(e), backoff)
+                except Exception as e:   # any failure: the data port must stay up
+                    if isinstance(e, (StreamEnded, grpc.aio.AioRpcError, OSError)):
+                        log.warning("control stream to %s: %s; retrying in %.1f s",
+                                    address, _why(e), backoff)
+                    else:
+                        log.exception("control stream to %s failed unexpectedly; retrying "
+                                      "in %.1f s", address, backoff)
                     self.connected_to = None
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -177,7 +181,7 @@ class ControlLink:
         async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
             call = chunkmaster_pb2_grpc.ChunkMasterStub(channel).Connect()
             first = await self._full_report()
-            await call.write(first)
+            await _write(call, first)
             log.info("control stream to %s open; reported %d copies", address,
                      len(first.holding))
             self.connected_to = address
@@ -211,7 +215,7 @@ class ControlLink:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat_s)
-            await call.write(await self._incremental())
+            await _write(call, await self._incremental())
 
     def _start_job(self, job: pb.Job) -> None:
         if job.id in self._jobs:      # sent again (a retry): it is already under way
@@ -250,6 +254,15 @@ class ControlLink:
         free = await asyncio.to_thread(self.store.free_bytes)
         self.space = pb.Space(free_bytes=free, used_bytes=used, chunks=len(self.store))
         return self.space
+
+
+async def _write(call, message: pb.ServerMessage) -> None:
+    """call.write, raising why the stream ended if it has (grpc.aio says only that the
+    call is finished)."""
+    try:
+        await call.write(message)
+    except asyncio.InvalidStateError:
+        raise StreamEnded(f"{(await call.code()).name}: {await call.details()}") from None
 
 
 def _why(exc: Exception) -> str:

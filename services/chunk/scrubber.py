@@ -66,10 +66,15 @@ class Scrubber:
     async def run(self) -> None:
         while True:
             started = time.monotonic()
-            count = await self.scrub_pass()
-            self.passes += 1
-            log.info("scrub pass %d: %d chunks in %.1f s", self.passes, count,
-                     time.monotonic() - started)
+            try:
+                count = await self.scrub_pass()
+            except Exception:     # a bug must not end scrubbing for good
+                log.exception("scrub pass failed; the next one starts in %.0f s",
+                              self.interval_s)
+            else:
+                self.passes += 1
+                log.info("scrub pass %d: %d chunks in %.1f s", self.passes, count,
+                         time.monotonic() - started)
             await asyncio.sleep(self.interval_s)
 
     async def scrub_pass(self) -> int:

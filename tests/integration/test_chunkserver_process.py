@@ -219,3 +219,12 @@ def test_bad_arguments_are_refused_clearly(tmp_path, args, complaint):
                            *[x for kv in base.items() for x in kv]],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and complaint in done.stderr, done.stderr
+
+
+def test_a_chunkserver_started_before_its_master_waits_for_it(cluster, master):
+    master.stop()
+    cluster.start(0)
+    time.sleep(1.0)                              # several refused connections
+    master.start()
+    master.wait(lambda: hellos(master, cluster.address(0)), "a hello")
+    assert cluster.running(0)
