@@ -240,30 +240,40 @@ class ChunkManager:
 
     # -- what clients and operators ask --------------------------------------------------------
     def locations(self, chunk: int, version: int) -> list[mpb.ChunkLocation]:
-        """Good copies and parts at `version` on connected servers, copies first."""
-        found = [c for c in self.registry.of(chunk)
-                 if c.version == version and not c.damaged and self.registry.alive(c)]
+        """Good copies and parts at `version` on connected servers, copies first. The
+        servers a writer is moving to `version` are included before their reports say
+        so: a reader that comes too early gets a stale-version error and asks again,
+        but one that reads what it just wrote does not wait for a report."""
+        reg = self.registry
+        found = [c for c in reg.of(chunk)
+                 if c.version == version and not c.damaged and reg.alive(c)]
         found.sort(key=lambda c: (c.part, planner._mix(chunk, c.server)))
-        return [mpb.ChunkLocation(address=self.registry.address(c.server), part=c.part,
-                                  version=c.version, length=c.length) for c in found]
+        out = [mpb.ChunkLocation(address=reg.address(c.server), part=c.part,
+                                 version=c.version, length=c.length) for c in found]
+        expected_version, servers = reg.expected.get(chunk, (0, []))
+        if expected_version == version:
+            have = {c.server for c in found if c.part == 0}
+            out[:0] = [mpb.ChunkLocation(address=reg.address(s), version=version)
+                       for s in servers if s not in have and reg.servers[s].connected]
+        return out
 
     def write_targets(self, chunk: int, version: int, sclass) -> list[mpb.ChunkLocation]:
         """Where a writer puts whole copies of the chunk at `version` (just begun).
         The existing copies with the newest older version carry the chunk's data: the
         writer moves them to `version` and writes there. A chunk with no copy yet (new,
         or held only as erasure-coded parts) gets fresh servers, version 0: create."""
-        self.registry.write_began(chunk)
         goal = sclass.m + 1 if sclass.is_ec else sclass.copies
         copies = [c for c in self.registry.of(chunk) if c.part == 0 and c.version < version
                   and not c.damaged and self.registry.alive(c)]
         if copies:
             newest = max(c.version for c in copies)
-            return [mpb.ChunkLocation(address=self.registry.address(c.server), part=0,
-                                      version=c.version, length=c.length)
-                    for c in copies if c.version == newest]
-        holders = self.holders(chunk)
-        fresh = planner._spread(chunk, self._room(), holders, goal)
-        return [mpb.ChunkLocation(address=c.address, version=0) for c in fresh]
+            chosen = [(c.server, c.version, c.length) for c in copies if c.version == newest]
+        else:
+            fresh = planner._spread(chunk, self._room(), self.holders(chunk), goal)
+            chosen = [(c.server, 0, 0) for c in fresh]
+        self.registry.write_began(chunk, version, [server for server, _, _ in chosen])
+        return [mpb.ChunkLocation(address=self.registry.address(server), version=held,
+                                  length=length) for server, held, length in chosen]
 
     def _room(self) -> list[planner.Candidate]:
         return [planner.Candidate(s.server_id, s.address, s.free_bytes)

@@ -42,6 +42,9 @@ class Registry:
         self.copies: dict[int, dict[tuple[str, int], Copy]] = {}
         self.dirty: set[int] = set()       # chunks whose copies changed: check them first
         self.writes: dict[int, float] = {}  # chunk -> when a write last began
+        # chunk -> (version, server ids) a writer was told to bring to that version;
+        # offered to readers before the servers' reports catch up
+        self.expected: dict[int, tuple[int, list[str]]] = {}
         self.started = clock()
 
     # -- chunkservers ---------------------------------------------------------------------
@@ -132,8 +135,9 @@ class Registry:
     def connected(self) -> list[Server]:
         return [s for s in self.servers.values() if s.connected]
 
-    def write_began(self, chunk: int) -> None:
+    def write_began(self, chunk: int, version: int, servers: list[str]) -> None:
         self.writes[chunk] = self.clock()
+        self.expected[chunk] = (version, servers)
         self.dirty.add(chunk)
 
     def quiet(self, chunk: int, quiet_s: float) -> bool:
@@ -143,5 +147,6 @@ class Registry:
             return True
         if self.clock() - began >= quiet_s:
             del self.writes[chunk]
+            self.expected.pop(chunk, None)
             return True
         return False
