@@ -138,6 +138,49 @@ def _status(args) -> int:
     return 0 if any(n["role"] == "leader" for n in nodes) else 1
 
 
+def _class(args) -> int:
+    import asyncio
+
+    from fuse_client.metadata_client import MetadataClient
+    from mooseng import classes
+    from mooseng.addresses import address_list
+    from services.metadata.namespace.errors import FsError
+
+    async def run() -> str:
+        async with MetadataClient(address_list(args.masters), name="mooseng class") as client:
+            if args.action == "get":
+                return await classes.get_class(client, args.path)
+            changed = await classes.set_class(client, args.path, args.storage_class or "",
+                                              args.recursive)
+            return f"{args.path}: storage class set on {changed} node(s)"
+    if args.action == "set" and args.storage_class is None:
+        raise AddressError("set needs a CLASS (copies=N or ec=K+M; '' for the default)")
+    try:
+        print(asyncio.run(run()))
+    except FsError as exc:
+        print(f"mooseng class: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _chunks(args) -> int:
+    import asyncio
+
+    from google.protobuf.json_format import MessageToJson
+
+    from fuse_client.metadata_client import MetadataClient
+    from mooseng import classes
+    from mooseng.addresses import address_list
+
+    async def run():
+        async with MetadataClient(address_list(args.masters), name="mooseng chunks") as client:
+            return await classes.health(client)
+    health = asyncio.run(run())
+    print(MessageToJson(health, always_print_fields_with_no_presence=True) if args.json
+          else classes.render_health(health))
+    return 0 if health.missing == 0 else 1
+
+
 def _members(args) -> int:
     import asyncio
 
@@ -245,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
     chunk.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     chunk.set_defaults(func=_chunkserver)
+
+    cls = sub.add_parser("class", help="show or set the storage class of a path")
+    cls.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
+    cls.add_argument("action", choices=("get", "set"))
+    cls.add_argument("path", help="absolute path in the file system, like /projects/a")
+    cls.add_argument("storage_class", nargs="?", metavar="CLASS",
+                     help="copies=N or ec=K+M ('' returns to the cluster default)")
+    cls.add_argument("-r", "--recursive", action="store_true",
+                     help="set it on everything under the path too")
+    cls.set_defaults(func=_class)
+
+    chunks = sub.add_parser("chunks", help="chunkservers and the health of every chunk "
+                                           "(exit status 1 if any chunk is missing)")
+    chunks.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
+    chunks.add_argument("--json", action="store_true", help="print JSON")
+    chunks.set_defaults(func=_chunks)
 
     members = sub.add_parser("members", help="list or change the metadata cluster's members")
     members.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")
