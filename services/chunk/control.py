@@ -201,11 +201,11 @@ class ControlLink:
             reply = await call.read()
             if reply is grpc.aio.EOF:
                 raise StreamEnded("the master ended the stream")
-            if reply.error:
-                raise StreamEnded(f"the master refused the stream: {reply.error}")
             if reply.leader_address and reply.leader_address != address:
                 log.info("%s is not the leader; going to %s", address, reply.leader_address)
                 return reply.leader_address
+            if reply.error:      # a follower that knows no leader says only this
+                raise StreamEnded(f"the master refused the stream: {reply.error}")
             for job in reply.jobs:
                 self._start_job(job)
 

@@ -60,7 +60,8 @@ class FakeMaster(chunkmaster_pb2_grpc.ChunkMasterServicer):
         first = await anext(request_iterator)
         received.append(first)
         if self.leader_address:
-            yield pb.MasterMessage(leader_address=self.leader_address)
+            yield pb.MasterMessage(leader_address=self.leader_address,
+                                   error="this metadata node is not the leader")
             return
         outbox = self.outboxes[first.hello.data_address] = asyncio.Queue()
 
