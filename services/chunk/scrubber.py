@@ -73,8 +73,10 @@ class Scrubber:
                               self.interval_s)
             else:
                 self.passes += 1
-                log.info("scrub pass %d: %d chunks in %.1f s", self.passes, count,
-                         time.monotonic() - started)
+                damaged = sum(1 for bad in self.known.values() if bad)
+                log.log(logging.WARNING if damaged else logging.DEBUG,
+                        "scrub pass %d: %d chunks in %.1f s, %d of them damaged",
+                        self.passes, count, time.monotonic() - started, damaged)
             await asyncio.sleep(self.interval_s)
 
     async def scrub_pass(self) -> int:
