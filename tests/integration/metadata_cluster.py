@@ -17,8 +17,10 @@ TICK_MS = 20   # elections in 200-400 ms: tests stay quick
 
 class MetadataCluster:
     def __init__(self, root, n: int = 3, snapshot_every: int = 100_000,
-                 session_timeout: float = 30.0, metrics: bool = False):
+                 session_timeout: float = 30.0, metrics: bool = False,
+                 extra_args: tuple[str, ...] = ()):
         self.session_timeout = session_timeout
+        self.extra_args = extra_args
         self.metrics = {i: f"127.0.0.1:{free_ports(1)[0]}" for i in range(1, n + 1)} \
             if metrics else {}
         self.root = root
@@ -42,7 +44,8 @@ class MetadataCluster:
              self.data(i), "--listen", self.addresses[i], "--peers", self.peers,
              "--tick-ms", str(TICK_MS), "--snapshot-every", str(self.snapshot_every),
              "--session-timeout", str(self.session_timeout), *(["--join"] if join else []),
-             *(["--metrics-listen", self.metrics[i]] if i in self.metrics else [])],
+             *(["--metrics-listen", self.metrics[i]] if i in self.metrics else []),
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

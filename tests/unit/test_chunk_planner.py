@@ -118,5 +118,5 @@ def test_deletions_never_make_a_readable_chunk_unreadable(text, holders, free):
                if job.WhichOneof("kind") == "delete"}
     left = [h for h in holders if (h.server, h.part) not in deleted]
     assert readable(sclass, left) or not readable(sclass, holders)
-    for server, job in result.jobs:   # jobs go to connected servers only
+    for server, _job in result.jobs:   # jobs go to connected servers only
         assert server in free or any(h.server == server and h.alive for h in holders)
