@@ -46,7 +46,7 @@ class ChunkIO:
         self.locations = LocationCache(metadata)
         self.retry_s = retry_s
         self.pending_total_limit = pending_total_limit
-        self._ctx = LeaseContext(metadata, self.servers, self.reader,
+        self._ctx = LeaseContext(metadata, self.servers, self.reader, self.locations,
                                  ByteBudget(in_flight_bytes), pending_limit)
         self._leases: dict[Key, WriteLease] = {}
         self._opening: dict[Key, asyncio.Lock] = {}
@@ -157,8 +157,8 @@ class ChunkIO:
         zero that chunk's bytes past it, so that a later extension reads zeros there.
         (Written as zeros until the data protocol has a TRUNCATE.)"""
         await self.flush(caller, inode)
-        self.locations.forget(inode)
         index, cut = divmod(size, CHUNK_SIZE)
+        self.locations.forget_from(inode, index + 1)   # the setattr removes them
         if cut == 0 or (await self.locations.get(caller, inode, index)).is_hole:
             return
         lease = await self._lease(caller, inode, index)
@@ -171,7 +171,6 @@ class ChunkIO:
             self._drop(lease)
             raise
         await self.flush(caller, inode)
-        self.locations.forget(inode)
 
     def invalidate(self, inode: int) -> None:
         """Forget where the inode's chunks are (another client changed the file)."""
@@ -202,9 +201,8 @@ class ChunkIO:
                 lease = WriteLease(self._ctx, caller, inode, index)
                 await lease.begin()
                 self._leases[key] = lease
-                self.locations.forget(inode, index)
-                for other in [k for k in self._leases if k[0] == inode and k[1] < index]:
-                    self._close(other, None)   # a sequential writer left it behind
+                if (inode, index - 1) in self._leases:   # a sequential writer left it
+                    self._close((inode, index - 1), None)
         if not opening.locked():
             self._opening.pop(key, None)
         return lease

@@ -82,6 +82,10 @@ class LocationCache:
         self.put(inode, index, located)
         return located
 
+    def peek(self, inode: int, index: int) -> Located | None:
+        """The entry, however old (the caller checks chunk id and version)."""
+        return self._entries.get((inode, index))
+
     def put(self, inode: int, index: int, located: Located) -> None:
         self._entries[(inode, index)] = located
         self._entries.move_to_end((inode, index))
@@ -92,8 +96,12 @@ class LocationCache:
         """Drop one chunk's entry, or with no index every entry of the inode."""
         if index is not None:
             self._entries.pop((inode, index), None)
-            return
-        for key in [k for k in self._entries if k[0] == inode]:
+        else:
+            self.forget_from(inode, 0)
+
+    def forget_from(self, inode: int, first: int) -> None:
+        """Drop the entries of chunks `first` and later (a truncation removed them)."""
+        for key in [k for k in self._entries if k[0] == inode and k[1] >= first]:
             del self._entries[key]
 
     def _fresh(self, located: Located) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from fuse_client import write_targets
-from fuse_client.chunk_locations import Located, of_copies
+from fuse_client.chunk_locations import Located, LocationCache, of_copies
 from fuse_client.chunk_reader import ChunkReader, LocationOutdatedError
 from fuse_client.chunk_servers import ChunkServers
 from fuse_client.data_errors import WriteFailedError
@@ -60,6 +60,7 @@ class LeaseContext:
     metadata: object                 # MetadataClient
     servers: ChunkServers
     reader: ChunkReader
+    locations: LocationCache
     budget: ByteBudget
     pending_limit: int = 64 << 20    # uncommitted bytes a lease keeps before it commits
     attempts: int = 8                # begin_writes tried before a write is given up
@@ -190,7 +191,9 @@ class WriteLease:
     async def _begin(self) -> None:
         reply = await self.ctx.metadata.mutate_reply(
             self.caller, begin_write=pb.BeginWrite(inode=self.inode, chunk_index=self.index))
-        ready = await write_targets.prepare(self.ctx.servers, self.ctx.reader, reply)
+        known = of_copies(self.chunk, self.targets) if self.chunk is not None else \
+            self.ctx.locations.peek(self.inode, self.index)
+        ready = await write_targets.prepare(self.ctx.servers, self.ctx.reader, reply, known)
         self.chunk, self.targets, self.storage_class = \
             ready.chunk, ready.targets, ready.storage_class
 

@@ -4,6 +4,12 @@ A target named with a version holds the chunk at that version: it is moved to th
 one (SET_VERSION). A target with version 0 is new: the chunk is created there and, when
 the chunk already has contents (on other copies, or only as erasure-coded parts), they
 are copied over first, so every target holds the whole chunk before a new byte lands.
+
+The master learns of copies from chunkserver reports, which lag a little behind the
+writes: a begin_write right after another may name as "new" a server that already
+holds the current contents, or name no holder at all. So a target that turns out to
+hold the chunk at the previous version is moved rather than wiped, and the copies this
+client itself wrote last count as holders of the contents too.
 """
 
 import asyncio
@@ -31,8 +37,10 @@ class Prepared:
     storage_class: str
 
 
-async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply) -> Prepared:
+async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply,
+                  known: Located | None = None) -> Prepared:
     """Every target of `reply` holds the chunk's current contents at the new version.
+    `known`: where this client last saw the chunk (its own last write). Raises
     ChunkRequestError / OSError when a server fails: begin the write again."""
     chunk = reply.result.chunk
     if not reply.targets:
@@ -42,11 +50,14 @@ async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply) 
     moved = [t for t in reply.targets if t.version]
     fresh = [t.address for t in reply.targets if not t.version]
     await asyncio.gather(*(_move(servers, chunk, t) for t in moved))
-    await asyncio.gather(*(_create(servers, chunk, address) for address in fresh))
-    if fresh:
-        source = _contents(chunk, moved, reply)
+    kept = await asyncio.gather(*(_create(servers, chunk, address) for address in fresh))
+    holders = [t.address for t in moved] + [a for a, k in zip(fresh, kept, strict=True) if k]
+    empty = [a for a, k in zip(fresh, kept, strict=True) if not k]
+    if empty:
+        source = of_copies(chunk, tuple(holders)) if holders else \
+            _previous(chunk, reply, known)
         if source is not None:
-            await _fill(servers, reader, source, chunk, fresh)
+            await _fill(servers, reader, source, chunk, empty)
     return Prepared(chunk, tuple(t.address for t in reply.targets), reply.storage_class)
 
 
@@ -66,29 +77,39 @@ async def _move(servers: ChunkServers, chunk: pb.Chunk, target: mpb.ChunkLocatio
             await servers.call(target.address, "set_version", chunk.id, held, chunk.version)
 
 
-async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> None:
+async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> bool:
+    """Make the chunk at `address`; True when the server turned out to hold its current
+    contents already (the master had not heard yet), which were kept."""
     try:
         await servers.call(address, "create", chunk.id, chunk.version)
+        return False
     except ChunkRequestError as exc:
         if exc.status != p.EXISTS:
             raise
-        # a leftover the master does not count as a copy: it is about to be refilled
-        await servers.call(address, "delete", chunk.id)
-        await servers.call(address, "create", chunk.id, chunk.version)
+    held, _ = await servers.call(address, "stat", chunk.id)
+    if held == chunk.version - 1:
+        await servers.call(address, "set_version", chunk.id, held, chunk.version)
+        return True
+    # a leftover of another version: wipe it, it is refilled with the contents
+    await servers.call(address, "delete", chunk.id)
+    await servers.call(address, "create", chunk.id, chunk.version)
+    return False
 
 
-def _contents(chunk: pb.Chunk, moved: list[mpb.ChunkLocation],
-              reply: mpb.Reply) -> Located | None:
-    """Where the chunk's current contents can be read; None when it has none."""
-    if moved:
-        return of_copies(chunk, tuple(t.address for t in moved))
+def _previous(chunk: pb.Chunk, reply: mpb.Reply, known: Located | None) -> Located | None:
+    """Where the chunk's contents at the previous version can be read; None when it has
+    none (a new chunk)."""
     before = pb.Chunk(index=chunk.index, id=chunk.id, version=chunk.version - 1)
     targets = {t.address for t in reply.targets}
     held = [loc for loc in reply.locations if loc.version == before.version]
-    copies = tuple(loc for loc in held if loc.part == 0 and loc.address not in targets)
+    copies = [loc for loc in held if loc.part == 0 and loc.address not in targets]
+    if known is not None and known.chunk is not None and known.chunk.id == chunk.id \
+            and known.chunk.version == before.version:
+        copies += [c for c in known.copies if c.address not in {x.address for x in copies}]
     parts = tuple(sorted((loc for loc in held if loc.part), key=lambda loc: loc.part))
     if copies or parts:
-        return Located(before, copies=copies, parts=parts, storage_class=reply.storage_class)
+        return Located(before, copies=tuple(copies), parts=parts,
+                       storage_class=reply.storage_class)
     if chunk.version > 1:
         log.warning("chunk %d version %d: the master knows no holder of its contents; "
                     "writing to it as if it were empty", chunk.id, before.version)
