@@ -260,8 +260,20 @@ class Reply(_message.Message):
     health: Health
     def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., storage_class: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
 
+class Invalidation(_message.Message):
+    __slots__ = ("inode", "parent", "name")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    parent: int
+    name: bytes
+    def __init__(self, inode: _Optional[int] = ..., parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+
 class ReplyBatch(_message.Message):
-    __slots__ = ("replies",)
+    __slots__ = ("replies", "invalidations")
     REPLIES_FIELD_NUMBER: _ClassVar[int]
+    INVALIDATIONS_FIELD_NUMBER: _ClassVar[int]
     replies: _containers.RepeatedCompositeFieldContainer[Reply]
-    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ...) -> None: ...
+    invalidations: _containers.RepeatedCompositeFieldContainer[Invalidation]
+    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ..., invalidations: _Optional[_Iterable[_Union[Invalidation, _Mapping]]] = ...) -> None: ...
