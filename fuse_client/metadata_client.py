@@ -108,6 +108,9 @@ class MetadataClient:
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        # Called with lists of mpb.Invalidation: other clients' changes (see
+        # services/metadata/invalidations.py). Set it before open() to receive them.
+        self.on_invalidate = None
 
     # -- life cycle -------------------------------------------------------------------------
     async def open(self) -> "MetadataClient":
@@ -193,6 +196,7 @@ class MetadataClient:
         return reply
 
     def _send(self, request: mpb.Request) -> None:
+        request.invalidations = self.on_invalidate is not None
         if request.HasField("mutation"):
             request.acked_seq = self._acked_seq()
         self._outgoing.put_nowait(request)
@@ -238,10 +242,18 @@ class MetadataClient:
         """Take replies until the stream breaks or the leader turns us away."""
         try:
             async for batch in self._stream:
+                if batch.invalidations and self.on_invalidate is not None:
+                    self._invalidate(list(batch.invalidations))
                 if not self._take(batch.replies):
                     return
         except grpc.aio.AioRpcError as exc:
             log.debug("metadata stream to %s ended: %s", self.leader, exc.code())
+
+    def _invalidate(self, notices: list) -> None:
+        try:
+            self.on_invalidate(notices)
+        except Exception:   # a cache's bug must not break the session
+            log.exception("invalidation handler failed")
 
     def _take(self, replies) -> bool:
         """Resolve answered calls; False when a reply says to go elsewhere."""

@@ -20,6 +20,7 @@ from schemas import namespace_pb2 as pb
 from services.common import metrics, tracing
 from services.common.streams import pipelined
 from services.metadata.chunks.manager import ChunkManager
+from services.metadata.invalidations import Subscriber, Subscribers
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads
 from services.metadata.namespace.errors import FsError
@@ -70,12 +71,24 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                  chunks: ChunkManager | None = None):
         self.node, self.sessions = node, sessions
         self.chunks = chunks or ChunkManager(node)
+        self.subscribers = Subscribers()
         self.telemetry = MetadataTelemetry(node)
 
     async def Session(self, request_iterator, context):
-        async for batch in pipelined(request_iterator, lambda b: b.requests, self._handle,
-                                     lambda replies: mpb.ReplyBatch(replies=replies)):
-            yield batch
+        stream = Subscriber()
+
+        def subscribe(notify) -> None:
+            stream.notify = notify
+        self.subscribers.add(stream)
+        try:
+            async for batch in pipelined(
+                    request_iterator, lambda b: stream.observe(b.requests), self._handle,
+                    lambda replies, notices: mpb.ReplyBatch(replies=replies,
+                                                            invalidations=notices),
+                    subscribe):
+                yield batch
+        finally:
+            self.subscribers.discard(stream)
 
     async def _handle(self, requests, put) -> None:
         waiters: dict[int, object] = {}   # request id -> its proposal, for stage spans
@@ -164,8 +177,10 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
 
         def done(outcome) -> None:
             reply = self._mutation_reply(request, outcome)
-            if kind == "begin_write" and reply.status == Status.OK and not reply.errno:
-                self._add_write_targets(reply)
+            if reply.status == Status.OK and not reply.errno:
+                if kind == "begin_write":
+                    self._add_write_targets(reply)
+                self.subscribers.publish(request.session, stamped, reply.result)
             put(reply)
         return self.node.submit([stamped.SerializeToString()], done)
 

@@ -265,3 +265,24 @@ def test_follower_reads_see_the_clients_own_writes(cluster):
                 assert seen.attr.inode == made.attr.inode   # never older than our write
             assert c._reads.address == follower and c._reads.answered == 20
     asyncio.run(run())
+
+
+def test_other_clients_changes_are_pushed_as_invalidations(cluster):
+    async def scenario():
+        seen: list[mpb.Invalidation] = []
+        async with client(cluster) as writer, client(cluster) as watcher:
+            watcher.on_invalidate = seen.extend
+            await watcher.read(ROOT, getattr=mpb.Getattr(inode=1))   # subscribes
+            f = (await writer.mutate(ROOT, create=pb.Create(parent=1, name=b"f",
+                                                            mode=0o644))).attr.inode
+            await writer.mutate(ROOT, setattr=pb.Setattr(inode=f, mode=0o600))
+            await watcher.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"own", mode=0o755))
+            for _ in range(50):
+                if len(seen) >= 4:
+                    break
+                await asyncio.sleep(0.05)
+        assert (1, b"f") in {(n.parent, n.name) for n in seen}
+        inodes = [n.inode for n in seen if n.inode]
+        assert 1 in inodes and f in inodes
+        assert b"own" not in {n.name for n in seen}   # not told about its own change
+    asyncio.run(scenario())
