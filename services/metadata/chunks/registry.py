@@ -93,14 +93,25 @@ class Registry:
         for held in message.dropped:
             self._drop(server, held.chunk, held.part)
         for damage in message.damaged:
-            copy = self.copies.get(damage.chunk, {}).get((server.server_id, damage.part))
-            if copy is not None and copy.version == damage.version:
-                copy.damaged = damage.detail or "reported damaged"
-                self.dirty.add(damage.chunk)
+            self._damage(server, damage)
         if message.HasField("space"):
             space = message.space
             server.free_bytes, server.used_bytes = space.free_bytes, space.used_bytes
             server.chunks = space.chunks
+
+    def _damage(self, server: Server, damage: cpb.Damage) -> None:
+        detail = damage.detail or "reported damaged"
+        copy = self.copies.get(damage.chunk, {}).get((server.server_id, damage.part))
+        if copy is not None and copy.version == damage.version:
+            copy.damaged = detail
+        elif copy is None and damage.version == 0:
+            # A file whose header cannot be read: its version is unknown. Known as a
+            # damaged copy, it is deleted like one once the chunk is at its goal.
+            self._add(server, cpb.Held(chunk=damage.chunk, part=damage.part))
+            self.copies[damage.chunk][(server.server_id, damage.part)].damaged = detail
+        else:
+            return
+        self.dirty.add(damage.chunk)
 
     def _add(self, server: Server, held: cpb.Held) -> None:
         key = (server.server_id, held.part)
