@@ -9,6 +9,7 @@ deleted file are collected after the retention delay.
 import asyncio
 import glob
 import os
+import signal
 import time
 
 import pytest
@@ -215,3 +216,35 @@ def test_the_chunks_of_a_deleted_file_are_collected_after_the_retention_delay(cl
             await until(collected, "the orphan copies deleted")
             await io.close()
     run(scenario())
+
+
+def test_a_new_metadata_leader_relearns_the_copies_and_reads_go_on(cluster):
+    meta, chunks = cluster
+    data = os.urandom(2 << 20)
+    leader = meta.wait_leader()["id"]
+
+    async def scenario():
+        async with MetadataClient(list(meta.addresses.values())) as md:
+            io = ChunkIO(md)
+            ino = await new_file(md, b"across-failover", "copies=2")
+            await io.write(ROOT, ino, 0, data)
+            await io.flush(ROOT, ino)
+            await until(lambda: at_goal(md, ino, 0, copies=2), "two copies")
+            meta.signal(leader, signal.SIGKILL)
+            io.invalidate(ino)
+            assert await io.read(ROOT, ino, 0, len(data), len(data)) == data
+            health = await until(_all_reconnected(md, len(chunks.procs)),
+                                 "chunkservers reporting to the new leader")
+            assert health.missing == 0
+            await until(lambda: at_goal(md, ino, 0, copies=2), "the copies relearned")
+            meta.start(leader)
+            await io.close()
+    run(scenario())
+
+
+def _all_reconnected(md: MetadataClient, n: int):
+    async def check():
+        health = await classes.health(md)
+        ok = sum(s.connected for s in health.servers) == n and health.settled
+        return health if ok else None
+    return check
