@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the project needs; installed whenever one is missing.
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev fio git make)
 # Only where python3 cannot make a virtualenv by itself.
 APT_FOR_VENV=(python3-venv)
 
