@@ -510,11 +510,20 @@ class ChunkStore:
     def version(self, chunk_id: int) -> int:
         return self._get(chunk_id).header.version
 
-    @_locked
     def scrub(self, chunk_id: int) -> list[int]:
         """Numbers of the blocks that fail their CRC, read from the disk rather than from
         cached pages (except pages with changes not yet written back). The header is read
-        back too: ChunkCorruptError if it is damaged."""
+        back too: ChunkCorruptError if it is damaged. The store's lock is taken one batch
+        (1 MiB) at a time, so reads and writes of other chunks wait at most that long;
+        each batch is checked against the header current at the time it is read."""
+        self._drop_cached(chunk_id)
+        bad = []
+        for first in range(0, BLOCKS, SCRUB_BATCH):
+            bad.extend(self._scrub_batch(chunk_id, first))
+        return bad
+
+    @_locked
+    def _drop_cached(self, chunk_id: int) -> None:
         self._close_file(chunk_id)
         path = self._paths.get(chunk_id)
         if path is None:
@@ -525,13 +534,13 @@ class ChunkStore:
             os.close(fd)
         except OSError as e:
             raise ChunkIOError(chunk_id, path, e) from e
+
+    @_locked
+    def _scrub_batch(self, chunk_id: int, first: int) -> list[int]:
         c = self._get(chunk_id)
-        bad = []
         with self._io(c):
-            for first in range(0, BLOCKS, SCRUB_BATCH):
-                raw = os.pread(c.fd, SCRUB_BATCH * BLOCK_SIZE, HEADER_SIZE + first * BLOCK_SIZE)
-                bad.extend(b for b, _ in _mismatches(c.header.crcs, first, SCRUB_BATCH, raw))
-        return bad
+            raw = os.pread(c.fd, SCRUB_BATCH * BLOCK_SIZE, HEADER_SIZE + first * BLOCK_SIZE)
+        return [b for b, _ in _mismatches(c.header.crcs, first, SCRUB_BATCH, raw)]
 
     @_locked
     def free_bytes(self) -> int:
