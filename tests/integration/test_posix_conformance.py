@@ -1,0 +1,49 @@
+"""POSIX conformance: every case of posix_suite run on a fresh tmpfs (the reference)
+and on the target, step by step; a failure names the family, the case and the first
+steps where the target differs from tmpfs.
+
+Targets: a second tmpfs (which checks the suite itself: two runs of the kernel's own
+file system must agree, so every case is deterministic) and the MooseNG mount.
+"""
+
+import pytest
+
+from tests.integration.posix_suite import CASES, differences, run_case
+from tests.integration.tmpfs import mounted_tmpfs, tmpfs_dir  # noqa: F401 - a fixture
+
+
+@pytest.fixture(scope="module", params=["tmpfs", "mooseng"])
+def target(request):
+    """(name, directory) of the file system under test."""
+    if request.param == "tmpfs":
+        with mounted_tmpfs() as point:
+            yield "tmpfs2", point
+    else:
+        try:
+            from tests.integration.mount_fixture import mounted_cluster
+        except ImportError:
+            pytest.skip("tests/integration/mount_fixture.py (the mount) is not there yet")
+        with mounted_cluster(request.getfixturevalue("tmp_path_factory").mktemp("posix")) \
+                as cluster:
+            yield "mooseng", cluster.mountpoint
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_as_tmpfs(name, tmpfs_dir, target):  # noqa: F811 - the fixture
+    target_name, target_dir = target
+    reference = run_case(name, tmpfs_dir)
+    got = run_case(name, target_dir)
+    diffs = differences(reference, got, "tmpfs", target_name)
+    assert not diffs, f"{name} on {target_name} differs from tmpfs:\n" + "\n".join(diffs)
+
+
+def test_the_suite_notices_a_difference(tmpfs_dir):  # noqa: F811 - the fixture
+    """A tmpfs mounted nodev differs from tmpfs exactly where device nodes are opened:
+    a comparison that could not fail would pass here too."""
+    with mounted_tmpfs(options="nodev") as nodev:
+        reference = run_case("mknod-devices_as_root", tmpfs_dir)
+        got = run_case("mknod-devices_as_root", nodev)
+    assert differences(reference, got, "tmpfs", "nodev") == [
+        "step 5 'write to the null device': tmpfs=('ok', 4) nodev='EACCES'",
+        "step 6 'read the zero device': tmpfs=('ok', " + repr(bytes(100)) + ") nodev='EACCES'",
+    ]
