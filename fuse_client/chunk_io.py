@@ -18,6 +18,7 @@ from fuse_client.chunk_servers import ChunkServers
 from fuse_client.chunk_spans import Span, clamp, spans
 from fuse_client.data_errors import DataUnavailableError, WriteFailedError
 from fuse_client.ec_reader import DecodedChunks
+from fuse_client.read_ahead import ReadAhead
 from fuse_client.write_lease import ByteBudget, LeaseContext, WriteLease
 from schemas import namespace_pb2 as pb
 from services.chunk import protocol as p
@@ -27,6 +28,9 @@ from services.metadata.namespace.records import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
 ZERO_PIECE = 4 << 20
+# A sequential writer this close to a chunk's end gets the next chunk begun meanwhile,
+# so that its writes do not wait for begin_write at the boundary.
+BEGIN_AHEAD = 8 << 20
 
 Key = tuple[int, int]   # (inode, chunk index)
 
@@ -34,23 +38,28 @@ Key = tuple[int, int]   # (inode, chunk index)
 class ChunkIO:
     def __init__(self, metadata, *, in_flight_bytes: int = 16 << 20,
                  pending_limit: int = 64 << 20, pending_total_limit: int = 512 << 20,
-                 retry_s: float = 10.0, timeout_s: float = 30.0, decoded_chunks: int = 3):
+                 retry_s: float = 10.0, timeout_s: float = 30.0, decoded_chunks: int = 3,
+                 read_ahead_bytes: int = 16 << 20):
         """`in_flight_bytes`: writes on the wire at once; `pending_limit` /
         `pending_total_limit`: uncommitted bytes kept (for resending) per chunk / in
         all, past which a commit is made; `retry_s`: how long a read keeps locating a
-        chunk whose copies all fail; `timeout_s`: deadline of one chunkserver request."""
+        chunk whose copies all fail; `timeout_s`: deadline of one chunkserver request;
+        `read_ahead_bytes`: how far ahead of a sequential reader to fetch (0: never)."""
         self.metadata = metadata
         self.servers = ChunkServers(timeout_s)
         self.decoded = DecodedChunks(self.servers, decoded_chunks)
         self.reader = ChunkReader(self.servers, self.decoded)
         self.locations = LocationCache(metadata)
         self.retry_s = retry_s
+        self.ahead = ReadAhead(self._read, window=read_ahead_bytes) \
+            if read_ahead_bytes else None
         self.pending_total_limit = pending_total_limit
         self._ctx = LeaseContext(metadata, self.servers, self.reader, self.locations,
                                  ByteBudget(in_flight_bytes), pending_limit)
         self._leases: dict[Key, WriteLease] = {}
         self._opening: dict[Key, asyncio.Lock] = {}
         self._closing: dict[Key, asyncio.Task] = {}
+        self._ahead: dict[Key, asyncio.Task] = {}          # leases begun before needed
         self._failures: dict[int, BaseException] = {}     # inode -> a write-back failure
         self._unsynced: dict[int, dict[int, tuple[pb.Chunk, tuple[str, ...]]]] = {}
 
@@ -60,6 +69,12 @@ class ChunkIO:
         """Up to `length` bytes from `offset`, never past `file_size`; holes and bytes
         a chunk never stored read as zeros. DataUnavailableError (EIO) when no copy or
         set of parts can give a chunk back within `retry_s`."""
+        if self.ahead is not None:
+            return await self.ahead.read(caller, inode, offset, length, file_size)
+        return await self._read(caller, inode, offset, length, file_size)
+
+    async def _read(self, caller: pb.Caller, inode: int, offset: int, length: int,
+                    file_size: int) -> bytes:
         pieces = spans(offset, clamp(offset, length, file_size))
         if len(pieces) == 1:
             return await self._read_span(caller, inode, pieces[0])
@@ -101,15 +116,20 @@ class ChunkIO:
         bytes are on their way. Raises a failure of an earlier write to the inode not
         yet reported, WriteFailedError (EIO), or FsError from the master."""
         self._raise_failure(inode)
+        self._forget_read_ahead(inode)
         data = data if isinstance(data, bytes) else bytes(data)
         view = memoryview(data)
         for span in spans(offset, len(data)):
             lease = await self._lease(caller, inode, span.index)
+            if (inode, span.index - 1) in self._leases:   # a sequential writer left it
+                self._close((inode, span.index - 1), None, sync=True)
             try:
                 await lease.write(span.offset, view[span.start:span.start + span.length])
             except (WriteFailedError, FsError):
                 self._drop(lease)
                 raise
+            if span.offset + span.length >= CHUNK_SIZE - BEGIN_AHEAD:
+                self._begin_ahead(caller, inode, span.index + 1)
         if self._ctx.pending_total > self.pending_total_limit:
             await self._commit_largest()
         return offset + len(data)
@@ -156,6 +176,7 @@ class ChunkIO:
         """Before a setattr shrinks the file to `size`: when `size` falls inside a chunk,
         zero that chunk's bytes past it, so that a later extension reads zeros there.
         (Written as zeros until the data protocol has a TRUNCATE.)"""
+        self._forget_read_ahead(inode)
         await self.flush(caller, inode)
         index, cut = divmod(size, CHUNK_SIZE)
         self.locations.forget_from(inode, index + 1)   # the setattr removes them
@@ -173,11 +194,19 @@ class ChunkIO:
         await self.flush(caller, inode)
 
     def invalidate(self, inode: int) -> None:
-        """Forget where the inode's chunks are (another client changed the file)."""
+        """Forget where the inode's chunks are and what was read ahead (another client
+        changed the file)."""
         self.locations.forget(inode)
+        self._forget_read_ahead(inode)
+
+    def _forget_read_ahead(self, inode: int) -> None:
+        if self.ahead is not None:
+            self.ahead.forget(inode)
 
     async def close(self) -> None:
         """Commit what is still pending (failures are logged), then disconnect."""
+        if self._ahead:
+            await asyncio.wait(list(self._ahead.values()))
         for key in list(self._leases):
             self._close(key, None)
         if self._closing:
@@ -201,32 +230,55 @@ class ChunkIO:
                 lease = WriteLease(self._ctx, caller, inode, index)
                 await lease.begin()
                 self._leases[key] = lease
-                if (inode, index - 1) in self._leases:   # a sequential writer left it
-                    self._close((inode, index - 1), None)
         if not opening.locked():
             self._opening.pop(key, None)
         return lease
 
-    def _close(self, key: Key, caller: pb.Caller | None) -> None:
+    def _begin_ahead(self, caller: pb.Caller, inode: int, index: int) -> None:
+        key = (inode, index)
+        if key in self._leases or key in self._opening or key in self._ahead:
+            return
+
+        async def begin() -> None:
+            try:
+                await self._lease(caller, inode, index)
+            except (WriteFailedError, FsError, OSError) as exc:   # the write will retry
+                log.info("inode %d: beginning chunk %d ahead failed: %s", inode, index, exc)
+        self._ahead[key] = task = asyncio.create_task(begin())
+        task.add_done_callback(lambda _t: self._ahead.pop(key, None))
+
+    def _close(self, key: Key, caller: pb.Caller | None, sync: bool = False) -> None:
         """Commit the lease in the background and retire it; the next write to the chunk
-        begins a new one once this is done."""
+        begins a new one once this is done. `sync`: then make it durable too (a chunk a
+        sequential writer finished: the disks work while the next chunk is sent, and a
+        later fsync finds little left to do)."""
         lease = self._leases.pop(key)
-        self._closing[key] = task = asyncio.create_task(self._retire(lease, caller))
+        self._closing[key] = task = asyncio.create_task(self._retire(lease, caller, sync))
         task.add_done_callback(lambda _t: self._closing.pop(key, None)
                                if self._closing.get(key) is task else None)
 
-    async def _retire(self, lease: WriteLease, caller: pb.Caller | None) -> None:
+    async def _retire(self, lease: WriteLease, caller: pb.Caller | None, sync: bool) -> None:
         try:
             await lease.commit(caller)
         except (WriteFailedError, FsError, OSError) as exc:
             self._failures.setdefault(lease.inode, exc)
             lease.forget_pending()
             return
-        if lease.chunk is not None:
-            self.locations.put(lease.inode, lease.index,
-                               of_copies(lease.chunk, lease.targets, lease.storage_class))
-            self._unsynced.setdefault(lease.inode, {})[lease.chunk.id] = \
-                (lease.chunk, lease.targets)
+        if lease.chunk is None:
+            return
+        self.locations.put(lease.inode, lease.index,
+                           of_copies(lease.chunk, lease.targets, lease.storage_class))
+        unsynced = self._unsynced.setdefault(lease.inode, {})
+        unsynced[lease.chunk.id] = (lease.chunk, lease.targets)
+        if sync:
+            try:
+                await self._sync(lease.chunk, lease.targets)
+            except WriteFailedError as exc:   # fsync tries again and reports it
+                log.info("inode %d: syncing chunk %d behind the writer failed: %s",
+                         lease.inode, lease.index, exc)
+                return
+            if unsynced.get(lease.chunk.id) == (lease.chunk, lease.targets):
+                del unsynced[lease.chunk.id]
 
     async def _closed(self, key: Key) -> None:
         task = self._closing.get(key)

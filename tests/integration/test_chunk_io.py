@@ -259,3 +259,31 @@ def test_a_cut_file_extended_again_reads_zeros_in_the_gap(cluster):
                     gap = await other.read(inode, size, far - size)
                     assert gap == bytes(far - size)
     run(scenario())
+
+
+def test_a_sequential_reader_sees_writes_made_inside_what_it_read_ahead(cluster):
+    md, _cs = cluster
+
+    async def scenario():
+        model = SparseModel()
+        async with Mount(md) as m:
+            await m.wait_servers(4)
+            inode = await m.create(b"read-ahead")
+            data = os.urandom(12 * MiB)
+            model.write(CHUNK_SIZE - 6 * MiB, data)        # chunks 0 and 1
+            await m.io.write(ROOT, inode, CHUNK_SIZE - 6 * MiB, data)
+            await m.io.flush(ROOT, inode)
+            size = len(model.data)
+            step, offset = 300_000, CHUNK_SIZE - 7 * MiB
+            while offset < CHUNK_SIZE - 5 * MiB:     # sequential: the window fills ahead
+                assert await m.io.read(ROOT, inode, offset, step, size) == \
+                    model.read(offset, step)
+                offset += step
+            patch = b"new bytes" * 1000
+            model.write(offset + 2 * MiB, patch)     # inside the window read ahead
+            await m.io.write(ROOT, inode, offset + 2 * MiB, patch)
+            while offset < size:
+                assert await m.io.read(ROOT, inode, offset, step, size) == \
+                    model.read(offset, step)
+                offset += step
+    run(scenario())
