@@ -39,12 +39,16 @@ class ChunkIO:
     def __init__(self, metadata, *, in_flight_bytes: int = 16 << 20,
                  pending_limit: int = 64 << 20, pending_total_limit: int = 512 << 20,
                  retry_s: float = 10.0, timeout_s: float = 30.0, decoded_chunks: int = 3,
-                 read_ahead_bytes: int = 16 << 20):
+                 read_ahead_bytes: int = 16 << 20, begin_ahead: bool = True,
+                 sync_behind: bool = True):
         """`in_flight_bytes`: writes on the wire at once; `pending_limit` /
         `pending_total_limit`: uncommitted bytes kept (for resending) per chunk / in
         all, past which a commit is made; `retry_s`: how long a read keeps locating a
         chunk whose copies all fail; `timeout_s`: deadline of one chunkserver request;
-        `read_ahead_bytes`: how far ahead of a sequential reader to fetch (0: never)."""
+        `read_ahead_bytes`: how far ahead of a sequential reader to fetch (0: never);
+        `begin_ahead` / `sync_behind`: begin the next chunk of a sequential writer early,
+        sync the chunk it finished in the background."""
+        self.begin_ahead, self.sync_behind = begin_ahead, sync_behind
         self.metadata = metadata
         self.servers = ChunkServers(timeout_s)
         self.decoded = DecodedChunks(self.servers, decoded_chunks)
@@ -122,13 +126,13 @@ class ChunkIO:
         for span in spans(offset, len(data)):
             lease = await self._lease(caller, inode, span.index)
             if (inode, span.index - 1) in self._leases:   # a sequential writer left it
-                self._close((inode, span.index - 1), None, sync=True)
+                self._close((inode, span.index - 1), None, sync=self.sync_behind)
             try:
                 await lease.write(span.offset, view[span.start:span.start + span.length])
             except (WriteFailedError, FsError):
                 self._drop(lease)
                 raise
-            if span.offset + span.length >= CHUNK_SIZE - BEGIN_AHEAD:
+            if self.begin_ahead and span.offset + span.length >= CHUNK_SIZE - BEGIN_AHEAD:
                 self._begin_ahead(caller, inode, span.index + 1)
         if self._ctx.pending_total > self.pending_total_limit:
             await self._commit_largest()
