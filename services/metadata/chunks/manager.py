@@ -102,7 +102,9 @@ class ChunkManager:
                 self._reset(term=None)
             return
         if self.term != self.node.core.term:
-            self.registry.reset()
+            # Newly leading. Streams that connected already came to this node as the
+            # leader: what they reported stays (a report is a fact about a server,
+            # whoever leads); only jobs and walks start again.
             self._reset(term=self.node.core.term)
         if self.clock() - self.since < self.options.settle_s:
             return
