@@ -1,0 +1,241 @@
+"""The mount through failures and next to another mount.
+
+- fio writes and verifies a file while the metadata leader and then a chunkserver
+  are SIGKILLed: the job finishes with no verify error, and the data verifies again
+  from a dropped page cache.
+- Two mounts of one cluster: what one creates, changes, renames or removes, the
+  other sees: contents as soon as the writer closed and the reader opens, names and
+  attributes within the kernel's attribute/entry timeout.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+mount_fixture = pytest.importorskip("tests.integration.mount_fixture",
+                                    reason="the mount (mount_fixture.py) is not there yet")
+from fuse_client import mountinfo  # noqa: E402 - only once the mount exists
+
+ATTR_TIMEOUT_S = 1.0        # the mount's default attribute and entry timeouts
+SLACK_S = 1.0               # time for a pushed invalidation or a timeout to pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the mount tests run as root")
+    with mount_fixture.mounted_cluster(tmp_path_factory.mktemp("failover")) as c:
+        yield c
+
+
+def fio(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(["fio", *args, "--output-format=json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finished_cleanly(proc: subprocess.Popen, what: str, timeout: float = 120) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"{what}: fio exited {proc.returncode}: {err}\n{out[-3000:]}"
+    assert "verify" not in err, f"{what}: {err}"
+    result = json.loads(out)
+    for job in result["jobs"]:
+        assert job["error"] == 0, f"{what}: {job['jobname']} error {job['error']}"
+    return result
+
+
+def newest_chunkserver(chunks) -> int:
+    """The chunkserver that stored something last: it holds a copy of the chunk being
+    written now (copies=2 on 3 servers), so killing it hits the write in flight."""
+    def newest(i: int) -> float:
+        latest = 0.0
+        for dirpath, _dirs, files in os.walk(chunks.data_dir(i)):
+            for f in files:
+                with contextlib.suppress(FileNotFoundError):
+                    latest = max(latest, os.stat(os.path.join(dirpath, f)).st_mtime)
+        return latest
+    return max((i for i in range(chunks.n) if chunks.running(i)), key=newest)
+
+
+def test_fio_verifies_through_a_leader_kill_and_a_chunkserver_kill(cluster):
+    work = os.path.join(cluster.mountpoint, "fio-failover")
+    os.mkdir(work)
+    job = ["--name=failover", f"--filename={os.path.join(work, 'data')}", "--rw=write",
+           "--bs=128k", "--size=160M", "--verify=crc32c", "--direct=0",
+           "--ioengine=psync"]
+    # 12 MiB/s: the write phase takes ~13 s, long enough for both kills to land in it
+    writer = fio(*job, "--rate=12m", "--end_fsync=1")
+    killed_node = killed_server = None
+    try:
+        time.sleep(3)
+        leader = cluster.meta.wait_leader()["id"]
+        assert cluster.meta.signal(leader, signal.SIGKILL) == -signal.SIGKILL
+        killed_node = leader
+        time.sleep(4)
+        assert writer.poll() is None, "fio finished before the chunkserver kill"
+        killed_server = newest_chunkserver(cluster.chunks)
+        cluster.chunks.kill(killed_server)
+        result = finished_cleanly(writer, "write + verify")
+        assert result["jobs"][0]["write"]["io_kbytes"] == 160 * 1024
+        again = finished_cleanly(fio(*job, "--verify_only", "--invalidate=1"),
+                                 "verify again from the mount")
+        assert again["jobs"][0]["read"]["io_kbytes"] == 160 * 1024
+        assert cluster.meta.wait_leader()["id"] != killed_node
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+        # the cluster as it was, for the next test
+        if killed_node is not None:
+            cluster.meta.start(killed_node)
+        if killed_server is not None:
+            cluster.chunks.start(killed_server)
+    cluster.meta.wait_converged(60)
+
+
+# -- two mounts --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def second_mount(cluster, name: str):
+    """`mooseng mount` of the same cluster on another directory; always unmounted."""
+    point = os.path.join(cluster.root, name)
+    os.makedirs(point)
+    done = cluster.mooseng("mount", "--masters", cluster.masters, "--log",
+                           os.path.join(cluster.root, f"{name}.log"), point)
+    assert done.returncode == 0, done.stderr
+    pid = int(mount_fixture.MOUNTED.search(done.stdout).group(1))
+    try:
+        yield point
+    finally:
+        cluster.mooseng("umount", point)
+        if mountinfo.find(point) is not None:
+            subprocess.run(["fusermount3", "-uz", point], capture_output=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write(path: str, data: bytes, mode: str = "wb") -> None:
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def within(timeout: float, check) -> float:
+    """Seconds until check() held; fails after `timeout`."""
+    start = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not seen within {timeout} s")
+        time.sleep(0.02)
+
+
+def gone(path: str) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def other(cluster):
+    """A second mount of the cluster: the path of its root."""
+    with second_mount(cluster, "mnt-b") as point:
+        yield point
+
+
+@pytest.fixture
+def both(cluster, other, request):
+    """One fresh directory as each mount sees it: (path on A, path on B)."""
+    name = request.node.name
+    os.mkdir(os.path.join(cluster.mountpoint, name))
+    return os.path.join(cluster.mountpoint, name), os.path.join(other, name)
+
+
+LIMIT_S = ATTR_TIMEOUT_S + SLACK_S
+
+
+def test_names_created_renamed_and_removed_on_one_mount_show_on_the_other(both):
+    a, b = both
+    assert gone(os.path.join(b, "f"))      # B may now hold a negative entry for it
+    write(os.path.join(a, "f"), b"x")
+    within(LIMIT_S, lambda: os.path.exists(os.path.join(b, "f")))
+    os.rename(os.path.join(a, "f"), os.path.join(a, "g"))
+    within(LIMIT_S, lambda: gone(os.path.join(b, "f")) and os.path.exists(os.path.join(b, "g")))
+    os.mkdir(os.path.join(a, "sub"))
+    write(os.path.join(a, "sub", "inner"), b"x")
+    within(LIMIT_S, lambda: os.listdir(os.path.join(b, "sub")) == ["inner"])
+    os.unlink(os.path.join(a, "g"))
+    within(LIMIT_S, lambda: gone(os.path.join(b, "g")))
+    with pytest.raises(FileNotFoundError):
+        open(os.path.join(b, "g"), "rb").close()
+    assert sorted(os.listdir(b)) == ["sub"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: write(p, b"FIRST VERSION"), b"FIRST VERSION"),   # same size, new bytes
+    (lambda p: write(p, b" and more", "ab"), b"first version and more"),
+    (lambda p: write(p, b"short"), b"short"),
+    (lambda p: os.truncate(p, 0), b""),
+], ids=["same-size", "grown", "shrunk", "truncated"])
+def test_contents_are_fresh_on_open_after_the_writer_closed(both, change, expected):
+    """Close-to-open: once A closed, B's next open reads what A wrote, although B
+    read (and may cache) the old contents and size just before."""
+    a, b = both
+    write(os.path.join(a, "f"), b"first version")
+    assert read(os.path.join(b, "f")) == b"first version"
+    change(os.path.join(a, "f"))
+    assert read(os.path.join(b, "f")) == expected
+    within(LIMIT_S, lambda: os.stat(os.path.join(b, "f")).st_size == len(expected))
+
+
+def test_the_other_way_round_too(both):
+    a, b = both
+    write(os.path.join(a, "f"), b"from a")
+    assert read(os.path.join(b, "f")) == b"from a"
+    write(os.path.join(b, "f"), b"b wrote this")
+    assert read(os.path.join(a, "f")) == b"b wrote this"
+
+
+def test_attributes_changed_on_one_mount_show_on_the_other(both):
+    a, b = both
+    write(os.path.join(a, "f"), b"x")
+    os.stat(os.path.join(b, "f"))           # B has the old attributes cached
+    os.chmod(os.path.join(a, "f"), 0o600)
+    os.chown(os.path.join(a, "f"), 1000, 1000)
+    within(LIMIT_S, lambda: (lambda st: (st.st_mode & 0o777, st.st_uid) == (0o600, 1000))(
+        os.stat(os.path.join(b, "f"))))
+    os.utime(os.path.join(a, "f"), ns=(5_000_000_001, 6_000_000_002))
+    within(LIMIT_S, lambda: os.stat(os.path.join(b, "f")).st_mtime_ns == 6_000_000_002)
+    os.setxattr(os.path.join(a, "f"), "user.tag", b"v1")
+    assert os.getxattr(os.path.join(b, "f"), "user.tag") == b"v1"
+
+
+def test_a_reader_keeps_reading_what_another_mount_removes(both):
+    """Unlink on one mount while the other has the file open: the open file lives
+    on, as it would on a local file system."""
+    a, b = both
+    data = os.urandom(3 << 20)
+    write(os.path.join(a, "f"), data)
+    fd = os.open(os.path.join(b, "f"), os.O_RDONLY)
+    try:
+        os.unlink(os.path.join(a, "f"))
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        got = bytearray()
+        while block := os.read(fd, 1 << 20):
+            got += block
+        assert bytes(got) == data
+    finally:
+        os.close(fd)
