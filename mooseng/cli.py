@@ -199,6 +199,16 @@ def _members(args) -> int:
     return 0 if ok else 1
 
 
+def _mount(args) -> int:
+    from fuse_client.mount_command import mount
+    return mount(args)
+
+
+def _umount(args) -> int:
+    from fuse_client.mount_command import umount
+    return umount(args)
+
+
 def _use_uvloop() -> None:
     try:
         import uvloop
@@ -318,6 +328,31 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="a JSON list, one object a node")
     status.add_argument("--timeout", type=float, default=2.0, help="seconds per node")
     status.set_defaults(func=_status)
+
+    mount = sub.add_parser("mount", help="mount the file system (FUSE)")
+    mount.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
+    mount.add_argument("mountpoint", help="an existing directory")
+    mount.add_argument("-o", dest="option", action="append", metavar="OPT[,OPT...]",
+                       help="attr_timeout=S, entry_timeout=S, negative_timeout=S (default "
+                            "1 s each), no_writeback_cache, read_ahead_kb=N (default "
+                            "1024); anything else (ro, noexec, ...) goes to FUSE. See "
+                            "docs/mount.md")
+    mount.add_argument("--foreground", action="store_true",
+                       help="serve the mount in this process, logging to stderr, until "
+                            "it is unmounted or interrupted (for debugging)")
+    mount.add_argument("--log", metavar="FILE",
+                       help="the mount process's log (default: "
+                            "/tmp/mooseng-mounts/<mount point, quoted>.log)")
+    mount.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="how long to wait for the mount to be live (default 120)")
+    mount.set_defaults(func=_mount)
+
+    umount = sub.add_parser("umount", help="unmount a MooseNG mount and wait for its "
+                                           "process to commit and end")
+    umount.add_argument("mountpoint")
+    umount.add_argument("-l", "--lazy", action="store_true",
+                        help="detach now even if files are open; it ends when they close")
+    umount.set_defaults(func=_umount)
     return parser
 
 

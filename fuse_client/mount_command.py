@@ -1,0 +1,64 @@
+"""`mooseng mount` and `mooseng umount`, from parsed arguments to an exit status."""
+
+import logging
+import os
+import sys
+import tempfile
+import urllib.parse
+
+from fuse_client import background, mountinfo
+from fuse_client.mount_options import MountOptionError, parse
+from mooseng.addresses import AddressError, address_list
+
+LOG_DIR = os.path.join(tempfile.gettempdir(), "mooseng-mounts")
+
+
+def default_log(mountpoint: str) -> str:
+    name = urllib.parse.quote(mountinfo.canonical(mountpoint), safe="")
+    return os.path.join(LOG_DIR, f"{name}.log")
+
+
+def mount(args) -> int:
+    try:
+        options = parse(args.option or [], as_root=os.geteuid() == 0)
+        masters = address_list(args.masters)
+    except (MountOptionError, AddressError) as exc:
+        return _fail(str(exc), 2)
+    mountpoint = mountinfo.canonical(args.mountpoint)
+    if not os.path.isdir(mountpoint):
+        return _fail(f"{mountpoint} is not a directory: create it first", 2)
+    found = mountinfo.find(mountpoint)
+    if found is not None:
+        return _fail(f"{mountpoint} is already mounted ({found.fstype}); if its process "
+                     "died, `mooseng umount -l` clears it", 1)
+    if args.foreground:
+        return _foreground(masters, mountpoint, options, args.log)
+    child = ["mount", "--foreground", "--masters", ",".join(masters),
+             *[arg for o in args.option or [] for arg in ("-o", o)], mountpoint]
+    return background.start(child, mountpoint, args.log or default_log(mountpoint),
+                            args.timeout)
+
+
+def _foreground(masters, mountpoint, options, log_path) -> int:
+    from fuse_client.metadata_client import ClusterUnavailableError
+    from fuse_client.mount import MountConfig, MountError, run
+
+    handler = logging.FileHandler(log_path) if log_path else logging.StreamHandler()
+    logging.basicConfig(level=logging.INFO, handlers=[handler],
+                        format=f"%(asctime)s mount {mountpoint} %(levelname)s "
+                               "%(name)s: %(message)s")
+    try:
+        return run(MountConfig(masters, mountpoint, options))
+    except (MountError, ClusterUnavailableError) as exc:
+        logging.getLogger("fuse_client.mount").error("%s", exc)
+        return _fail(str(exc), 1)
+
+
+def umount(args) -> int:
+    from fuse_client.umount import umount as run_umount
+    return run_umount(args.mountpoint, lazy=args.lazy)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"mooseng mount: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,374 @@
+"""The file system the kernel talks to: pyfuse3 operations over a metadata session
+and the chunk data path.
+
+Every namespace change is one command to the metadata cluster, which checks
+permissions and decides the outcome; the kernel (mounted with default_permissions)
+checks access to open files and exec with the attributes we report. File contents
+go through ChunkIO, write-back: the kernel's writeback cache gathers writes, we
+send them on, and they are committed at flush (close) and fsync.
+
+Caching (see docs/mount.md): attributes and entries are trusted for a short,
+configurable time, missing names too; an open keeps the kernel's cached pages only
+when the file has not changed since they were read (close-to-open). Changes made
+by other clients are pushed by the master and dropped at once (invalidation.py).
+"""
+
+import asyncio
+import errno
+import logging
+import os
+import stat
+import time
+
+import pyfuse3
+
+from fuse_client import attrs, dir_listing
+from fuse_client.attrs import Timeouts
+from fuse_client.caller import Callers
+from fuse_client.fuse_errors import fuse_operation
+from fuse_client.handles import Handles, OpenDir, OpenFile
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace.errors import FsError
+
+log = logging.getLogger(__name__)
+ROOT = pb.Caller(uid=0, gid=0)
+READDIR_PAGE = 512
+STATFS_CACHE_S = 1.0
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+
+    def __init__(self, metadata, chunk_io, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 writeback_cache: bool = True, on_init=None):
+        """`metadata`: an open MetadataClient; `chunk_io`: the ChunkIO over it;
+        `on_init`: called once the kernel has answered FUSE's INIT (the mount's
+        settings, such as read-ahead, can be tuned from then on)."""
+        super().__init__()
+        self.md, self.data, self.timeouts = metadata, chunk_io, timeouts
+        self.enable_writeback_cache = writeback_cache
+        self.on_init = on_init
+        self.callers = Callers()
+        self.handles = Handles()
+        self.sizes: dict[int, int] = {}     # open inode -> its size at the master, as known
+        self.cached: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) of the
+        # contents the kernel's pages hold, for close-to-open
+        self.unflushed: set[int] = set()    # inodes written since their last flush
+        self._space: tuple[float, pyfuse3.StatvfsData | None] = (0.0, None)
+
+    def init(self) -> None:
+        if self.on_init is not None:     # after this returns, INIT's answer is sent
+            asyncio.get_running_loop().call_soon(self.on_init)
+
+    def forget_inode(self, inode: int) -> None:
+        """Another client changed the inode: what we know of it is stale."""
+        self.data.invalidate(inode)
+        self.cached.pop(inode, None)
+        self.sizes.pop(inode, None)
+
+    async def shutdown(self) -> None:
+        """Commit what is still written back, then close the session (which releases
+        every open file at the master)."""
+        try:
+            await self.data.close()
+        finally:
+            await self.md.close()
+
+    # -- attributes -------------------------------------------------------------------------
+    def _entry(self, attr: pb.Attr) -> pyfuse3.EntryAttributes:
+        size = None
+        if stat.S_ISREG(attr.mode):
+            pending = self.data.written_end(attr.inode)
+            if pending > attr.size:
+                size = pending        # writes not committed yet count, like a local fs
+        return attrs.entry(attr, self.timeouts, size)
+
+    async def _getattr(self, caller: pb.Caller, inode: int) -> pb.Attr:
+        return (await self.md.read(caller, getattr=mpb.Getattr(inode=inode))).attr
+
+    @fuse_operation
+    async def lookup(self, parent_inode, name, ctx):
+        caller = self.callers.of(ctx)
+        try:
+            reply = await self.md.read(caller, lookup=mpb.Lookup(parent=parent_inode, name=name))
+        except FsError as exc:
+            if exc.errno == errno.ENOENT:
+                return attrs.negative_entry(self.timeouts)
+            raise
+        return self._entry(reply.attr)
+
+    async def forget(self, inode_list):
+        """Inode numbers are the master's and stable: nothing is kept per lookup."""
+
+    @fuse_operation
+    async def getattr(self, inode, ctx):
+        return self._entry(await self._getattr(self.callers.of(ctx), inode))
+
+    @fuse_operation
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        caller = self.callers.of(ctx)
+        if attrs.is_time_flush(fields, fh is not None):
+            return self._entry(await self._getattr(caller, inode))
+        times_now = False
+        if (fields.update_atime or fields.update_mtime) and not fields.update_size \
+                and caller.uid != 0:
+            # The kernel (default_permissions) lets a caller who is not the owner set
+            # times only to "now", and pyfuse3 does not say which it was.
+            times_now = (await self._getattr(caller, inode)).uid != caller.uid
+        if fields.update_size:
+            await self._before_resize(caller, inode, attr.st_size)
+        op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now)
+        if op is None:
+            return self._entry(await self._getattr(caller, inode))
+        changed = (await self.md.mutate(caller, setattr=op)).attr
+        if fields.update_size:
+            self.data.invalidate(inode)
+            if inode in self.sizes:
+                self.sizes[inode] = changed.size
+        if inode in self.cached:       # our own change: the kernel's pages follow it
+            self.cached[inode] = (changed.mtime_ns, changed.size)
+        return self._entry(changed)
+
+    async def _before_resize(self, caller: pb.Caller, inode: int, size: int) -> None:
+        """Before a file shrinks: commit pending writes, and zero the cut chunk's tail
+        so that extending the file again reads zeros (ChunkIO.truncate_tail)."""
+        current = await self._getattr(caller, inode)
+        if not stat.S_ISREG(current.mode):
+            return                     # the fold answers EISDIR / EINVAL
+        if size >= max(current.size, self.data.written_end(inode)):
+            return
+        if self.handles.is_open(inode):
+            await self.data.truncate_tail(caller, inode, size)
+            return
+        # truncate(2) of a file not open here: writing needs it open in the session
+        await self.md.mutate(caller, open=pb.Open(inode=inode, flags=os.O_WRONLY))
+        try:
+            await self.data.truncate_tail(caller, inode, size)
+        finally:
+            await self.md.mutate(caller, release=pb.Release(inode=inode))
+
+    # -- names ------------------------------------------------------------------------------
+    @fuse_operation
+    async def readlink(self, inode, ctx):
+        return (await self.md.read(self.callers.of(ctx),
+                                   readlink=mpb.Readlink(inode=inode))).data
+
+    async def _made(self, ctx, **op) -> pyfuse3.EntryAttributes:
+        return self._entry((await self.md.mutate(self.callers.of(ctx), **op)).attr)
+
+    @fuse_operation
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        return await self._made(ctx, mknod=pb.Mknod(parent=parent_inode, name=name,
+                                                   mode=mode, rdev=rdev))
+
+    @fuse_operation
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return await self._made(ctx, mkdir=pb.Mkdir(parent=parent_inode, name=name,
+                                                   mode=mode))
+
+    @fuse_operation
+    async def symlink(self, parent_inode, name, target, ctx):
+        return await self._made(ctx, symlink=pb.Symlink(parent=parent_inode, name=name,
+                                                       target=target))
+
+    @fuse_operation
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        return await self._made(ctx, link=pb.Link(inode=inode, new_parent=new_parent_inode,
+                                                 new_name=new_name))
+
+    @fuse_operation
+    async def unlink(self, parent_inode, name, ctx):
+        await self.md.mutate(self.callers.of(ctx),
+                             unlink=pb.Unlink(parent=parent_inode, name=name))
+
+    @fuse_operation
+    async def rmdir(self, parent_inode, name, ctx):
+        await self.md.mutate(self.callers.of(ctx),
+                             rmdir=pb.Rmdir(parent=parent_inode, name=name))
+
+    @fuse_operation
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags,
+                     ctx):
+        await self.md.mutate(self.callers.of(ctx), rename=pb.Rename(
+            parent=parent_inode_old, name=name_old, new_parent=parent_inode_new,
+            new_name=name_new, flags=flags))
+
+    # -- open files -------------------------------------------------------------------------
+    @fuse_operation
+    async def open(self, inode, flags, ctx):
+        caller = self.callers.of(ctx)
+        if flags & os.O_TRUNC and self.data.written_end(inode):
+            await self.data.flush(caller, inode)   # or a later commit would regrow it
+        attr = (await self.md.mutate(caller, open=pb.Open(inode=inode, flags=flags))).attr
+        if flags & os.O_TRUNC:
+            self.data.invalidate(inode)
+        return self._opened(attr, caller, flags)
+
+    @fuse_operation
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        caller = self.callers.of(ctx)
+        made = (await self.md.mutate(caller, create=pb.Create(
+            parent=parent_inode, name=name, mode=mode,
+            exclusive=bool(flags & os.O_EXCL)))).attr
+        attr = (await self.md.mutate(caller, open=pb.Open(inode=made.inode,
+                                                          flags=flags))).attr
+        return self._opened(attr, caller, flags), self._entry(attr)
+
+    def _opened(self, attr: pb.Attr, caller: pb.Caller, flags: int) -> pyfuse3.FileInfo:
+        """Record an open; the kernel keeps its cached pages only when the file is
+        as it was when they were read (close-to-open consistency)."""
+        version = (attr.mtime_ns, attr.size)
+        keep = self.cached.get(attr.inode) == version
+        self.cached[attr.inode] = version
+        self.sizes[attr.inode] = attr.size
+        fh = self.handles.add_file(OpenFile(attr.inode, caller, flags))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @fuse_operation
+    async def read(self, fh, off, size):
+        handle = self.handles.file(fh)
+        known = self.sizes.get(handle.inode)
+        if known is None:            # another client changed it: ask again
+            known = (await self._getattr(handle.caller, handle.inode)).size
+            self.sizes[handle.inode] = known
+        file_size = max(known, self.data.written_end(handle.inode))
+        return await self.data.read(handle.caller, handle.inode, off, size, file_size)
+
+    @fuse_operation
+    async def write(self, fh, off, buf):
+        handle = self.handles.file(fh)
+        end = await self.data.write(handle.caller, handle.inode, off, buf)
+        self.unflushed.add(handle.inode)
+        if end > self.sizes.get(handle.inode, 0):
+            self.sizes[handle.inode] = end
+        return len(buf)
+
+    @fuse_operation
+    async def flush(self, fh):
+        handle = self.handles.file(fh)
+        await self._commit(handle, self.data.flush)
+
+    @fuse_operation
+    async def fsync(self, fh, datasync):
+        handle = self.handles.file(fh)
+        await self._commit(handle, self.data.fsync)
+
+    async def _commit(self, handle: OpenFile, how) -> None:
+        """Commit this mount's writes to the file; then note the version the kernel's
+        pages now hold, so the next open may keep them."""
+        written = handle.inode in self.unflushed
+        self.unflushed.discard(handle.inode)
+        try:
+            await how(handle.caller, handle.inode)
+        except BaseException:
+            if written:
+                self.unflushed.add(handle.inode)
+            raise
+        if written:
+            attr = await self._getattr(handle.caller, handle.inode)
+            self.cached[handle.inode] = (attr.mtime_ns, attr.size)
+            if handle.inode in self.sizes:
+                self.sizes[handle.inode] = max(attr.size, self.sizes[handle.inode])
+
+    @fuse_operation
+    async def release(self, fh):
+        handle = self.handles.file(fh)
+        try:
+            await self._commit(handle, self.data.flush)
+        except Exception as exc:   # close(2) already returned; the log must say it
+            log.error("inode %d: writes lost at release: %s", handle.inode, exc)
+        finally:
+            self.handles.drop_file(fh)
+            if not self.handles.is_open(handle.inode):
+                self.sizes.pop(handle.inode, None)
+        await self.md.mutate(handle.caller, release=pb.Release(inode=handle.inode))
+
+    # -- directories ------------------------------------------------------------------------
+    @fuse_operation
+    async def opendir(self, inode, ctx):
+        return self.handles.add_dir(OpenDir(inode, self.callers.of(ctx)))
+
+    @fuse_operation
+    async def readdir(self, fh, start_id, token):
+        listing = self.handles.dirs[fh]
+        for name in dir_listing.dots_from(start_id):
+            attr = await self._dot(listing, name)
+            at = dir_listing.DOT if name == b"." else dir_listing.DOTDOT
+            if not pyfuse3.readdir_reply(token, name, self._entry(attr), at):
+                return
+        cookie = dir_listing.cookie_at(start_id)
+        while True:
+            entries = dir_listing.rest_of_page(listing.page, listing.page_cookie, cookie)
+            if entries is None:
+                reply = await self.md.read(listing.caller, readdir=mpb.Readdir(
+                    inode=listing.inode, cookie=cookie, limit=READDIR_PAGE))
+                listing.page, listing.page_cookie = list(reply.entries), cookie
+                entries = listing.page
+                if not entries:
+                    return
+            for e in entries:
+                if not pyfuse3.readdir_reply(token, e.name, self._entry(e.attr),
+                                             dir_listing.position(e.cookie)):
+                    return
+            cookie = entries[-1].cookie
+
+    async def _dot(self, listing: OpenDir, name: bytes) -> pb.Attr:
+        if name == b".":
+            return await self._getattr(listing.caller, listing.inode)
+        if listing.parent is None:
+            listing.parent = (await self.md.read(listing.caller, lookup=mpb.Lookup(
+                parent=listing.inode, name=b".."))).attr
+        return listing.parent
+
+    @fuse_operation
+    async def releasedir(self, fh):
+        self.handles.dirs.pop(fh, None)
+
+    @fuse_operation
+    async def fsyncdir(self, fh, datasync):
+        """Namespace changes are committed to the replicated log before they are
+        answered: there is nothing left to sync."""
+
+    # -- the rest ---------------------------------------------------------------------------
+    @fuse_operation
+    async def statfs(self, ctx):
+        at, cached = self._space
+        if cached is not None and time.monotonic() - at < STATFS_CACHE_S:
+            return cached
+        fs, health = await asyncio.gather(
+            self.md.read(ROOT, statfs=mpb.Statfs()),
+            self.md.read(ROOT, chunk_health=mpb.ChunkHealth()))
+        free = sum(s.free_bytes for s in health.health.servers if s.connected)
+        out = attrs.statvfs(attrs.Space(fs.statfs.used_bytes, free, fs.statfs.inodes,
+                                        fs.statfs.name_max))
+        self._space = (time.monotonic(), out)
+        return out
+
+    @fuse_operation
+    async def access(self, inode, mode, ctx):
+        await self.md.read(self.callers.of(ctx), access=mpb.Access(inode=inode, mask=mode))
+        return True
+
+    @fuse_operation
+    async def getxattr(self, inode, name, ctx):
+        return (await self.md.read(self.callers.of(ctx),
+                                   getxattr=mpb.Getxattr(inode=inode, name=name))).data
+
+    @fuse_operation
+    async def listxattr(self, inode, ctx):
+        return list((await self.md.read(self.callers.of(ctx),
+                                        listxattr=mpb.Listxattr(inode=inode))).names)
+
+    @fuse_operation
+    async def setxattr(self, inode, name, value, ctx):
+        # pyfuse3 checks XATTR_CREATE / XATTR_REPLACE itself (with getxattr) and
+        # passes no flags on
+        await self.md.mutate(self.callers.of(ctx), setxattr=pb.Setxattr(
+            inode=inode, name=name, value=value))
+
+    @fuse_operation
+    async def removexattr(self, inode, name, ctx):
+        await self.md.mutate(self.callers.of(ctx),
+                             removexattr=pb.Removexattr(inode=inode, name=name))
