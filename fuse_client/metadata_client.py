@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 GRPC_OPTIONS = [("grpc.max_send_message_length", 16 << 20),
                 ("grpc.max_receive_message_length", 64 << 20)]
 RETRY = (mpb.Reply.NOT_LEADER, mpb.Reply.UNAVAILABLE, mpb.Reply.UNKNOWN)
+UNAVAILABLE_RETRY_S = 0.1
 
 
 class ClusterUnavailableError(Exception):
@@ -262,6 +263,12 @@ class MetadataClient:
             call = self._calls.get(reply.id)
             if call is None:
                 continue
+            if reply.status == mpb.Reply.UNAVAILABLE:
+                # The node cannot answer yet (electing, or still learning where chunks
+                # are): ask it again shortly; if it has stopped leading it says so then.
+                asyncio.get_running_loop().call_later(UNAVAILABLE_RETRY_S, self._resend,
+                                                      call)
+                continue
             if reply.status in RETRY:
                 stay = False   # the call stays pending and goes again to the new leader
                 continue
@@ -271,6 +278,10 @@ class MetadataClient:
             elif not call.future.done():
                 call.future.set_result(reply)
         return stay
+
+    def _resend(self, call: _Call) -> None:
+        if self._calls.get(call.request.id) is call and self._connected.is_set():
+            self._send(call.request)
 
     async def _drop_stream(self) -> None:
         if self._stream is not None:

@@ -178,9 +178,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         def done(outcome) -> None:
             reply = self._mutation_reply(request, outcome)
             if reply.status == Status.OK and not reply.errno:
-                if kind == "begin_write":
-                    self._add_write_targets(reply)
                 self.subscribers.publish(request.session, stamped, reply.result)
+                if kind == "begin_write":
+                    reply = self._add_write_targets(request, reply)
             put(reply)
         return self.node.submit([stamped.SerializeToString()], done)
 
@@ -196,7 +196,13 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         return mpb.Reply(id=request.id, errno=result.errno, message=result.message,
                          result=result, index=index)
 
-    def _add_write_targets(self, reply: mpb.Reply) -> None:
+    def _add_write_targets(self, request: mpb.Request, reply: mpb.Reply) -> mpb.Reply:
+        """Where to write: the chunk's copies, or fresh servers for a new chunk. A leader
+        that has not yet heard from the chunkservers cannot tell: it asks the client to
+        retry (the retry, with the same request numbers, gets the same chunk version)."""
+        if not self.chunks.settled():
+            return reply_error(request, Status.UNAVAILABLE, "this leader is still learning "
+                               "where chunks are from the chunkservers; retry")
         chunk, ino = reply.result.chunk, reply.result.attr.inode
         sclass = self.chunks.class_of(ino)
         reply.storage_class = str(sclass)
@@ -206,6 +212,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             reply.errno = errno.ENOSPC
             reply.message = ("no chunkserver with room for another chunk is connected: "
                              "start one, or free space")
+        return reply
 
     # -- reads ------------------------------------------------------------------------------
     async def _read(self, requests, put, follower: bool) -> None:

@@ -233,6 +233,12 @@ def test_a_new_metadata_leader_relearns_the_copies_and_reads_go_on(cluster):
             meta.signal(leader, signal.SIGKILL)
             io.invalidate(ino)
             assert await io.read(ROOT, ino, 0, len(data), len(data)) == data
+            more = os.urandom(1 << 20)       # a write at once: it waits, nothing is lost
+            await io.write(ROOT, ino, 1 << 20, more)
+            await io.flush(ROOT, ino)
+            whole = data[:1 << 20] + more + data[2 << 20:]
+            io.invalidate(ino)
+            assert await io.read(ROOT, ino, 0, len(whole), len(whole)) == whole
             health = await until(_all_reconnected(md, len(chunks.procs)),
                                  "chunkservers reporting to the new leader")
             assert health.missing == 0

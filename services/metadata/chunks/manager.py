@@ -30,7 +30,7 @@ ROOM = HEADER_SIZE + CHUNK_SIZE
 class ManagerOptions:
     default_class: str = storage_class.DEFAULT
     tick_s: float = 0.5
-    settle_s: float = 3.0        # after becoming leader, let chunkservers report first
+    settle_s: float = 5.0        # after becoming leader, let chunkservers report first
     lost_after_s: float = 30.0   # a disconnected server's copies count until then
     quiet_s: float = 10.0        # no repair or conversion this soon after a write began
     retention_s: float = 86400.0  # unreferenced copies are kept this long
@@ -182,6 +182,8 @@ class ChunkManager:
         if idle:
             for server, job in result.jobs:
                 self._send(server, job)
+        elif result.state == planner.MISSING and holders:
+            return planner.UNDER   # a writer is moving the copies to the new version
         return result.state
 
     def holders(self, chunk: int) -> list[planner.Holder]:
@@ -241,6 +243,12 @@ class ChunkManager:
             del self.orphans[chunk]
 
     # -- what clients and operators ask --------------------------------------------------------
+    def settled(self) -> bool:
+        """Leading long enough for the chunkservers to have reported: until then, where
+        copies are is not known well enough to send a writer anywhere."""
+        return (self.leading() and self.term == self.node.core.term
+                and self.clock() - self.since >= self.options.settle_s)
+
     def locations(self, chunk: int, version: int) -> list[mpb.ChunkLocation]:
         """Good copies and parts at `version` on connected servers, copies first. The
         servers a writer is moving to `version` are included before their reports say
