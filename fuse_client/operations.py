@@ -209,12 +209,34 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def create(self, parent_inode, name, mode, flags, ctx):
         caller = self.callers.of(ctx)
-        made = (await self.md.mutate(caller, create=pb.Create(
-            parent=parent_inode, name=name, mode=mode,
-            exclusive=bool(flags & os.O_EXCL)))).attr
+        lent = _lent_bits(caller, mode, flags)
+        made = None
+        if lent:
+            made = await self._create_lending(caller, parent_inode, name, mode, flags, lent)
+        if made is None:
+            lent = 0
+            made = (await self.md.mutate(caller, create=pb.Create(
+                parent=parent_inode, name=name, mode=mode,
+                exclusive=bool(flags & os.O_EXCL)))).attr
         attr = (await self.md.mutate(caller, open=pb.Open(inode=made.inode,
                                                           flags=flags))).attr
+        if lent:
+            attr = (await self.md.mutate(caller, setattr=pb.Setattr(
+                inode=attr.inode, mode=stat.S_IMODE(attr.mode) & ~lent))).attr
         return self._opened(attr, caller, flags), self._entry(attr)
+
+    async def _create_lending(self, caller, parent, name, mode, flags, lent) -> pb.Attr | None:
+        """open(O_CREAT) may write a new file whose mode forbids it (tar does this
+        with read-only files), but Open checks the mode. So the new file is made
+        with the owner bits the open needs, and they are taken back after it; None
+        when the name exists after all (then the plain path opens it)."""
+        try:
+            return (await self.md.mutate(caller, create=pb.Create(
+                parent=parent, name=name, mode=mode | lent, exclusive=True))).attr
+        except FsError as exc:
+            if exc.errno == errno.EEXIST and not flags & os.O_EXCL:
+                return None
+            raise
 
     def _opened(self, attr: pb.Attr, caller: pb.Caller, flags: int) -> pyfuse3.FileInfo:
         """Record an open; the kernel keeps its cached pages only when the file is
@@ -372,3 +394,13 @@ class Operations(pyfuse3.Operations):
     async def removexattr(self, inode, name, ctx):
         await self.md.mutate(self.callers.of(ctx),
                              removexattr=pb.Removexattr(inode=inode, name=name))
+
+
+def _lent_bits(caller: pb.Caller, mode: int, flags: int) -> int:
+    """Owner permission bits a non-root creator needs to open its new file with
+    `flags` and that `mode` (after the umask) does not give."""
+    if caller.uid == 0:
+        return 0
+    need = {os.O_RDONLY: 0o400, os.O_WRONLY: 0o200, os.O_RDWR: 0o600}.get(
+        flags & os.O_ACCMODE, 0)
+    return need & ~(mode & ~caller.umask)

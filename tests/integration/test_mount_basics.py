@@ -8,8 +8,11 @@ import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import signal
 import stat
+import subprocess
+import tempfile
 import time
 
 import pytest
@@ -17,15 +20,22 @@ import pytest
 from tests.integration.mount_fixture import MountedCluster, mounted_cluster
 
 MiB = 1 << 20
+USER_PYTHON = "/usr/bin/python3"   # one an unprivileged user may run (the venv is root's)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     if os.geteuid() != 0:
         pytest.skip("the mount tests run as root (allow_other, dev, chown)")
-    with mounted_cluster(tmp_path_factory.mktemp("mount")) as c:
-        yield c
+    root = tempfile.mkdtemp(prefix="mooseng-mount-")
+    os.chmod(root, 0o755)      # other users reach the mount point too
+    try:
+        with mounted_cluster(root) as c:
+            os.chmod(c.mountpoint, 0o777)
+            yield c
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -135,6 +145,16 @@ def test_o_excl_and_o_trunc(d):
     assert uncached(path) == b"new"
 
 
+def test_posix_fallocate_extends_the_file_with_zeros(d):
+    path = os.path.join(d, "f")
+    write(path, b"abc")
+    fd = os.open(path, os.O_RDWR)
+    os.posix_fallocate(fd, 0, 3 * MiB)    # no FUSE fallocate: glibc writes instead
+    os.close(fd)
+    assert os.stat(path).st_size == 3 * MiB
+    assert uncached(path) == b"abc" + bytes(3 * MiB - 3)
+
+
 def test_an_unlinked_open_file_stays_readable(d):
     path = os.path.join(d, "gone")
     write(path, b"still here" * 1000)
@@ -214,7 +234,7 @@ def test_fifo_and_device_nodes(d):
 
 
 def test_listing_a_directory_of_many_entries(d):
-    names = {f"file-{i:04d}" for i in range(1500)}
+    names = {f"file-{i:04d}" for i in range(700)}     # more than one page of the master
     for name in names:
         os.close(os.open(os.path.join(d, name), os.O_CREAT | os.O_WRONLY, 0o644))
     assert set(os.listdir(d)) == names
@@ -270,15 +290,68 @@ def test_statfs_reports_the_cluster_space(cluster):
     assert st.f_namemax == 255
 
 
+# -- other users ----------------------------------------------------------------------------
+def as_user(code: str, groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
+    """Run Python `code` as uid 1000, gid 1000 with supplementary `groups`."""
+    if not os.access(USER_PYTHON, os.X_OK):
+        pytest.skip(f"no {USER_PYTHON} for an unprivileged user")
+    return subprocess.run([USER_PYTHON, "-c", f"import os\n{code}"], user=1000, group=1000,
+                          extra_groups=list(groups), capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_supplementary_groups_and_umask_of_the_caller_count(d):
+    shared = os.path.join(d, "team")
+    os.mkdir(shared)
+    os.chown(shared, 0, 2000)
+    os.chmod(shared, 0o770)
+    os.chmod(d, 0o755)
+    member = as_user(f"os.umask(0o027)\nopen('{shared}/f', 'w').write('x')\n"
+                     f"os.mkdir('{shared}/sub', 0o777)", groups=(2000,))
+    assert member.returncode == 0, member.stderr
+    assert stat.S_IMODE(os.stat(f"{shared}/f").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(f"{shared}/sub").st_mode) == 0o750
+    outsider = as_user(f"open('{shared}/g', 'w')")
+    assert "PermissionError" in outsider.stderr
+
+
+def test_a_new_read_only_file_is_writable_through_the_descriptor_that_made_it(d):
+    os.chmod(d, 0o777)
+    path = os.path.join(d, "readonly")
+    made = as_user(f"fd = os.open('{path}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)\n"
+                   "os.write(fd, b'written once')\nos.close(fd)")
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
+    assert uncached(path) == b"written once"
+    again = as_user(f"open('{path}', 'w')")
+    assert "PermissionError" in again.stderr
+
+
 # -- the mount process ----------------------------------------------------------------------
-def second_mount(cluster: MountedCluster, name: str) -> MountedCluster:
+def test_the_mount_reads_ahead_1_mib(cluster):
+    with open(f"/sys/class/bdi/{cluster.device}/read_ahead_kb") as f:
+        assert f.read().strip() == "1024"
+
+
+def test_a_read_only_mount_refuses_changes(cluster):
+    write(os.path.join(cluster.mountpoint, "for-ro"), b"readable")
+    other = second_mount(cluster, "mnt-ro", "ro")
+    try:
+        assert uncached(os.path.join(other.mountpoint, "for-ro")) == b"readable"
+        fails(errno.EROFS, os.mkdir, os.path.join(other.mountpoint, "no"))
+        fails(errno.EROFS, os.open, os.path.join(other.mountpoint, "for-ro"), os.O_WRONLY)
+    finally:
+        other.unmount_anyhow()
+
+
+def second_mount(cluster: MountedCluster, name: str, *options: str) -> MountedCluster:
     """Another mount of the same cluster (another client), stopped by its test."""
     other = MountedCluster.__new__(MountedCluster)
     other.__dict__.update(cluster.__dict__)
     other.mountpoint = os.path.join(cluster.root, name)
     other.log = os.path.join(cluster.root, f"{name}.log")
     os.makedirs(other.mountpoint, exist_ok=True)
-    other.mount()
+    other.mount(*options)
     return other
 
 
