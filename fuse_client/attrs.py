@@ -22,8 +22,11 @@ class Timeouts:
     negative: float = 1.0
 
 
-def entry(attr: pb.Attr, timeouts: Timeouts, size: int | None = None) -> pyfuse3.EntryAttributes:
-    """`attr` for the kernel; `size` overrides the size (this mount's unflushed writes)."""
+def entry(attr: pb.Attr, timeouts: Timeouts, size: int | None = None,
+          written_ns: int | None = None) -> pyfuse3.EntryAttributes:
+    """`attr` for the kernel. This mount's writes not yet committed count as they
+    would on a local file system: `size` is the end they reach, `written_ns` the
+    time of the last (mtime and ctime are at least that)."""
     out = pyfuse3.EntryAttributes()
     out.st_ino = attr.inode
     out.generation = 0            # inode numbers are never reused
@@ -36,8 +39,8 @@ def entry(attr: pb.Attr, timeouts: Timeouts, size: int | None = None) -> pyfuse3
     out.st_blksize = BLKSIZE
     out.st_blocks = -(-out.st_size // SECTOR) if stat.S_ISREG(attr.mode) else 0
     out.st_atime_ns = attr.atime_ns
-    out.st_mtime_ns = attr.mtime_ns
-    out.st_ctime_ns = attr.ctime_ns
+    out.st_mtime_ns = max(attr.mtime_ns, written_ns or attr.mtime_ns)
+    out.st_ctime_ns = max(attr.ctime_ns, written_ns or attr.ctime_ns)
     out.attr_timeout = timeouts.attr
     out.entry_timeout = timeouts.entry
     return out

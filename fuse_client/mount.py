@@ -65,14 +65,15 @@ def run(config: MountConfig) -> int:
 async def _serve(config: MountConfig) -> None:
     md = MetadataClient(config.masters, name=f"mount {socket.gethostname()}:"
                                              f"{config.mountpoint}")
-    await md.open()
-    log.info("session %d with %s; mounting %s", md.session, md.leader, config.mountpoint)
     ops = Operations(md, ChunkIO(md), config.options.timeouts,
                      config.options.writeback_cache,
                      on_init=lambda: set_read_ahead(config.mountpoint,
                                                     config.options.read_ahead_kb))
     invalidator = Invalidator(ops.forget_inode)
-    md.on_invalidate = invalidator
+    md.on_invalidate = invalidator       # before open: the session asks for them
+    await md.open()
+    log.info("session %d with %s; mounting %s (%s)", md.session, md.leader,
+             config.mountpoint, type(asyncio.get_running_loop()).__module__)
     try:
         pyfuse3.init(ops, config.mountpoint, set(config.options.fuse))
     except RuntimeError as exc:

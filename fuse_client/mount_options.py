@@ -23,7 +23,7 @@ class MountOptionError(ValueError):
 class MountOptions:
     fuse: frozenset[str]        # for pyfuse3.init
     timeouts: Timeouts
-    writeback_cache: bool = True
+    writeback_cache: bool = False
     read_ahead_kb: int = DEFAULT_READ_AHEAD_KB
 
 
@@ -32,7 +32,7 @@ def parse(given: list[str], as_root: bool) -> MountOptions:
     items = [item.strip() for text in given for item in text.split(",") if item.strip()]
     fuse = set(ALWAYS | (AS_ROOT if as_root else set()))
     times = {"attr_timeout": 1.0, "entry_timeout": 1.0, "negative_timeout": None}
-    writeback, read_ahead = True, DEFAULT_READ_AHEAD_KB
+    writeback, read_ahead = False, DEFAULT_READ_AHEAD_KB
     for item in items:
         key, _, value = item.partition("=")
         if key in TIMEOUTS:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ROOT = pb.Caller(uid=0, gid=0)
 READDIR_PAGE = 512
 STATFS_CACHE_S = 1.0
+MAX_TOLD = 1 << 17
 DEFAULT_TIMEOUTS = Timeouts()
 
 
@@ -42,7 +43,7 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
 
     def __init__(self, metadata, chunk_io, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-                 writeback_cache: bool = True, on_init=None):
+                 writeback_cache: bool = False, on_init=None):
         """`metadata`: an open MetadataClient; `chunk_io`: the ChunkIO over it;
         `on_init`: called once the kernel has answered FUSE's INIT (the mount's
         settings, such as read-ahead, can be tuned from then on)."""
@@ -56,6 +57,9 @@ class Operations(pyfuse3.Operations):
         self.cached: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) of the
         # contents the kernel's pages hold, for close-to-open
         self.unflushed: set[int] = set()    # inodes written since their last flush
+        self.written_at: dict[int, int] = {}  # inode -> time of its last uncommitted write
+        self.told: dict[int, tuple[int, int]] = {}  # file -> (mtime, size) last told
+        # the kernel, which may trust it until attr_timeout
         self._space: tuple[float, pyfuse3.StatvfsData | None] = (0.0, None)
 
     def init(self) -> None:
@@ -67,6 +71,7 @@ class Operations(pyfuse3.Operations):
         self.data.invalidate(inode)
         self.cached.pop(inode, None)
         self.sizes.pop(inode, None)
+        self.told.pop(inode, None)
 
     async def shutdown(self) -> None:
         """Commit what is still written back, then close the session (which releases
@@ -78,12 +83,16 @@ class Operations(pyfuse3.Operations):
 
     # -- attributes -------------------------------------------------------------------------
     def _entry(self, attr: pb.Attr) -> pyfuse3.EntryAttributes:
-        size = None
+        size = written = None
         if stat.S_ISREG(attr.mode):
+            if len(self.told) >= MAX_TOLD:
+                self.told.clear()      # costs only extra invalidations at open
+            self.told[attr.inode] = (attr.mtime_ns, attr.size)
             pending = self.data.written_end(attr.inode)
             if pending > attr.size:
                 size = pending        # writes not committed yet count, like a local fs
-        return attrs.entry(attr, self.timeouts, size)
+            written = self.written_at.get(attr.inode)
+        return attrs.entry(attr, self.timeouts, size, written)
 
     async def _getattr(self, caller: pb.Caller, inode: int) -> pb.Attr:
         return (await self.md.read(caller, getattr=mpb.Getattr(inode=inode))).attr
@@ -204,7 +213,20 @@ class Operations(pyfuse3.Operations):
         attr = (await self.md.mutate(caller, open=pb.Open(inode=inode, flags=flags))).attr
         if flags & os.O_TRUNC:
             self.data.invalidate(inode)
+        if self.told.get(inode) != (attr.mtime_ns, attr.size):
+            await self._kernel_asks_again(inode)
+            self.told[inode] = (attr.mtime_ns, attr.size)
         return self._opened(attr, caller, flags)
+
+    async def _kernel_asks_again(self, inode: int) -> None:
+        """The kernel may hold older attributes of a file another client changed:
+        have it fetch them before this open reads, or it would stop at the old size
+        (close-to-open). A notification, so in a thread (it must not wait on the loop)."""
+        try:
+            await asyncio.to_thread(pyfuse3.invalidate_inode, inode, True)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log.warning("inode %d: invalidating its attributes: %s", inode, exc)
 
     @fuse_operation
     async def create(self, parent_inode, name, mode, flags, ctx):
@@ -263,6 +285,7 @@ class Operations(pyfuse3.Operations):
         handle = self.handles.file(fh)
         end = await self.data.write(handle.caller, handle.inode, off, buf)
         self.unflushed.add(handle.inode)
+        self.written_at[handle.inode] = time.time_ns()
         if end > self.sizes.get(handle.inode, 0):
             self.sizes[handle.inode] = end
         return len(buf)
@@ -282,12 +305,15 @@ class Operations(pyfuse3.Operations):
         pages now hold, so the next open may keep them."""
         written = handle.inode in self.unflushed
         self.unflushed.discard(handle.inode)
+        stamp = self.written_at.get(handle.inode)
         try:
             await how(handle.caller, handle.inode)
         except BaseException:
             if written:
                 self.unflushed.add(handle.inode)
             raise
+        if stamp is not None and self.written_at.get(handle.inode) == stamp:
+            del self.written_at[handle.inode]     # the master's mtime covers it now
         if written:
             attr = await self._getattr(handle.caller, handle.inode)
             self.cached[handle.inode] = (attr.mtime_ns, attr.size)
