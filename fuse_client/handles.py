@@ -24,6 +24,7 @@ class OpenFile:
 class OpenDir:
     inode: int
     caller: pb.Caller
+    attr: pb.Attr                             # as it was opened
     parent: pb.Attr | None = None             # "..", fetched with the first page
     page: list[mpb.DirEntry] = field(default_factory=list)
     page_cookie: int = -1                     # the cookie `page` was read from

@@ -113,22 +113,49 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def getattr(self, inode, ctx):
-        return self._entry(await self._getattr(self.callers.of(ctx), inode))
+        try:
+            return self._entry(await self._getattr(self.callers.of(ctx), inode))
+        except FsError as exc:
+            removed = self._removed_open_dir(inode)
+            if exc.errno != errno.ENOENT or removed is None:
+                raise
+            return self._entry(removed)
+
+    def _removed_open_dir(self, inode: int) -> pb.Attr | None:
+        """A directory removed while open here stays open, with no links, as on a
+        local file system (the master keeps no removed directories)."""
+        for listing in self.handles.dirs.values():
+            if listing.inode == inode:
+                gone = pb.Attr()
+                gone.CopyFrom(listing.attr)
+                gone.nlink = 0
+                return gone
+        return None
 
     @fuse_operation
     async def setattr(self, inode, attr, fields, fh, ctx):
         caller = self.callers.of(ctx)
         if attrs.is_time_flush(fields, fh is not None):
             return self._entry(await self._getattr(caller, inode))
-        times_now = False
-        if (fields.update_atime or fields.update_mtime) and not fields.update_size \
-                and caller.uid != 0:
-            # The kernel (default_permissions) lets a caller who is not the owner set
-            # times only to "now", and pyfuse3 does not say which it was.
-            times_now = (await self._getattr(caller, inode)).uid != caller.uid
+        if inode in self.unflushed and not fields.update_size:
+            await self.data.flush(caller, inode)   # its commit would undo times set now
+        times_now = kill = False
+        if caller.uid != 0 and (fields.update_mode or (
+                (fields.update_atime or fields.update_mtime) and not fields.update_size)):
+            current = await self._getattr(caller, inode)
+            # The kernel (default_permissions) passes a caller who is not the owner
+            # only to set times to "now" (pyfuse3 does not say which it was) or to
+            # clear set-user/group-ID when they write: both are its decision.
+            times_now = current.uid != caller.uid
+            kill = times_now and fields.update_mode and attrs.only_drops_setid(
+                current.mode, attr.st_mode)
+        if kill:
+            await self.md.mutate(ROOT, setattr=pb.Setattr(
+                inode=inode, mode=stat.S_IMODE(attr.st_mode)))
         if fields.update_size:
             await self._before_resize(caller, inode, attr.st_size)
-        op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now)
+        op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now,
+                                   mode=not kill)
         if op is None:
             return self._entry(await self._getattr(caller, inode))
         changed = (await self.md.mutate(caller, setattr=op)).attr
@@ -211,6 +238,12 @@ class Operations(pyfuse3.Operations):
         if flags & os.O_TRUNC and self.data.written_end(inode):
             await self.data.flush(caller, inode)   # or a later commit would regrow it
         attr = (await self.md.mutate(caller, open=pb.Open(inode=inode, flags=flags))).attr
+        if flags & os.O_TRUNC and flags & os.O_ACCMODE == os.O_RDONLY and attr.size \
+                and stat.S_ISREG(attr.mode):
+            # Linux truncates on O_RDONLY|O_TRUNC too (the kernel checked write
+            # permission); Open truncates only when opened for writing
+            attr = (await self.md.mutate(caller, setattr=pb.Setattr(inode=inode,
+                                                                    size=0))).attr
         if flags & os.O_TRUNC:
             self.data.invalidate(inode)
         if self.told.get(inode) != (attr.mtime_ns, attr.size):
@@ -336,11 +369,20 @@ class Operations(pyfuse3.Operations):
     # -- directories ------------------------------------------------------------------------
     @fuse_operation
     async def opendir(self, inode, ctx):
-        return self.handles.add_dir(OpenDir(inode, self.callers.of(ctx)))
+        caller = self.callers.of(ctx)
+        attr = await self._getattr(caller, inode)   # "." and, once removed, fstat
+        return self.handles.add_dir(OpenDir(inode, caller, attr))
 
     @fuse_operation
     async def readdir(self, fh, start_id, token):
         listing = self.handles.dirs[fh]
+        try:
+            await self._list(listing, start_id, token)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise                  # ENOENT: removed while open, so it lists empty
+
+    async def _list(self, listing: OpenDir, start_id: int, token) -> None:
         for name in dir_listing.dots_from(start_id):
             attr = await self._dot(listing, name)
             at = dir_listing.DOT if name == b"." else dir_listing.DOTDOT
@@ -364,9 +406,9 @@ class Operations(pyfuse3.Operations):
 
     async def _dot(self, listing: OpenDir, name: bytes) -> pb.Attr:
         if name == b".":
-            return await self._getattr(listing.caller, listing.inode)
-        if listing.parent is None:
-            listing.parent = (await self.md.read(listing.caller, lookup=mpb.Lookup(
+            return listing.attr
+        if listing.parent is None:   # as root: listing needs no search permission
+            listing.parent = (await self.md.read(ROOT, lookup=mpb.Lookup(
                 parent=listing.inode, name=b".."))).attr
         return listing.parent
 
