@@ -26,7 +26,8 @@ from services.chunk.store import ChunkInfo, ChunkStore
 log = logging.getLogger(__name__)
 
 GRPC_OPTIONS = [("grpc.keepalive_time_ms", 10_000)]
-FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.2, 2.0
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.2, 1.0
+CHANGE_DELAY_S = 0.01
 REDIRECT_PAUSE_S = 0.05
 USED_BYTES_EVERY_S = 10.0   # counting used bytes stats every chunk file
 
@@ -141,7 +142,10 @@ class ControlLink:
     # -- what the rest of the chunkserver calls -------------------------------------------
 
     def changed(self, ident: int) -> None:
+        """A copy was created, moved to another version or deleted: the leader hears of
+        it within CHANGE_DELAY_S (writers are placed by what it knows)."""
         self.reports.change(ident)
+        self._wake.set()
 
     def damaged(self, ident: int, version: int, detail: str) -> None:
         if self.reports.damage(ident, version, detail):
@@ -215,6 +219,7 @@ class ControlLink:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat_s)
+                await asyncio.sleep(CHANGE_DELAY_S)   # changes made together go together
             await _write(call, await self._incremental())
 
     def _start_job(self, job: pb.Job) -> None:

@@ -56,18 +56,27 @@ class ChunkClient:
             if self._writer is not None:
                 self._writer.close()
 
-    async def _request(self, op: int, chunk: int, version: int, offset: int = 0,
-                       length: int = 0, chain: tuple[str, ...] = (),
-                       data: bytes = b"") -> bytes:
+    async def submit(self, op: int, chunk: int, version: int, offset: int = 0,
+                     length: int = 0, chain: tuple[str, ...] = (),
+                     data=b"") -> asyncio.Future:
+        """Send one request; the future of its reply. Requests submitted one after the
+        other (each awaited before the next) reach the server in that order."""
         await self._connect()
         ident = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieve)
         self._waiting[ident] = fut
         self._writer.write(p.encode_request(op, ident, chunk, version, offset, length, chain))
-        if data:
+        if len(data):
             self._writer.write(data)
         await self._writer.drain()
-        return await fut
+        return fut
+
+    async def _request(self, op: int, chunk: int, version: int, offset: int = 0,
+                       length: int = 0, chain: tuple[str, ...] = (),
+                       data=b"") -> bytes:
+        return await await_reply(await self.submit(op, chunk, version, offset, length, chain,
+                                                   data))
 
     async def read(self, chunk: int, version: int, offset: int, length: int) -> bytes:
         return await self._request(p.READ, chunk, version, offset, length)
@@ -86,6 +95,11 @@ class ChunkClient:
         version, length = p.STAT_REPLY.unpack(await self._request(p.STAT, chunk, 0))
         return version, length
 
+    async def truncate(self, chunk: int, version: int, length: int,
+                       chain: tuple[str, ...] = ()) -> None:
+        """Cut (or extend with zeros) the chunk to `length` bytes here and along `chain`."""
+        await self._request(p.TRUNCATE, chunk, version, offset=length, chain=chain)
+
     async def create(self, chunk: int, version: int) -> None:
         await self._request(p.CREATE, chunk, version)
 
@@ -100,3 +114,18 @@ class ChunkClient:
             self._reader_task.cancel()
         if self._writer is not None:
             self._writer.close()
+
+
+async def await_reply(fut: asyncio.Future) -> bytes:
+    """Wait for a reply; a caller that gives up leaves no future behind unanswered."""
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        fut.cancel()
+        raise
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    """Mark a failed reply as seen, so one nobody waits for any more is not logged."""
+    if not fut.cancelled():
+        fut.exception()

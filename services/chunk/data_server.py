@@ -14,6 +14,7 @@ version, detail)` when a request finds a block or header failing its CRC, and
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkClient, ChunkRequestError
@@ -42,6 +43,10 @@ def status_of(exc: Exception) -> int:
 
 
 class DataServer:
+    """Requests are taken from each connection in order and run on one disk thread in
+    that order, so a write is never overtaken by a later write, sync or read of the
+    same chunk; forwarding keeps the order too (one sender per next server)."""
+
     def __init__(self, store: ChunkStore,
                  on_damage: Callable[[int, int, str], None] | None = None,
                  on_change: Callable[[int], None] | None = None):
@@ -49,94 +54,206 @@ class DataServer:
         self.on_damage = on_damage
         self.on_change = on_change
         self.server: asyncio.AbstractServer | None = None
-        self._forward: dict[str, ChunkClient] = {}
+        self._forward: dict[str, _Forwarder] = {}
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-disk")
 
     async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._serve, host, port)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Connection(self), host, port)
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self.server:
             self.server.close()
             await self.server.wait_closed()
-        for client in self._forward.values():
-            await client.close()
+        for forwarder in self._forward.values():
+            await forwarder.close()
+        self._disk.shutdown(wait=True, cancel_futures=True)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        lock = asyncio.Lock()   # replies of concurrent requests do not interleave
-        running: set[asyncio.Task] = set()
-        try:
-            while True:
-                try:
-                    header = await reader.readexactly(p.REQUEST.size)
-                except asyncio.IncompleteReadError:
-                    return
-                op, ident, chunk, version, offset, length, chain_len = \
-                    p.decode_request(header)
-                chain = tuple(filter(None, (await reader.readexactly(chain_len))
-                                     .decode().split(",")))
-                data = await reader.readexactly(length) if op == p.WRITE else b""
-                task = asyncio.create_task(self._answer(
-                    writer, lock, op, ident, chunk, version, offset, length, chain, data))
-                running.add(task)
-                task.add_done_callback(running.discard)
-        except (p.ProtocolError, UnicodeDecodeError) as exc:
-            log.warning("chunk data connection closed: %s", exc)
-        finally:
-            for task in running:
-                task.cancel()
-            writer.close()
+    def submit(self, conn: "_Connection", op, ident, chunk, version, offset, length,
+               chain, data) -> None:
+        """Start one request now, in arrival order; its reply goes back when done."""
+        loop = asyncio.get_running_loop()
+        here = loop.run_in_executor(self._disk, self._run, op, chunk, version, offset,
+                                    length, data)
+        there = None
+        if chain and op in p.CHAINED:
+            there = self._next(chain[0]).send(op, chunk, version, offset, length, chain[1:],
+                                              data)
+        conn.track(asyncio.ensure_future(self._answer(conn, op, ident, chunk, version,
+                                                      here, there)))
 
-    async def _answer(self, writer, lock, op, ident, chunk, version, offset, length,
-                      chain, data) -> None:
-        try:
-            payload = await self._execute(op, chunk, version, offset, length, chain, data)
-            reply = p.encode_reply(op, ident, p.OK, len(payload)) + payload
-        except ChunkError as exc:
-            if isinstance(exc, ChunkCorruptError) and self.on_damage:
-                self.on_damage(chunk, version, str(exc))
-            reply = p.encode_reply(op, ident, status_of(exc), message=str(exc))
-        except ChunkRequestError as exc:
-            reply = p.encode_reply(op, ident, p.FORWARD_FAILED, message=str(exc))
-        except (ValueError, OSError) as exc:
-            reply = p.encode_reply(op, ident, p.BAD_REQUEST, message=str(exc))
-        async with lock:
-            writer.write(reply)
-            await writer.drain()
-
-    async def _execute(self, op, chunk, version, offset, length, chain, data) -> bytes:
+    def _run(self, op, chunk, version, offset, length, data) -> bytes:
+        """One request against the store, on the disk thread."""
         store = self.store
         if op == p.READ:
-            return await asyncio.to_thread(store.read, chunk, version, offset, length)
+            return store.read(chunk, version, offset, length)
         if op == p.WRITE:
-            here = asyncio.to_thread(store.write, chunk, version, offset, data)
-            if not chain:
-                await here
-            else:
-                there = self._next(chain[0]).write(chunk, version, offset, data, chain[1:])
-                await asyncio.gather(here, there)
-            return b""
-        if op == p.SYNC:   # an empty write with sync checks the version and fsyncs
-            here = asyncio.to_thread(store.write, chunk, version, 0, b"", True)
-            if not chain:
-                await here
-            else:
-                await asyncio.gather(here, self._next(chain[0]).sync(chunk, version, chain[1:]))
-            return b""
-        if op == p.STAT:
+            store.write(chunk, version, offset, data)
+        elif op == p.SYNC:      # an empty write with sync checks the version and fsyncs
+            store.write(chunk, version, 0, b"", True)
+        elif op == p.TRUNCATE:
+            store.truncate(chunk, version, offset)
+        elif op == p.STAT:
             return p.STAT_REPLY.pack(store.version(chunk), store.length(chunk))
-        if op == p.CREATE:
+        elif op == p.CREATE:
             store.create(chunk, version)
         elif op == p.SET_VERSION:
             store.set_version(chunk, offset, version)  # offset carries the old version
         elif op == p.DELETE:
             store.delete(chunk)
-        if self.on_change:
-            self.on_change(chunk)
         return b""
 
-    def _next(self, address: str) -> ChunkClient:
-        client = self._forward.get(address)
-        if client is None:
-            client = self._forward[address] = ChunkClient(address)
-        return client
+    async def _answer(self, conn, op, ident, chunk, version, here, there) -> None:
+        try:
+            payload = await here
+            if there is not None:
+                await there
+            reply = [p.encode_reply(op, ident, p.OK, len(payload)), payload]
+            if op in (p.CREATE, p.SET_VERSION, p.DELETE) and self.on_change:
+                self.on_change(chunk)
+        except ChunkError as exc:
+            if isinstance(exc, ChunkCorruptError) and self.on_damage:
+                self.on_damage(chunk, version, str(exc))
+            reply = [p.encode_reply(op, ident, status_of(exc), message=str(exc))]
+        except (ChunkRequestError, ConnectionError) as exc:
+            reply = [p.encode_reply(op, ident, p.FORWARD_FAILED, message=str(exc))]
+        except (ValueError, OSError) as exc:
+            reply = [p.encode_reply(op, ident, p.BAD_REQUEST, message=str(exc))]
+        finally:
+            if there is not None and not there.done():
+                there.cancel()
+        await conn.send(reply)
+
+    def _next(self, address: str) -> "_Forwarder":
+        forwarder = self._forward.get(address)
+        if forwarder is None:
+            forwarder = self._forward[address] = _Forwarder(ChunkClient(address))
+        return forwarder
+
+
+class _Forwarder:
+    """Sends requests to the next server in the chain in the order they were given,
+    without waiting for one reply before sending the next."""
+
+    def __init__(self, client: ChunkClient):
+        self.client = client
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.ensure_future(self._send_all())
+
+    def send(self, op, chunk, version, offset, length, chain, data) -> asyncio.Future:
+        """The future reply (its data, or the error) of the forwarded request."""
+        reply = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((reply, (op, chunk, version, offset, length, chain, data)))
+        return reply
+
+    async def _send_all(self) -> None:
+        while True:
+            reply, request = await self.queue.get()
+            if reply.done():
+                continue
+            try:
+                answer = await self.client.submit(*request)
+            except (OSError, p.ProtocolError) as exc:
+                reply.set_exception(ConnectionError(
+                    f"cannot reach {self.client.address}: {exc}"))
+                continue
+            answer.add_done_callback(lambda a, r=reply: _settle(r, a))
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await self.client.close()
+
+
+def _settle(reply: asyncio.Future, answer: asyncio.Future) -> None:
+    if reply.done():
+        return
+    if answer.cancelled():
+        reply.set_exception(ConnectionError("the forwarded request was cancelled"))
+    elif answer.exception() is not None:
+        reply.set_exception(answer.exception())
+    else:
+        reply.set_result(answer.result())
+
+
+HEADER, CHAIN, DATA = range(3)
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection: frames are parsed as bytes arrive, and a write's data
+    lands straight in the buffer that goes to the disk (no copies on the way)."""
+
+    def __init__(self, server: DataServer):
+        self.server = server
+        self.transport = None
+        self.tasks: set[asyncio.Task] = set()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._expect(HEADER, bytearray(p.REQUEST.size))
+        self.request = None
+        self.chain: tuple[str, ...] = ()
+
+    def _expect(self, state: int, buffer: bytearray) -> None:
+        self.state, self.buffer, self.filled = state, buffer, 0
+
+    # -- receiving -------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int):
+        return memoryview(self.buffer)[self.filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.filled += nbytes
+        try:
+            while self.filled == len(self.buffer):
+                self._advance()
+        except (p.ProtocolError, UnicodeDecodeError) as exc:
+            log.warning("chunk data connection closed: %s", exc)
+            self.transport.close()
+
+    def _advance(self) -> None:
+        """The current piece is complete: act on it and expect the next."""
+        if self.state == HEADER:
+            self.request = p.decode_request(bytes(self.buffer))
+            chain_len = self.request[-1]
+            if chain_len:
+                return self._expect(CHAIN, bytearray(chain_len))
+            self.chain = ()
+        elif self.state == CHAIN:
+            self.chain = tuple(filter(None, self.buffer.decode().split(",")))
+        else:
+            return self._dispatch(self.buffer)
+        op, length = self.request[0], self.request[5]
+        if op == p.WRITE and length:
+            return self._expect(DATA, bytearray(length))
+        self._dispatch(b"")
+
+    def _dispatch(self, data) -> None:
+        op, ident, chunk, version, offset, length, _ = self.request
+        self.server.submit(self, op, ident, chunk, version, offset, length, self.chain, data)
+        self._expect(HEADER, bytearray(p.REQUEST.size))
+
+    # -- replying --------------------------------------------------------------------------
+    def track(self, task: asyncio.Task) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def send(self, pieces: list) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        for piece in pieces:
+            if len(piece):
+                self.transport.write(piece)
+        await self.writable.wait()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc) -> None:
+        self.writable.set()
+        for task in self.tasks:
+            task.cancel()

@@ -6,7 +6,9 @@ Request:  magic(2) op(1) flags(1) id(4) chunk(8) version(4) offset(8) length(4)
           then `length` bytes of data for a WRITE.
 Reply:    magic(2) op(1) status(1) id(4) length(4) message_len(2) message,
           then `length` bytes of data for a READ (for a STAT: version(4) length(8)).
-A SYNC, like a WRITE, travels along the chain and is answered once every copy is synced.
+A SYNC or TRUNCATE (offset = the new length), like a WRITE, travels along the chain and
+is answered once every copy has done it. A server applies one connection's requests
+on a chunk in the order they arrive.
 Status 0 is success; the others name the failure (see STATUS) and carry a message.
 """
 
@@ -18,9 +20,10 @@ REPLY = struct.Struct(">HBBIIH")
 MAX_DATA = 64 << 20
 MAX_CHAIN = 1024
 
-READ, WRITE, CREATE, SET_VERSION, DELETE, SYNC, STAT = 1, 2, 3, 4, 5, 6, 7
+READ, WRITE, CREATE, SET_VERSION, DELETE, SYNC, STAT, TRUNCATE = 1, 2, 3, 4, 5, 6, 7, 8
 OPS = {READ: "read", WRITE: "write", CREATE: "create", SET_VERSION: "set_version",
-       DELETE: "delete", SYNC: "sync", STAT: "stat"}
+       DELETE: "delete", SYNC: "sync", STAT: "stat", TRUNCATE: "truncate"}
+CHAINED = (WRITE, SYNC, TRUNCATE)   # forwarded along the chain of copies
 STAT_REPLY = struct.Struct(">IQ")   # version, length of the stored chunk
 
 OK, NOT_FOUND, STALE, CORRUPT, BAD_REQUEST, EXISTS, IO_ERROR, FORWARD_FAILED = range(8)

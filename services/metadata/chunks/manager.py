@@ -273,11 +273,18 @@ class ChunkManager:
         writer moves them to `version` and writes there. A chunk with no copy yet (new,
         or held only as erasure-coded parts) gets fresh servers, version 0: create."""
         goal = sclass.m + 1 if sclass.is_ec else sclass.copies
-        copies = [c for c in self.registry.of(chunk) if c.part == 0 and c.version < version
-                  and not c.damaged and self.registry.alive(c)]
-        if copies:
-            newest = max(c.version for c in copies)
-            chosen = [(c.server, c.version, c.length) for c in copies if c.version == newest]
+        held = {c.server: (c.version, c.length) for c in self.registry.of(chunk)
+                if c.part == 0 and c.version < version and not c.damaged
+                and self.registry.alive(c)}
+        # The last writer's copies, if their reports have not caught up with it yet.
+        last_version, last_servers = self.registry.expected.get(chunk, (0, []))
+        for server in last_servers:
+            if held.get(server, (0, 0))[0] < last_version < version \
+                    and self.registry.servers[server].connected:
+                held[server] = (last_version, held.get(server, (0, 0))[1])
+        if held:
+            newest = max(v for v, _ in held.values())
+            chosen = [(s, v, n) for s, (v, n) in held.items() if v == newest]
         else:
             fresh = planner._spread(chunk, self._room(), self.holders(chunk), goal)
             chosen = [(c.server, 0, 0) for c in fresh]
