@@ -426,7 +426,8 @@ class PosixModel:
         if gid is not None and not (user.root or (
                 user.uid == n.uid and (gid == n.gid or user.member(gid)))):
             raise Refused(E.EPERM, "chgrp")
-        if mode is not None and not owner:
+        if mode is not None and not owner and not (
+                _only_drops_setid(n.perm, mode) and self.may(user, n, WRITE)):
             raise Refused(E.EPERM, "chmod")
         if (atime is not None or mtime is not None) and not touch and not owner:
             raise Refused(E.EPERM, "explicit times")
@@ -584,3 +585,10 @@ class PosixModel:
     def listxattr(self, user: User, ino: int) -> list[bytes]:
         n = self._node(ino)
         return sorted(k for k in n.xattrs if user.root or not k.startswith(b"trusted."))
+
+
+def _only_drops_setid(perm: int, mode: int) -> bool:
+    """The kernel's "remove privileges" on a write by a non-owner: the mode loses set-id
+    bits and nothing else changes."""
+    dropped = perm & ~(mode & PERM_BITS)
+    return bool(dropped) and not dropped & ~0o6000 and not (mode & PERM_BITS) & ~perm

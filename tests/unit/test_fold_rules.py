@@ -273,3 +273,11 @@ def test_search_permission_guards_lookups_and_creates(fs):
     with pytest.raises(FsError) as exc:
         reads.readdir(fs.proj, ALICE, d)
     assert exc.value.errno == errno.EACCES
+
+
+def test_a_writer_who_is_not_the_owner_may_only_drop_set_id_bits(fs):
+    f = fs.create(R, b"setid", 0o6777)
+    fs.ok(setattr=pb.Setattr(inode=f, mode=0o6777))          # root sets both bits
+    assert fs.do(ALICE, setattr=pb.Setattr(inode=f, mode=0o0777)).errno == 0
+    assert reads.getattr(fs.proj, f).mode & 0o7777 == 0o777
+    assert fs.do(ALICE, setattr=pb.Setattr(inode=f, mode=0o0775)).errno == errno.EPERM

@@ -424,7 +424,8 @@ def _setattr(ns: Namespace, op: pb.Setattr) -> pb.Result:
     if op.HasField("gid") and not (perm.is_root(caller) or (
             caller.uid == node.uid and (op.gid == node.gid or perm.in_group(caller, op.gid)))):
         raise FsError(errno.EPERM, "only the owner may change the group, to one of theirs")
-    if op.HasField("mode") and not is_owner:
+    if op.HasField("mode") and not is_owner and not (
+            perm.only_drops_setid(node.mode, op.mode) and perm.allowed(caller, node, perm.W)):
         raise FsError(errno.EPERM, "only the owner may change the mode")
     if (op.HasField("atime") or op.HasField("mtime")) and not touch and not is_owner:
         raise FsError(errno.EPERM, "only the owner may set explicit times")

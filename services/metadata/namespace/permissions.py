@@ -72,3 +72,12 @@ def safe_hardlink_source(caller: pb.Caller, node: Inode) -> bool:
     if node.mode & stat.S_ISGID and node.mode & stat.S_IXGRP:
         return False
     return allowed(caller, node, R | W)
+
+
+def only_drops_setid(old_mode: int, new_mode: int) -> bool:
+    """A mode change that only takes away set-user-id or set-group-id: what the kernel
+    asks for when a non-owner writes to such a file ("remove privileges"), which a
+    writer may do."""
+    old, new = old_mode & 0o7777, new_mode & 0o7777
+    dropped = old & ~new
+    return bool(dropped) and not dropped & ~0o6000 and not new & ~old
