@@ -71,6 +71,7 @@ async def _serve(config: MountConfig) -> None:
                                                     config.options.read_ahead_kb))
     invalidator = Invalidator(ops.forget_inode)
     md.on_invalidate = invalidator       # before open: the session asks for them
+    log.info("opening a session with the metadata cluster (%s)", ", ".join(config.masters))
     await md.open()
     log.info("session %d with %s; mounting %s (%s)", md.session, md.leader,
              config.mountpoint, type(asyncio.get_running_loop()).__module__)

@@ -1,0 +1,99 @@
+"""The mount's pure parts: options, mountinfo, listing positions, attribute rules."""
+
+import stat
+
+import pytest
+
+from fuse_client import attrs, dir_listing, mountinfo
+from fuse_client.caller import parse_groups
+from fuse_client.mount_options import MountOptionError, parse
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+
+
+def test_our_options_are_taken_and_the_rest_go_to_fuse():
+    opts = parse(["ro,attr_timeout=2.5", "entry_timeout=0,writeback_cache", "noexec"],
+                 as_root=True)
+    assert (opts.timeouts.attr, opts.timeouts.entry, opts.timeouts.negative) == (2.5, 0, 0)
+    assert opts.writeback_cache
+    assert {"ro", "noexec", "default_permissions", "allow_other", "dev", "suid"} <= opts.fuse
+    assert not any(o.startswith(("attr_timeout", "writeback")) for o in opts.fuse)
+    assert "allow_other" not in parse([], as_root=False).fuse
+
+
+@pytest.mark.parametrize("bad", ["attr_timeout=soon", "negative_timeout=-1",
+                                 "writeback_cache=1"])
+def test_bad_options_say_what_is_wrong(bad):
+    with pytest.raises(MountOptionError, match=bad.split("=")[0]):
+        parse([bad], as_root=True)
+
+
+def test_mountinfo_lines_with_escaped_spaces():
+    text = ("36 35 0:40 / /mnt/my\\040files rw,relatime shared:1 - fuse.mooseng mooseng "
+            "rw,user_id=0\n"
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    mounts = mountinfo.parse(text)
+    assert mounts[0] == mountinfo.Mount("/mnt/my files", "0:40", "fuse.mooseng", "mooseng")
+    assert mounts[1].fstype == "ext4"
+
+
+def test_listing_positions_resume_after_dots_and_entries():
+    assert dir_listing.dots_from(0) == [b".", b".."]
+    assert dir_listing.dots_from(dir_listing.DOT) == [b".."]
+    assert dir_listing.dots_from(dir_listing.DOTDOT) == []
+    assert dir_listing.cookie_at(dir_listing.position(77)) == 77
+    page = [mpb.DirEntry(name=b"a", cookie=10), mpb.DirEntry(name=b"b", cookie=20)]
+    assert dir_listing.rest_of_page(page, 0, 0) == page
+    assert [e.name for e in dir_listing.rest_of_page(page, 0, 10)] == [b"b"]
+    assert dir_listing.rest_of_page(page, 0, 20) is None      # used up: ask the master
+    assert dir_listing.rest_of_page(page, 0, 15) is None
+
+
+def test_only_clearing_setid_bits_counts_as_the_kernels_own_change():
+    mode = stat.S_IFREG | 0o6775
+    assert attrs.only_drops_setid(mode, 0o0775)
+    assert attrs.only_drops_setid(mode, 0o2775)
+    assert not attrs.only_drops_setid(mode, 0o0777)     # adds a bit
+    assert not attrs.only_drops_setid(mode, 0o0755)     # drops another
+    assert not attrs.only_drops_setid(mode, 0o6775)     # no change
+
+
+class Fields:
+    """pyfuse3.SetattrFields can only be made by pyfuse3; this has its attributes."""
+    def __init__(self, **given):
+        for name in ("atime", "mtime", "ctime", "mode", "uid", "gid", "size"):
+            setattr(self, f"update_{name}", given.get(name, False))
+
+
+def test_setattr_translation():
+    new = attrs.entry(pb.Attr(inode=5, mode=stat.S_IFREG | 0o640, size=10, atime_ns=-3,
+                              mtime_ns=1 << 62), attrs.Timeouts())
+    op = attrs.setattr_command(5, new, Fields(mode=True, atime=True, mtime=True), False,
+                               times_are_now=False)
+    assert (op.mode, op.atime.ns, op.mtime.ns) == (0o640, -3, 1 << 62)
+    touch = attrs.setattr_command(5, new, Fields(atime=True, mtime=True), False, True)
+    assert touch.atime.now and touch.mtime.now
+    cut = attrs.setattr_command(5, new, Fields(size=True, mtime=True, ctime=True), True, False)
+    assert cut.size == 10 and cut.via_handle and not cut.HasField("mtime")
+    assert attrs.setattr_command(5, new, Fields(ctime=True), False, False) is None
+    assert attrs.is_time_flush(Fields(mtime=True, ctime=True), has_handle=True)
+    assert not attrs.is_time_flush(Fields(mtime=True), has_handle=False)
+
+
+def test_uncommitted_writes_show_in_size_and_times():
+    attr = pb.Attr(inode=5, mode=stat.S_IFREG | 0o644, size=10, mtime_ns=100, ctime_ns=100)
+    shown = attrs.entry(attr, attrs.Timeouts(), size=4096, written_ns=500)
+    assert (shown.st_size, shown.st_mtime_ns, shown.st_ctime_ns) == (4096, 500, 500)
+    assert shown.st_blocks == 8
+
+
+def test_statfs_size_is_used_plus_free():
+    out = attrs.statvfs(attrs.Space(used_bytes=3 << 16, free_bytes=7 << 16, inodes=9,
+                                    name_max=255))
+    assert (out.f_blocks, out.f_bfree, out.f_bavail) == (10, 7, 7)
+    assert out.f_namemax == 255
+
+
+def test_groups_from_proc_status():
+    assert parse_groups("Name:\tx\nGroups:\t4 24 1000 \nNSpid:\t1\n") == [4, 24, 1000]
+    assert parse_groups("Groups:\t\n") == []
