@@ -355,6 +355,32 @@ def second_mount(cluster: MountedCluster, name: str, *options: str) -> MountedCl
     return other
 
 
+def within(seconds: float, check) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not seen within {seconds} s"
+        time.sleep(0.02)
+
+
+def test_another_mounts_changes_show_at_once_despite_long_cache_timeouts(cluster, d):
+    """Only the master's pushed invalidations can make this mount see them before
+    its 60 s timeouts end."""
+    other = second_mount(cluster, "mnt-long-cache", "attr_timeout=60,entry_timeout=60")
+    try:
+        here, there = os.path.join(d, "f"), os.path.join(other.mountpoint,
+                                                         os.path.basename(d), "f")
+        assert not os.path.exists(there)           # remembered as missing for 60 s
+        write(here, b"x")
+        within(2, lambda: os.path.exists(there))
+        assert stat.S_IMODE(os.stat(there).st_mode) == 0o644
+        os.chmod(here, 0o600)
+        within(2, lambda: stat.S_IMODE(os.stat(there).st_mode) == 0o600)
+        os.unlink(here)
+        within(2, lambda: not os.path.exists(there))
+    finally:
+        other.unmount_anyhow()
+
+
 def test_umount_unmounts_and_the_process_ends(cluster):
     other = second_mount(cluster, "mnt-umount")
     try:
