@@ -36,6 +36,7 @@ ROOT = pb.Caller(uid=0, gid=0)
 READDIR_PAGE = 512
 STATFS_CACHE_S = 1.0
 MAX_TOLD = 1 << 17
+CAPABILITY = b"security.capability"
 DEFAULT_TIMEOUTS = Timeouts()
 
 
@@ -60,6 +61,7 @@ class Operations(pyfuse3.Operations):
         self.written_at: dict[int, int] = {}  # inode -> time of its last uncommitted write
         self.told: dict[int, tuple[int, int]] = {}  # file -> (mtime, size) last told
         # the kernel, which may trust it until attr_timeout
+        self.no_caps: dict[int, float] = {}   # inode -> until when it has no capability
         self._space: tuple[float, pyfuse3.StatvfsData | None] = (0.0, None)
 
     def init(self) -> None:
@@ -72,6 +74,7 @@ class Operations(pyfuse3.Operations):
         self.cached.pop(inode, None)
         self.sizes.pop(inode, None)
         self.told.pop(inode, None)
+        self.no_caps.pop(inode, None)
 
     async def shutdown(self) -> None:
         """Commit what is still written back, then close the session (which releases
@@ -443,8 +446,23 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def getxattr(self, inode, name, ctx):
-        return (await self.md.read(self.callers.of(ctx),
-                                   getxattr=mpb.Getxattr(inode=inode, name=name))).data
+        if name == CAPABILITY and self.no_caps.get(inode, 0.0) > time.monotonic():
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        try:
+            return (await self.md.read(self.callers.of(ctx),
+                                       getxattr=mpb.Getxattr(inode=inode, name=name))).data
+        except FsError as exc:
+            if name == CAPABILITY and exc.errno == errno.ENODATA:
+                self._no_caps(inode)
+            raise
+
+    def _no_caps(self, inode: int) -> None:
+        """The kernel asks for security.capability before every write (to drop it):
+        a round trip each. Its absence is trusted like the attributes, until
+        attr_timeout, a change here, or another client's change (invalidation)."""
+        if len(self.no_caps) >= MAX_TOLD:
+            self.no_caps.clear()
+        self.no_caps[inode] = time.monotonic() + self.timeouts.attr
 
     @fuse_operation
     async def listxattr(self, inode, ctx):
@@ -455,11 +473,13 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, inode, name, value, ctx):
         # pyfuse3 checks XATTR_CREATE / XATTR_REPLACE itself (with getxattr) and
         # passes no flags on
+        self.no_caps.pop(inode, None)
         await self.md.mutate(self.callers.of(ctx), setxattr=pb.Setxattr(
             inode=inode, name=name, value=value))
 
     @fuse_operation
     async def removexattr(self, inode, name, ctx):
+        self.no_caps.pop(inode, None)
         await self.md.mutate(self.callers.of(ctx),
                              removexattr=pb.Removexattr(inode=inode, name=name))
 

@@ -32,6 +32,7 @@ MOUNTED = re.compile(r"\(pid (\d+), log ")
 class MountedCluster:
     def __init__(self, root, chunkservers: int = 3, master_args: tuple[str, ...] = ()):
         self.root = str(root)
+        os.makedirs(self.root, exist_ok=True)
         self.meta = MetadataCluster(root, extra_args=master_args)
         self.masters = ",".join(self.meta.addresses.values())
         self.chunks = ChunkCluster(root, list(self.meta.addresses.values()), n=chunkservers)
