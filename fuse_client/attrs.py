@@ -64,18 +64,16 @@ def is_time_flush(fields: pyfuse3.SetattrFields, has_handle: bool) -> bool:
 
 
 def setattr_command(inode: int, new: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
-                    via_handle: bool, times_are_now: bool,
-                    mode: bool = True) -> pb.Setattr | None:
+                    via_handle: bool, times_are_now: bool) -> pb.Setattr | None:
     """The Setattr command for a kernel setattr, or None when nothing the master keeps
     changes (ctime alone: the fold sets it with every change).
 
     `times_are_now`: the times given mean "now" (utimes(NULL), UTIME_NOW); pyfuse3
     hands us the kernel's clock either way, so the caller decides (see operations).
     A size change sets mtime and ctime in the fold; the kernel's own mtime that comes
-    with a truncation is dropped, so a writer who is not the owner may truncate.
-    `mode`: False when the mode change is applied apart (only_drops_setid)."""
+    with a truncation is dropped, so a writer who is not the owner may truncate."""
     op = pb.Setattr(inode=inode, via_handle=via_handle)
-    if fields.update_mode and mode:
+    if fields.update_mode:
         op.mode = stat.S_IMODE(new.st_mode)
     if fields.update_uid:
         op.uid = new.st_uid
@@ -90,14 +88,6 @@ def setattr_command(inode: int, new: pyfuse3.EntryAttributes, fields: pyfuse3.Se
             op.mtime.CopyFrom(_time(new.st_mtime_ns, times_are_now))
     changed = [f.name for f, _ in op.ListFields() if f.name not in ("inode", "via_handle")]
     return op if changed else None
-
-
-def only_drops_setid(current_mode: int, new_mode: int) -> bool:
-    """The change only clears set-user-ID and/or set-group-ID: what the kernel asks
-    for on its own when someone who is not the owner writes or truncates."""
-    setid = stat.S_ISUID | stat.S_ISGID
-    old, new = stat.S_IMODE(current_mode), stat.S_IMODE(new_mode)
-    return new != old and new & ~setid == old & ~setid and not new & ~old
 
 
 def _time(ns: int, now: bool) -> pb.TimeUpdate:

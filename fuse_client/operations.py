@@ -142,23 +142,15 @@ class Operations(pyfuse3.Operations):
             return self._entry(await self._getattr(caller, inode))
         if inode in self.unflushed and not fields.update_size:
             await self.data.flush(caller, inode)   # its commit would undo times set now
-        times_now = kill = False
-        if caller.uid != 0 and (fields.update_mode or (
-                (fields.update_atime or fields.update_mtime) and not fields.update_size)):
-            current = await self._getattr(caller, inode)
-            # The kernel (default_permissions) passes a caller who is not the owner
-            # only to set times to "now" (pyfuse3 does not say which it was) or to
-            # clear set-user/group-ID when they write: both are its decision.
-            times_now = current.uid != caller.uid
-            kill = times_now and fields.update_mode and attrs.only_drops_setid(
-                current.mode, attr.st_mode)
-        if kill:
-            await self.md.mutate(ROOT, setattr=pb.Setattr(
-                inode=inode, mode=stat.S_IMODE(attr.st_mode)))
+        times_now = False
+        if (fields.update_atime or fields.update_mtime) and not fields.update_size \
+                and caller.uid != 0:
+            # The kernel (default_permissions) lets a caller who is not the owner set
+            # times only to "now", and pyfuse3 does not say which it was.
+            times_now = (await self._getattr(caller, inode)).uid != caller.uid
         if fields.update_size:
             await self._before_resize(caller, inode, attr.st_size)
-        op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now,
-                                   mode=not kill)
+        op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now)
         if op is None:
             return self._entry(await self._getattr(caller, inode))
         changed = (await self.md.mutate(caller, setattr=op)).attr

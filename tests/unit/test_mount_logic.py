@@ -49,15 +49,6 @@ def test_listing_positions_resume_after_dots_and_entries():
     assert dir_listing.rest_of_page(page, 0, 15) is None
 
 
-def test_only_clearing_setid_bits_counts_as_the_kernels_own_change():
-    mode = stat.S_IFREG | 0o6775
-    assert attrs.only_drops_setid(mode, 0o0775)
-    assert attrs.only_drops_setid(mode, 0o2775)
-    assert not attrs.only_drops_setid(mode, 0o0777)     # adds a bit
-    assert not attrs.only_drops_setid(mode, 0o0755)     # drops another
-    assert not attrs.only_drops_setid(mode, 0o6775)     # no change
-
-
 class Fields:
     """pyfuse3.SetattrFields can only be made by pyfuse3; this has its attributes."""
     def __init__(self, **given):
