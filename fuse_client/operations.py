@@ -233,12 +233,6 @@ class Operations(pyfuse3.Operations):
         if flags & os.O_TRUNC and self.data.written_end(inode):
             await self.data.flush(caller, inode)   # or a later commit would regrow it
         attr = (await self.md.mutate(caller, open=pb.Open(inode=inode, flags=flags))).attr
-        if flags & os.O_TRUNC and flags & os.O_ACCMODE == os.O_RDONLY and attr.size \
-                and stat.S_ISREG(attr.mode):
-            # Linux truncates on O_RDONLY|O_TRUNC too (the kernel checked write
-            # permission); Open truncates only when opened for writing
-            attr = (await self.md.mutate(caller, setattr=pb.Setattr(inode=inode,
-                                                                    size=0))).attr
         if flags & os.O_TRUNC:
             self.data.invalidate(inode)
         if self.told.get(inode) != (attr.mtime_ns, attr.size):
@@ -258,35 +252,13 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def create(self, parent_inode, name, mode, flags, ctx):
+        """One command creates and opens (a new file opens whatever its mode: tar
+        writes read-only files it creates)."""
         caller = self.callers.of(ctx)
-        lent = _lent_bits(caller, mode, flags)
-        made = None
-        if lent:
-            made = await self._create_lending(caller, parent_inode, name, mode, flags, lent)
-        if made is None:
-            lent = 0
-            made = (await self.md.mutate(caller, create=pb.Create(
-                parent=parent_inode, name=name, mode=mode,
-                exclusive=bool(flags & os.O_EXCL)))).attr
-        attr = (await self.md.mutate(caller, open=pb.Open(inode=made.inode,
-                                                          flags=flags))).attr
-        if lent:
-            attr = (await self.md.mutate(caller, setattr=pb.Setattr(
-                inode=attr.inode, mode=stat.S_IMODE(attr.mode) & ~lent))).attr
+        attr = (await self.md.mutate(caller, create=pb.Create(
+            parent=parent_inode, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
+            open=True, open_flags=flags))).attr
         return self._opened(attr, caller, flags), self._entry(attr)
-
-    async def _create_lending(self, caller, parent, name, mode, flags, lent) -> pb.Attr | None:
-        """open(O_CREAT) may write a new file whose mode forbids it (tar does this
-        with read-only files), but Open checks the mode. So the new file is made
-        with the owner bits the open needs, and they are taken back after it; None
-        when the name exists after all (then the plain path opens it)."""
-        try:
-            return (await self.md.mutate(caller, create=pb.Create(
-                parent=parent, name=name, mode=mode | lent, exclusive=True))).attr
-        except FsError as exc:
-            if exc.errno == errno.EEXIST and not flags & os.O_EXCL:
-                return None
-            raise
 
     def _opened(self, attr: pb.Attr, caller: pb.Caller, flags: int) -> pyfuse3.FileInfo:
         """Record an open; the kernel keeps its cached pages only when the file is
@@ -476,11 +448,3 @@ class Operations(pyfuse3.Operations):
                              removexattr=pb.Removexattr(inode=inode, name=name))
 
 
-def _lent_bits(caller: pb.Caller, mode: int, flags: int) -> int:
-    """Owner permission bits a non-root creator needs to open its new file with
-    `flags` and that `mode` (after the umask) does not give."""
-    if caller.uid == 0:
-        return 0
-    need = {os.O_RDONLY: 0o400, os.O_WRONLY: 0o200, os.O_RDWR: 0o600}.get(
-        flags & os.O_ACCMODE, 0)
-    return need & ~(mode & ~caller.umask)

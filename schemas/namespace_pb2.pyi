@@ -91,16 +91,20 @@ class Mknod(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ...) -> None: ...
 
 class Create(_message.Message):
-    __slots__ = ("parent", "name", "mode", "exclusive")
+    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FLAGS_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
     exclusive: bool
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
+    open: bool
+    open_flags: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ...) -> None: ...
 
 class Symlink(_message.Message):
     __slots__ = ("parent", "name", "target")

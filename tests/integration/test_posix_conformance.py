@@ -28,9 +28,17 @@ def target(request):
             yield "mooseng", cluster.mountpoint
 
 
+# Differences we know of and cannot remove yet, by target and case.
+KNOWN = {("mooseng", "fallocate-punch_hole"):
+         "pyfuse3 3.5 has no fallocate hook: only posix_fallocate's zero-writing "
+         "fallback works (docs/mount.md)"}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_as_tmpfs(name, tmpfs_dir, target):  # noqa: F811 - the fixture
     target_name, target_dir = target
+    if (target_name, name) in KNOWN:
+        pytest.xfail(KNOWN[target_name, name])
     reference = run_case(name, tmpfs_dir)
     got = run_case(name, target_dir)
     diffs = differences(reference, got, "tmpfs", target_name)

@@ -134,3 +134,25 @@ def test_only_the_owner_sets_a_storage_class(fs):
     f = fs.create(R, b"f", 0o666)
     assert fs.do(ALICE, set_class=pb.SetClass(inode=f, storage_class="copies=3")).errno \
         == errno.EPERM
+
+
+def test_create_can_open_in_the_same_command(fs):
+    alice = Client(fs, ALICE)
+    d = fs.mkdir(R, b"d", 0o777)
+    made = alice.do(create=pb.Create(parent=d, name=b"ro", mode=0o444, open=True,
+                                     open_flags=O_RDWR))
+    assert made.errno == 0                       # its creator may write a read-only file
+    assert alice.do(release=pb.Release(inode=made.attr.inode)).errno == 0
+    again = alice.do(create=pb.Create(parent=d, name=b"ro", mode=0o444, open=True,
+                                      open_flags=O_RDWR))
+    assert again.errno == errno.EACCES          # an existing one is checked like open
+    assert fs.do(create=pb.Create(parent=d, name=b"x", open=True)).errno == errno.EINVAL
+
+
+def test_o_trunc_truncates_even_a_read_only_open_given_write_permission(fs):
+    f = fs.create(R, b"f", 0o644)
+    fs.ok(setattr=pb.Setattr(inode=f, size=100))
+    alice, root = Client(fs, ALICE), Client(fs)
+    assert alice.do(open=pb.Open(inode=f, flags=O_RDONLY | O_TRUNC)).errno == errno.EACCES
+    assert root.do(open=pb.Open(inode=f, flags=O_RDONLY | O_TRUNC)).errno == 0
+    assert reads.getattr(fs.proj, f).size == 0

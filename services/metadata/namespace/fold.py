@@ -208,7 +208,9 @@ def _mknod(ns: Namespace, op: pb.Mknod) -> pb.Result:
     return _make(ns, directory, op.name, kind | (op.mode & 0o7777 & ~ns.caller.umask), rdev)
 
 
-def _create(ns: Namespace, op: pb.Create) -> pb.Result:
+def _create(ns: Namespace, op: pb.Create, session: int) -> pb.Result:
+    if op.open and session == 0:
+        raise FsError(errno.EINVAL, "create with open needs a session")
     directory = ns.parent(op.parent, op.name)
     existing = ns.child(directory.ino, op.name)
     if existing is not None:
@@ -216,10 +218,16 @@ def _create(ns: Namespace, op: pb.Create) -> pb.Result:
             raise FsError(errno.EEXIST, f"{op.name!r} exists")
         if existing.is_dir:
             raise FsError(errno.EISDIR, f"{op.name!r} is a directory")
+        if op.open:
+            return _open(ns, pb.Open(inode=existing.ino, flags=op.open_flags), session)
         return _ok(existing)
     perm.may_create(ns.caller, directory)
     mode = stat.S_IFREG | (op.mode & 0o7777 & ~ns.caller.umask)
-    return _make(ns, directory, op.name, mode)
+    result = _make(ns, directory, op.name, mode)
+    if op.open:
+        ns.count(r.OPENS, r.u64(session) + r.u64(result.attr.inode), 1)
+        ns.count(r.INODE_OPENS, r.u64(result.attr.inode), 1)
+    return result
 
 
 def _symlink(ns: Namespace, op: pb.Symlink) -> pb.Result:
@@ -557,8 +565,11 @@ def _open(ns: Namespace, op: pb.Open, session: int) -> pb.Result:
         raise FsError(errno.EINVAL, f"open: bad access mode in flags {op.flags:#o}")
     if node.is_dir and want & perm.W:
         raise FsError(errno.EISDIR, f"inode {node.ino} is a directory")
+    truncate = op.flags & O_TRUNC and stat.S_ISREG(node.mode)
+    if truncate:   # Linux truncates whatever the access mode, given write permission
+        want |= perm.W
     perm.require(ns.caller, node, want, "open")
-    if op.flags & O_TRUNC and stat.S_ISREG(node.mode) and want & perm.W and node.size:
+    if truncate and node.size:
         _apply_setattr(ns, node, pb.Setattr(inode=node.ino, size=0), node.gid)
     ns.count(r.OPENS, r.u64(session) + r.u64(node.ino), 1)
     ns.count(r.INODE_OPENS, r.u64(node.ino), 1)
@@ -637,14 +648,15 @@ def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
 
 
 OPERATIONS = {
-    "mkdir": _mkdir, "mknod": _mknod, "create": _create, "symlink": _symlink,
+    "mkdir": _mkdir, "mknod": _mknod, "symlink": _symlink,
     "link": _link, "unlink": _unlink, "rmdir": _rmdir, "rename": _rename,
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
     "set_class": _set_class,
 }
 # Operations on a session's own state take its id too.
-SESSION_OPERATIONS = {"open": _open, "release": _release, "begin_write": _begin_write,
+SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
+                      "begin_write": _begin_write,
                       "commit_write": _commit_write}
 
 
