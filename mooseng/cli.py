@@ -181,6 +181,31 @@ def _chunks(args) -> int:
     return 0 if health.missing == 0 else 1
 
 
+def _up(args) -> int:
+    from mooseng.local_cluster import ClusterError, LocalCluster
+
+    cluster = LocalCluster(args.dir)
+    try:
+        layout = cluster.up(args.mount)
+    except ClusterError as exc:
+        print(f"mooseng up: {exc}", file=sys.stderr)
+        return 1
+    print(cluster.describe(layout))
+    return 0
+
+
+def _down(args) -> int:
+    from mooseng.local_cluster import ClusterError, LocalCluster
+
+    try:
+        LocalCluster(args.dir).down()
+    except ClusterError as exc:
+        print(f"mooseng down: {exc}", file=sys.stderr)
+        return 1
+    print(f"mooseng cluster in {args.dir} stopped; its data is kept for the next `up`")
+    return 0
+
+
 def _members(args) -> int:
     import asyncio
 
@@ -220,6 +245,20 @@ def _use_uvloop() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mooseng", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start a local cluster (3 metadata nodes, 3 "
+                                   "chunkservers) and mount it")
+    up.add_argument("--dir", default="mooseng-data",
+                    help="where the cluster keeps its data, logs and pids "
+                         "(default ./mooseng-data)")
+    up.add_argument("--mount", default=None, metavar="MOUNTPOINT",
+                    help="where to mount it (default ./mnt, or where the last `up` did)")
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="unmount and stop a local cluster, keeping its data")
+    down.add_argument("--dir", default="mooseng-data", help="the cluster's directory "
+                                                            "(default ./mooseng-data)")
+    down.set_defaults(func=_down)
 
     demo = sub.add_parser("demo", help="fold a scripted set of commands and print the tree")
     demo.add_argument("--data", help="keep the projection and command file here "

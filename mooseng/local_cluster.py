@@ -114,14 +114,34 @@ class LocalCluster:
         for i, address in layout.metadata.items():
             self.spawn(f"meta{i}", ["metadata", "--id", i, "--data", self.path(f"meta{i}"),
                                     "--listen", address, "--peers", peers])
-        self._wait(lambda: _has_leader(layout), timeout, "a metadata leader", "meta1")
         for name, address in layout.chunkservers.items():
+            os.makedirs(self.path(name), exist_ok=True)
             self.spawn(name, ["chunkserver", "--data", self.path(name), "--masters",
                               layout.masters, "--listen", address])
-        self._wait(lambda: _connected(layout) >= len(layout.chunkservers), timeout,
-                   "the chunkservers to register", "cs1")
+        asyncio.run(self._wait_ready(layout, timeout))
         self._mount(layout)
         return layout
+
+    async def _wait_ready(self, layout: Layout, timeout: float) -> None:
+        """A leader, then every chunkserver registered with it (one event loop: gRPC
+        does not like a new loop per question)."""
+        deadline = time.monotonic() + timeout
+        while not await _has_leader(layout):
+            self._check_deadline(deadline, timeout, "a metadata leader", "meta1")
+            await asyncio.sleep(0.2)
+        from fuse_client.metadata_client import MetadataClient
+        async with MetadataClient(list(layout.metadata.values()), name="mooseng up",
+                                  deadline_s=timeout) as client:
+            while await _connected(client) < len(layout.chunkservers):
+                self._check_deadline(deadline, timeout, "the chunkservers to register",
+                                     "cs1")
+                await asyncio.sleep(0.2)
+
+    def _check_deadline(self, deadline: float, timeout: float, what: str,
+                        log_name: str) -> None:
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}; see "
+                               f"{self.path('logs', log_name + '.log')}")
 
     def _mount(self, layout: Layout) -> None:
         clear_dead_mount(layout.mount)
@@ -148,15 +168,6 @@ class LocalCluster:
         for name in [*layout.chunkservers, *(f"meta{i}" for i in layout.metadata)]:
             self.stop(name)
 
-    def _wait(self, ready, timeout: float, what: str, log_name: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            time.sleep(0.2)
-        raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}; see "
-                           f"{self.path('logs', log_name + '.log')}")
-
     def describe(self, layout: Layout) -> str:
         rows = [f"mooseng cluster in {self.dir}", f"  mount        {layout.mount}"]
         rows += [f"  metadata {i}   {a}  (pid {self.pid(f'meta{i}')})"
@@ -167,23 +178,14 @@ class LocalCluster:
         return "\n".join(rows)
 
 
-def _has_leader(layout: Layout) -> bool:
-    nodes = asyncio.run(gather(list(layout.metadata.values()), timeout=1.0))
+async def _has_leader(layout: Layout) -> bool:
+    nodes = await gather(list(layout.metadata.values()), timeout=1.0)
     return any(n["role"] == "leader" for n in nodes)
 
 
-def _connected(layout: Layout) -> int:
-    from fuse_client.metadata_client import MetadataClient
+async def _connected(client) -> int:
     from mooseng.classes import health
-
-    async def count() -> int:
-        async with MetadataClient(list(layout.metadata.values()), name="mooseng up",
-                                  deadline_s=5.0) as client:
-            return sum(s.connected for s in (await health(client)).servers)
-    try:
-        return asyncio.run(count())
-    except Exception:   # not ready yet: ask again
-        return 0
+    return sum(s.connected for s in (await health(client)).servers)
 
 
 def is_mounted(mountpoint: str) -> bool:
