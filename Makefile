@@ -1,10 +1,16 @@
-# The two commands: `make run` (the demo) and `make test` (lint and every test).
-.PHONY: setup run test lint protos bench
+# The two commands: `make run` (a local cluster, mounted at ./mnt) and `make test`.
+.PHONY: setup run stop demo test lint protos bench
 
 setup:
 	@scripts/setup.sh
 
 run: setup
+	.venv/bin/mooseng up --dir mooseng-data --mount mnt
+
+stop: setup
+	.venv/bin/mooseng down --dir mooseng-data
+
+demo: setup
 	.venv/bin/mooseng demo
 
 lint: setup
@@ -22,3 +28,5 @@ bench: setup
 	.venv/bin/python bench/raft.py
 	.venv/bin/python -m bench.metadata
 	.venv/bin/python bench/chunkstore.py
+	.venv/bin/python -m bench.data
+	.venv/bin/python -m bench.fs
