@@ -39,7 +39,7 @@ class ChunkIO:
     def __init__(self, metadata, *, in_flight_bytes: int = 16 << 20,
                  pending_limit: int = 64 << 20, pending_total_limit: int = 512 << 20,
                  retry_s: float = 10.0, timeout_s: float = 30.0, decoded_chunks: int = 3,
-                 read_ahead_bytes: int = 16 << 20, begin_ahead: bool = True,
+                 read_ahead_bytes: int = 16 << 20, begin_ahead: bool = False,
                  sync_behind: bool = True):
         """`in_flight_bytes`: writes on the wire at once; `pending_limit` /
         `pending_total_limit`: uncommitted bytes kept (for resending) per chunk / in
@@ -47,7 +47,9 @@ class ChunkIO:
         chunk whose copies all fail; `timeout_s`: deadline of one chunkserver request;
         `read_ahead_bytes`: how far ahead of a sequential reader to fetch (0: never);
         `begin_ahead` / `sync_behind`: begin the next chunk of a sequential writer early,
-        sync the chunk it finished in the background."""
+        sync the chunk it finished in the background. begin_ahead is off: a lease begun
+        ahead raced with truncate_tail's lease on the same chunk (two versions, writes
+        sent at the older one) — to be fixed before it is turned on again."""
         self.begin_ahead, self.sync_behind = begin_ahead, sync_behind
         self.metadata = metadata
         self.servers = ChunkServers(timeout_s)

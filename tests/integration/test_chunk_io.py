@@ -110,6 +110,22 @@ class SparseModel:
         return bytes(self.data[offset:offset + length])
 
 
+def differs(got: bytes, want: bytes) -> str:
+    """Where two (large) byte strings first differ, for assertion messages: pytest's
+    own diff of megabytes would take minutes."""
+    if got == want:
+        return ""
+    at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+              min(len(got), len(want)))
+    return (f"{len(got)} bytes read, {len(want)} expected; first difference at {at}: "
+            f"{got[at:at + 8]!r} != {want[at:at + 8]!r}")
+
+
+def same(got: bytes, want) -> None:
+    problem = differs(got, bytes(want))
+    assert not problem, problem
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 240))
 
@@ -147,10 +163,10 @@ def test_bytes_read_back_across_chunk_boundaries_and_holes_read_as_zeros(cluster
                 start, span = rnd.choice(regions)
                 offset = start + rnd.randrange(-MiB, span)
                 length = rnd.randrange(1, 3 * MiB)
-                assert await other.read(inode, offset, length) == model.read(offset, length)
+                same(await other.read(inode, offset, length), model.read(offset, length))
             across = CHUNK_SIZE + 60 * MiB, CHUNK_SIZE + 10 * MiB   # chunk 1 into the hole
-            assert await other.read(inode, *across) == model.read(*across)
-            assert await other.read(inode, end - 10, 100) == model.read(end - 10, 10)
+            same(await other.read(inode, *across), model.read(*across))
+            same(await other.read(inode, end - 10, 100), model.read(end - 10, 10))
     run(scenario())
 
 
@@ -171,15 +187,15 @@ def test_a_read_survives_a_dead_copy_and_writes_go_on(cluster):
             assert len(holders) == 2 and first in holders
             cs.kill(cs.addresses.index(first))
             # the writer tries the dead copy first; a new mount asks the master
-            assert await m.read(inode, 0, 5 * MiB) == model.read(0, 5 * MiB)
+            same(await m.read(inode, 0, 5 * MiB), model.read(0, 5 * MiB))
             async with Mount(md) as other:
-                assert await other.read(inode, 0, 5 * MiB) == model.read(0, 5 * MiB)
+                same(await other.read(inode, 0, 5 * MiB), model.read(0, 5 * MiB))
             more = os.urandom(MiB)
             model.write(2 * MiB + 17, more)
             await m.io.write(ROOT, inode, 2 * MiB + 17, more)
             await m.io.flush(ROOT, inode)
         async with Mount(md) as other:
-            assert await other.read(inode, 0, 5 * MiB) == model.read(0, 5 * MiB)
+            same(await other.read(inode, 0, 5 * MiB), model.read(0, 5 * MiB))
     run(scenario())
 
 
@@ -209,10 +225,10 @@ def test_an_erasure_coded_file_reads_back_once_converted(cluster):
 
         async with Mount(md) as reader:
             size = len(model.data)
-            assert await reader.read(inode, 0, size) == model.data
+            same(await reader.read(inode, 0, size), model.data)
             for k in range(50):   # small sequential reads: one decode per chunk
                 offset = CHUNK_SIZE + k * 10_000
-                assert await reader.read(inode, offset, 10_000) == model.read(offset, 10_000)
+                same(await reader.read(inode, offset, 10_000), model.read(offset, 10_000))
             assert reader.io.decoded.decodes == 2
             # one part lost: any two of three still give the chunk back
             dead = next(loc.address for loc in located[1].locations if loc.part == 1)
@@ -227,7 +243,7 @@ def test_an_erasure_coded_file_reads_back_once_converted(cluster):
             await reader.io.write(ROOT, inode, CHUNK_SIZE + 500_000, patch)
             await reader.io.flush(ROOT, inode)
         async with Mount(md) as other:
-            assert await other.read(inode, 0, len(model.data)) == model.data
+            same(await other.read(inode, 0, len(model.data)), model.data)
     run(scenario())
 
 
@@ -253,9 +269,9 @@ def test_a_cut_file_extended_again_reads_zeros_in_the_gap(cluster):
                 model.write(far, tail)
                 await m.io.write(ROOT, inode, far, tail)
                 await m.io.flush(ROOT, inode)
-                assert await m.read(inode, 0, far + 100) == model.data
+                same(await m.read(inode, 0, far + 100), model.data)
                 async with Mount(md) as other:
-                    assert await other.read(inode, 0, far + 100) == model.data
+                    same(await other.read(inode, 0, far + 100), model.data)
                     gap = await other.read(inode, size, far - size)
                     assert gap == bytes(far - size)
     run(scenario())
