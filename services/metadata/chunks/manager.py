@@ -8,9 +8,11 @@ when this node stops leading, it forgets all of it and closes the streams.
 """
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from schemas import chunkmaster_pb2 as cpb
@@ -24,6 +26,12 @@ from services.metadata.namespace import records as r
 
 log = logging.getLogger(__name__)
 ROOM = HEADER_SIZE + CHUNK_SIZE
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_class(text: bytes) -> storage_class.StorageClass:
+    """A class as the log holds it; parsed once, not for every chunk of every walk."""
+    return storage_class.parse(text.decode())
 
 
 @dataclass
@@ -195,15 +203,12 @@ class ChunkManager:
         found = self.node.machine.projection.get(r.CLASSES, r.u64(ino))
         if found is None:
             return self.default_class
-        return storage_class.parse(found.decode())
+        return _parse_class(found)
 
     def _candidates(self) -> list[planner.Candidate]:
-        load: dict[str, int] = {}
-        for sent in self.jobs.values():
-            load[sent.server] = load.get(sent.server, 0) + 1
-        return [planner.Candidate(s.server_id, s.address, s.free_bytes)
-                for s in self.registry.connected()
-                if s.free_bytes >= ROOM and load.get(s.server_id, 0) < self.options.jobs_per_server]
+        """Servers with room that are not already doing their share of jobs."""
+        load = Counter(sent.server for sent in self.jobs.values())
+        return [c for c in self._room() if load[c.server] < self.options.jobs_per_server]
 
     def _ec_backend(self, sclass) -> str:
         if sclass.is_ec and not self._backend:
@@ -257,7 +262,7 @@ class ChunkManager:
         reg = self.registry
         found = [c for c in reg.of(chunk)
                  if c.version == version and not c.damaged and reg.alive(c)]
-        found.sort(key=lambda c: (c.part, planner._mix(chunk, c.server)))
+        found.sort(key=lambda c: (c.part, planner.mix(chunk, c.server)))
         out = [mpb.ChunkLocation(address=reg.address(c.server), part=c.part,
                                  version=c.version, length=c.length) for c in found]
         expected_version, servers = reg.expected.get(chunk, (0, []))
@@ -286,7 +291,7 @@ class ChunkManager:
             newest = max(v for v, _ in held.values())
             chosen = [(s, v, n) for s, (v, n) in held.items() if v == newest]
         else:
-            fresh = planner._spread(chunk, self._room(), self.holders(chunk), goal)
+            fresh = planner.spread(chunk, self._room(), self.holders(chunk), goal)
             chosen = [(c.server, 0, 0) for c in fresh]
         self.registry.write_began(chunk, version, [server for server, _, _ in chosen])
         return [mpb.ChunkLocation(address=self.registry.address(server), version=held,

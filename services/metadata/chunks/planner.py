@@ -59,7 +59,7 @@ def _plan_copies(chunk, version, goal, holders, copies, candidates) -> Plan:
         return _repair_versions(chunk, version, holders)
     returning = [h for h in holders if not h.alive and h.part == 0 and h.version == version]
     if len(copies) + len(returning) < goal:
-        targets = _spread(chunk, candidates, holders, goal - len(copies) - len(returning))
+        targets = spread(chunk, candidates, holders, goal - len(copies) - len(returning))
         sources = [h.address for h in copies]
         length = max(h.length for h in copies)
         jobs = [(t.server, cpb.Job(chunk=chunk, version=version, replicate=cpb.Replicate(
@@ -83,7 +83,7 @@ def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend
         return Plan(HEALTHY, [(h.server, _delete(chunk, h)) for h in junk])
     if len(parts) >= sclass.k:   # readable: rebuild the lost parts elsewhere
         missing = sorted(wanted - set(parts))
-        targets = _spread(chunk, candidates, [h for h in holders if h.part], len(missing))
+        targets = spread(chunk, candidates, [h for h in holders if h.part], len(missing))
         sources = [cpb.PartSource(address=h.address, part=h.part, length=h.length)
                    for h in parts.values()]
         jobs = [(t.server, cpb.Job(chunk=chunk, version=version, rebuild=cpb.Rebuild(
@@ -94,7 +94,7 @@ def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend
         return _repair_versions(chunk, version, holders)
     if parts:                    # a conversion that stopped half way: start again
         return Plan(UNDER, [(h.server, _delete(chunk, h)) for h in parts.values()])
-    targets = _spread(chunk, candidates, [], total)
+    targets = spread(chunk, candidates, [], total)
     if len(targets) < total:
         return Plan(UNDER, [])   # too few servers for the parts: keep the copies
     source = min(copies, key=lambda h: h.server)
@@ -127,12 +127,12 @@ def _distinct_parts(holders) -> dict[int, Holder]:
     return parts
 
 
-def _spread(chunk: int, candidates: list[Candidate], holders, count: int) -> list[Candidate]:
+def spread(chunk: int, candidates: list[Candidate], holders, count: int) -> list[Candidate]:
     """`count` servers that hold nothing of the chunk yet, the emptiest first; among
     servers with about the same room, a hash of the chunk id picks, so chunks spread."""
     taken = {h.server for h in holders}
     free = [c for c in candidates if c.server not in taken]
-    free.sort(key=lambda c: (-(c.free_bytes >> 30), _mix(chunk, c.server)))
+    free.sort(key=lambda c: (-(c.free_bytes >> 30), mix(chunk, c.server)))
     return free[:count]
 
 
@@ -142,5 +142,5 @@ def _free_order(holder: Holder, candidates: list[Candidate]) -> int:
     return room.get(holder.server, 0)
 
 
-def _mix(chunk: int, server: str) -> bytes:
+def mix(chunk: int, server: str) -> bytes:
     return hashlib.blake2b(f"{chunk}/{server}".encode(), digest_size=8).digest()
