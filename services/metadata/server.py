@@ -11,9 +11,10 @@ import signal
 
 import grpc
 
-from schemas import chunkmaster_pb2_grpc, metadata_pb2_grpc, raft_pb2_grpc
+from schemas import chunkmaster_pb2_grpc, logship_pb2_grpc, metadata_pb2_grpc, raft_pb2_grpc
 from schemas import raft_pb2 as pb
 from services.common.streams import pipelined
+from services.logship.follow_service import FollowServicer
 from services.metadata.api import MetadataServicer
 from services.metadata.chunks.control import ChunkMasterServicer
 from services.metadata.chunks.manager import ChunkManager, ManagerOptions
@@ -109,6 +110,7 @@ class MetadataServer:
         self.sessions = SessionKeeper(self.node, session_timeout_s)
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.node, self.transport),
                                                  self.server)
+        logship_pb2_grpc.add_LogShipServicer_to_server(FollowServicer(self.node), self.server)
         self.chunks: ChunkManager | None = None
         if self.options.state_machine == "namespace":
             self.chunks = ChunkManager(self.node, chunk_options)
