@@ -2,8 +2,9 @@
 its latest snapshot in checksummed chunks, for followers outside the Raft group.
 
 A node serves what it has applied (applied entries are committed), so followers of
-the Raft group serve as well as the leader; one that is behind serves less. Nothing
-here steps the Raft core: the log store and the snapshot files are only read.
+the Raft group serve as well as the leader; one that is behind serves less. Recent
+entries come from memory (services.logship.recent_entries), older ones from the log
+store. Nothing here steps the Raft core: the log and the snapshot files are only read.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ import grpc
 from schemas import logship_pb2 as pb
 from schemas import logship_pb2_grpc
 from schemas import raft_pb2 as raftpb
+from services.logship.recent_entries import RecentEntries
 from services.metadata.raft.log_store import LogCompactedError
 from services.metadata.raft.node import RaftNode
 
@@ -63,19 +65,24 @@ class FollowServicer(logship_pb2_grpc.LogShipServicer):
                  batch_bytes: int = BATCH_BYTES):
         self.node, self.idle_s, self.batch_bytes = node, idle_s, batch_bytes
         self._snapshot: Snapshot | None = None   # cached by index: read once per snapshot
+        self.recent = RecentEntries()
+        self._applied = asyncio.Event()   # replaced each time it fires
+        node.on_applied.append(self._on_applied)
+
+    def _on_applied(self, entries) -> None:
+        self.recent.add(entries)
+        fired, self._applied = self._applied, asyncio.Event()
+        fired.set()
 
     # -- Follow ---------------------------------------------------------------------------
     async def Follow(self, request, context):
         after, quiet = request.after_index, True
         while True:
-            applied = self.node.applied_event()   # taken before looking: no lost wake-up
-            if after < self.node.log.snapshot_index:
-                yield self._batch(after, snapshot_needed=True)
-                return   # the follower fetches the snapshot and comes back after it
+            applied = self._applied   # taken before looking: no wake-up is lost
             entries = self._entries_after(after)
             if entries is None:
                 yield self._batch(after, snapshot_needed=True)
-                return
+                return   # the follower fetches the snapshot and comes back after it
             if entries:
                 yield self._batch(after, entries)
                 after, quiet = entries[-1].index, False
@@ -89,10 +96,16 @@ class FollowServicer(logship_pb2_grpc.LogShipServicer):
                 quiet = True
 
     def _entries_after(self, after: int) -> list | None:
-        """Applied entries after `after`, up to a batch; None if compacted meanwhile."""
-        upto = min(self.node.machine.applied_index, self.node.log.last_index)
+        """Applied entries after `after`, up to a batch: from memory if recent enough,
+        else from the log; None if the log was compacted past them."""
+        upto = self.node.machine.applied_index
         if upto <= after:
             return []
+        if recent := self.recent.after(after, self.batch_bytes):
+            return recent
+        upto = min(upto, self.node.log.last_index)
+        if after + 1 < self.node.log.first_index:
+            return None
         try:
             return self.node.log.entries(after + 1, upto + 1, max_bytes=self.batch_bytes)
         except LogCompactedError:
@@ -102,7 +115,9 @@ class FollowServicer(logship_pb2_grpc.LogShipServicer):
         node = self.node
         snap = self._latest_snapshot()
         applied = node.machine.applied_index
-        prev_term = node.log.term_at(after) if after <= applied else None
+        prev_term = None
+        if after <= applied:
+            prev_term = self.recent.term_at(after) or node.log.term_at(after)
         return pb.FollowBatch(
             node_id=node.id, commit_index=node.core.commit, applied_index=applied,
             prev_index=after, prev_term=prev_term or 0,

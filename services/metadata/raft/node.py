@@ -161,11 +161,13 @@ class RaftNode:
         self._read_round: bytes | None = None     # the ReadIndex context in flight
         self._read_round_term = 0
         self._wake = asyncio.Event()
-        self._applied = asyncio.Event()   # replaced each time it is set: see applied_event
         self._ticks = 0
         self._tasks: list[asyncio.Task] = []
         self.send: Callable[[list[Message]], None] = lambda messages: None
         self.send_snapshot: Callable[[Message, str], None] = lambda m, path: None
+        # Told each applied batch, in order (log followers keep recent entries that
+        # a snapshot may compact away before they read them from the log).
+        self.on_applied: list[Callable[[list[Entry]], None]] = []
         self.stopped = False
 
     # -- start-up -----------------------------------------------------------------------
@@ -374,17 +376,8 @@ class RaftNode:
             waiter = self._waiting.pop(entry.index, None)
             if waiter is not None:
                 waiter.applied(entry, result)
-        self._notify_applied()
-
-    def _notify_applied(self) -> None:
-        """Wake log followers: new entries applied, or a new snapshot taken."""
-        fired, self._applied = self._applied, asyncio.Event()
-        fired.set()
-
-    def applied_event(self) -> asyncio.Event:
-        """An event set at the next apply or snapshot. Take it before checking the
-        applied index, and wait on it if nothing new was there: no wake-up is lost."""
-        return self._applied
+        for listener in self.on_applied:
+            listener(entries)
 
     def _install_snapshot(self, meta: SnapshotMeta, staged: str) -> None:
         """State first, log second: a crash in between leaves a projection ahead of
@@ -395,7 +388,6 @@ class RaftNode:
         self._write_snapshot_meta(meta)
         self.log.compact(meta.index, meta.term)
         self._forget_snapshot_metas(keep=meta.index)
-        self._notify_applied()
 
     def _follow_membership(self) -> None:
         """Learn where members added since the start listen, and tell the transport."""
@@ -416,7 +408,6 @@ class RaftNode:
         self._write_snapshot_meta(self.core.snapshot)
         self.log.compact(applied, self.core.snapshot.term)
         self._forget_snapshot_metas(keep=applied)
-        self._notify_applied()
 
     # -- reads --------------------------------------------------------------------------
     def _release_reads(self) -> None:
