@@ -1,0 +1,143 @@
+"""`mooseng metalogger` against real metadata nodes on loopback: it archives every
+committed entry through a leader's death and the cluster's log compactions, resumes
+after a restart, and starts from a snapshot when the log it wants is gone."""
+
+import asyncio
+import signal
+
+import pytest
+
+from schemas import namespace_pb2 as nspb
+from services.metadata.raft.log_store import LogStore
+from services.metadata.raft.messages import NORMAL
+from tests.integration.metadata_cluster import MetadataCluster
+from tests.integration.metalogger_process import Metalogger
+from tests.integration.test_raft_cluster import propose_names
+
+
+@pytest.fixture
+def place(tmp_path):
+    cluster = MetadataCluster(str(tmp_path), snapshot_every=150)
+    metalogger = Metalogger(str(tmp_path), list(cluster.addresses.values()))
+    try:
+        yield cluster, metalogger
+    finally:
+        try:
+            metalogger.stop(signal.SIGKILL)
+        finally:
+            cluster.stop_all()
+
+
+def archived(metalogger: Metalogger) -> list:
+    archive = metalogger.archive()
+    try:
+        return list(archive.entries())
+    finally:
+        archive.close()
+
+
+def mkdir_names(entries) -> set[bytes]:
+    return {nspb.Command.FromString(e.data).mkdir.name for e in entries if e.kind == NORMAL}
+
+
+def assert_continuous(entries, first: int) -> None:
+    indexes = [e.index for e in entries]
+    assert indexes == list(range(first, first + len(indexes))), "the archive has a gap"
+    terms = [e.term for e in entries]
+    assert terms == sorted(terms), "a term goes back in the archive"
+
+
+def assert_matches_node_logs(cluster: MetadataCluster, entries) -> None:
+    """What a node's log still holds is, entry for entry, what the archive holds."""
+    by_index = {e.index: e for e in entries}
+    compared = 0
+    for i in cluster.addresses:
+        log = LogStore(f"{cluster.data(i)}/raft-log")
+        try:
+            held = log.entries(log.first_index, min(log.last_index, max(by_index)) + 1)
+        finally:
+            log.close()
+        for e in held:
+            a = by_index[e.index]
+            assert (a.term, a.kind, a.data) == (e.term, e.kind, e.data), \
+                f"node {i} and the archive differ at index {e.index}"
+        compared += len(held)
+    assert compared, "no node log overlapped the archive: nothing was compared"
+
+
+def leader_commit(cluster: MetadataCluster) -> int:
+    return cluster.wait_leader()["commit_index"]
+
+
+@pytest.mark.slow
+def test_follows_through_a_leader_kill_and_compaction_and_resumes_after_restart(place):
+    cluster, metalogger = place
+    cluster.start_all()
+    first = cluster.wait_leader()
+    metalogger.start()
+    metalogger.wait_following()      # from the first entry: before any compaction
+    killed = {}
+
+    async def kill_leader_once(acked_so_far):
+        if acked_so_far >= 150 and not killed:
+            killed["id"] = first["id"]
+            cluster.signal(first["id"], signal.SIGKILL)
+
+    acked, _ = asyncio.run(propose_names(cluster, [b"a%04d" % i for i in range(500)],
+                                         on_progress=kill_leader_once))
+    assert killed and len(acked) > 400
+    metalogger.wait_archived(leader_commit(cluster))
+    metrics = metalogger.scrape()
+    assert metrics["mooseng_metalogger_gaps_total"] == 0
+    assert metrics["mooseng_metalogger_snapshots_archived_total"] >= 1   # periodic ones
+    assert metrics["mooseng_metalogger_lag_entries"] == 0
+
+    assert metalogger.stop() == 0                  # SIGTERM: a clean stop
+    end = metalogger.archived_index()
+    more, _ = asyncio.run(propose_names(cluster, [b"b%04d" % i for i in range(300)]))
+    cluster.start(killed["id"])
+    metalogger.start()
+    metalogger.wait_archived(cluster.wait_converged()[0]["commit_index"])
+    assert f"after index {end}" in metalogger.log()
+    assert metalogger.stop() == 0
+    for i in list(cluster.procs):
+        assert cluster.signal(i, signal.SIGTERM) == 0
+
+    entries = archived(metalogger)
+    assert_continuous(entries, first=1)
+    assert acked | more <= mkdir_names(entries), "acknowledged commands are not archived"
+    assert_matches_node_logs(cluster, entries)
+    archive = metalogger.archive()
+    assert [s.index for s in archive.snapshots()], "no snapshot of the cluster was archived"
+    archive.close()
+    assert "GAP" not in metalogger.log()
+
+
+@pytest.mark.slow
+def test_a_metalogger_started_after_compaction_begins_from_a_snapshot(place):
+    cluster, metalogger = place
+    cluster.start_all()
+    cluster.wait_leader()
+    acked, _ = asyncio.run(propose_names(cluster, [b"c%04d" % i for i in range(400)]))
+    cluster.wait_converged()
+    for i in list(cluster.procs):      # restarted nodes hold no recent entries in memory:
+        assert cluster.signal(i, signal.SIGTERM) == 0   # what they compacted is gone
+    cluster.start_all()
+    nodes = cluster.wait_converged()
+    assert all(n["snapshot_index"] > 0 for n in nodes), "the nodes did not compact"
+    metalogger.start()
+    metalogger.wait_archived(nodes[0]["commit_index"])
+    later, _ = asyncio.run(propose_names(cluster, [b"d%04d" % i for i in range(100)]))
+    metalogger.wait_archived(leader_commit(cluster))
+    assert metalogger.stop() == 0
+
+    archive = metalogger.archive()
+    try:
+        base = archive.snapshots()[0]
+        entries = list(archive.entries())
+    finally:
+        archive.close()
+    assert base.index > 0 and "starts from it" in metalogger.log()
+    assert_continuous(entries, first=base.index + 1)
+    assert later <= mkdir_names(entries)
+    assert "GAP" not in metalogger.log()
