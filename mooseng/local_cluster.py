@@ -1,8 +1,9 @@
 """`mooseng up` / `mooseng down`: a whole cluster on this machine, in one directory.
 
 DIR/cluster.json   the ports chosen at the first `up` (kept, so the next `up` finds
-                   the same cluster); DIR/meta1..3, DIR/cs1..3 the data; DIR/logs/ the
-                   logs; DIR/run/*.pid the processes. `down` stops everything and
+                   the same cluster); DIR/meta1..3, DIR/cs1..3 the data; DIR/metalogger
+                   the metalogger's archive of the log; DIR/logs/ the logs;
+                   DIR/run/*.pid the processes. `down` stops everything and
                    unmounts but keeps the data, so `up` again brings back the same files,
                    also after every process was killed (a reboot).
 """
@@ -21,6 +22,7 @@ from mooseng.ports import free_ports
 from mooseng.status import gather
 
 METADATA_NODES, CHUNKSERVERS = 3, 3
+METALOGGER = "metalogger"   # its process name, and its archive's directory in DIR
 
 
 class ClusterError(Exception):
@@ -118,6 +120,8 @@ class LocalCluster:
             os.makedirs(self.path(name), exist_ok=True)
             self.spawn(name, ["chunkserver", "--data", self.path(name), "--masters",
                               layout.masters, "--listen", address])
+        self.spawn(METALOGGER, ["metalogger", "--masters", layout.masters, "--data",
+                                self.path(METALOGGER)])
         asyncio.run(self._wait_ready(layout, timeout))
         self._mount(layout)
         return layout
@@ -165,7 +169,9 @@ class LocalCluster:
             subprocess.run([sys.executable, "-m", "mooseng", "umount", layout.mount],
                            capture_output=True, timeout=60)
         clear_dead_mount(layout.mount)
-        for name in [*layout.chunkservers, *(f"meta{i}" for i in layout.metadata)]:
+        # The metalogger goes last: it archives what the nodes commit until they stop.
+        for name in [*layout.chunkservers, *(f"meta{i}" for i in layout.metadata),
+                     METALOGGER]:
             self.stop(name)
 
     def describe(self, layout: Layout) -> str:
@@ -173,6 +179,8 @@ class LocalCluster:
         rows += [f"  metadata {i}   {a}  (pid {self.pid(f'meta{i}')})"
                  for i, a in layout.metadata.items()]
         rows += [f"  {n:<12} {a}  (pid {self.pid(n)})" for n, a in layout.chunkservers.items()]
+        rows += [f"  {METALOGGER:<12} archive in {self.path(METALOGGER)}  "
+                 f"(pid {self.pid(METALOGGER)})"]
         rows += [f"  logs         {self.path('logs')}",
                  f"stop it with:  mooseng down --dir {self.dir}"]
         return "\n".join(rows)
@@ -199,6 +207,7 @@ def clear_dead_mount(mountpoint: str) -> None:
     unmounted so the mount point can be used again."""
     try:
         os.stat(mountpoint)
+        os.statvfs(mountpoint)   # never answered from the kernel's cache, unlike stat
     except OSError as exc:
         if exc.errno == 107:   # ENOTCONN
             subprocess.run(["fusermount3", "-uz", mountpoint], capture_output=True)

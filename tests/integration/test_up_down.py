@@ -12,6 +12,7 @@ import time
 import pytest
 
 from mooseng.local_cluster import is_mounted
+from services.logship.archive import Archive, ArchiveError
 
 
 def mooseng(*args: str) -> subprocess.CompletedProcess:
@@ -42,6 +43,26 @@ def kill_all(*marks: str) -> None:
         time.sleep(0.05)
 
 
+def archived_index(data: str) -> int:
+    try:
+        archive = Archive(os.path.join(data, "metalogger"), readonly=True)
+    except ArchiveError:
+        return 0   # not created yet
+    try:
+        return archive.last_index
+    finally:
+        archive.close()
+
+
+def wait_archive_beyond(data: str, index: int, timeout: float = 60.0) -> int:
+    """The metalogger's archive, once it holds more than `index` entries."""
+    deadline = time.monotonic() + timeout
+    while (now := archived_index(data)) <= index:
+        assert time.monotonic() < deadline, f"the metalogger's archive stays at {now}"
+        time.sleep(0.2)
+    return now
+
+
 @pytest.fixture
 def place(tmp_path):
     data, mnt = str(tmp_path / "cluster"), str(tmp_path / "mnt")
@@ -56,9 +77,11 @@ def test_up_down_up_and_a_reboot_keep_the_files(place):
     started = mooseng("up", "--dir", data, "--mount", mnt)
     assert started.returncode == 0, started.stderr
     assert mnt in started.stdout and "mooseng down" in started.stdout
+    assert "metalogger" in started.stdout
     os.mkdir(os.path.join(mnt, "docs"))
     with open(os.path.join(mnt, "docs", "hello.txt"), "wb") as f:
         f.write(b"hello, cluster\n" * 1000)
+    archived = wait_archive_beyond(data, 0)
 
     stopped = mooseng("down", "--dir", data)
     assert stopped.returncode == 0, stopped.stderr
@@ -73,6 +96,8 @@ def test_up_down_up_and_a_reboot_keep_the_files(place):
     assert again.returncode == 0, again.stderr
     with open(os.path.join(mnt, "docs", "hello.txt"), "rb") as f:
         assert f.read() == b"hello, cluster\n" * 1000
+    os.mkdir(os.path.join(mnt, "more"))                     # the archive keeps growing
+    wait_archive_beyond(data, archived)
 
 
 def test_down_without_a_cluster_says_so(tmp_path):
