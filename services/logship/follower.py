@@ -95,7 +95,7 @@ class _ReadAhead:
                 item = await asyncio.wait_for(call.read(), silence_s)
             except TimeoutError:
                 item = _Silent()
-            except grpc.aio.AioRpcError as exc:
+            except Exception as exc:   # noqa: BLE001 (handed to the consumer, who raises it)
                 item = exc
             if item is grpc.aio.EOF:
                 item = None
