@@ -319,8 +319,10 @@ class Archive:
                     if newest:   # buf holds the file from the segment header on
                         rel = off - _SEG_HEADER.size
                         fields = _block_header(buf, rel, size - off)
-                        decode_block(fields, memoryview(buf)[rel + _BLOCK.size:
-                                                             rel + _BLOCK.size + fields[3]])
+                        payload = memoryview(buf)[rel + _BLOCK.size:
+                                                  rel + _BLOCK.size + fields[3]]
+                        if crc32c.crc32c(payload) != fields[2]:   # decoding waits for reads
+                            raise _BadBlock("block payload CRC mismatch")
                     else:
                         f.seek(off)
                         fields = _block_header(f.read(_BLOCK.size), 0, size - off)
@@ -595,7 +597,7 @@ class Archive:
         tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.mkdir(tmp)
-        _copy_checkpoint(source_dir, os.path.join(tmp, PROJECTION))
+        copy_checkpoint(source_dir, os.path.join(tmp, PROJECTION))
         meta = {"index": index, "term": term, "time_ns": time_ns,
                 "config": base64.b64encode(config).decode()}
         _write_durably(os.path.join(tmp, META_FILE), json.dumps(meta).encode())
@@ -758,9 +760,11 @@ def _read_snapshot_meta(folder: str, index: int) -> SnapshotInfo:
     return info
 
 
-def _copy_checkpoint(source: str, dest: str) -> None:
-    """SST files are immutable: hard-link them when on the same file system. Everything
-    else (MANIFEST, CURRENT, OPTIONS) is copied: the source may be opened and changed."""
+def copy_checkpoint(source: str, dest: str, durable: bool = True) -> None:
+    """Copy a RocksDB checkpoint to `dest` (which must not exist). SST files are
+    immutable: hard-linked when on the same file system. Everything else (MANIFEST,
+    CURRENT, OPTIONS) is copied, since the source may be opened and changed. `durable`:
+    fsync every file and the directory."""
     if not os.path.isdir(source):
         raise ArchiveError(f"snapshot source {source} is not a directory")
     os.mkdir(dest)
@@ -776,12 +780,14 @@ def _copy_checkpoint(source: str, dest: str) -> None:
             except OSError:
                 pass
         shutil.copyfile(src, dst)
-        fd = os.open(dst, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(dest)
+        if durable:
+            fd = os.open(dst, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    if durable:
+        _fsync_dir(dest)
 
 
 def _write_durably(path: str, data: bytes) -> None:

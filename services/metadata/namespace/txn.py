@@ -14,13 +14,19 @@ _ABSENT = object()  # the undo log's "this key had no overlay value"
 class Txn:
     """Reads fall through to `base`; `ops` lists the mutations in order."""
 
-    __slots__ = ("_base", "_base_scan", "_writes", "_ranges", "_undo", "ops")
+    __slots__ = ("_base", "_base_scan", "_writes", "_ranges", "_range_cfs", "_cf_keys",
+                 "_undo", "ops")
 
     def __init__(self, base: Getter, base_scan: Scanner | None = None):
         self._base = base
         self._base_scan = base_scan
         self._writes: dict[tuple[str, bytes], bytes | None] = {}
         self._ranges: list[tuple[str, bytes, bytes]] = []
+        # Per column family: how many ranges, and every key ever written (a superset
+        # of its live writes), so that a group of thousands of commands (a replay)
+        # does not make every read, scan and range delete look at all of them.
+        self._range_cfs: dict[str, int] = {}
+        self._cf_keys: dict[str, set[bytes]] = {}
         self._undo: list[tuple] = []
         self.ops: list[tuple] = []
 
@@ -28,19 +34,25 @@ class Txn:
         hit = self._writes.get((cf, key), _ABSENT)
         if hit is not _ABSENT:
             return hit
-        for rcf, lo, hi in self._ranges:
-            if rcf == cf and lo <= key < hi:
-                return None
+        if cf in self._range_cfs:
+            for rcf, lo, hi in self._ranges:
+                if rcf == cf and lo <= key < hi:
+                    return None
         return self._base(cf, key)
+
+    def _written(self, cf: str, prefix: bytes = b"") -> list[bytes]:
+        """Keys of `cf` this transaction holds a value (or a deletion) for."""
+        writes = self._writes
+        return [k for k in self._cf_keys.get(cf, ()) if k.startswith(prefix)
+                and (cf, k) in writes]
 
     def scan(self, cf: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every live (key, value) of `cf` under `prefix`, in key order, as this
         transaction sees them. For small sets: a session's open files, a file's chunks."""
         merged = {} if self._base_scan is None else dict(self._base_scan(cf, prefix))
-        for (wcf, key), value in self._writes.items():
-            if wcf == cf and key.startswith(prefix):
-                merged[key] = value
-        for rcf, lo, hi in self._ranges:
+        for key in self._written(cf, prefix):
+            merged[key] = self._writes[cf, key]
+        for rcf, lo, hi in self._ranges if cf in self._range_cfs else ():
             if rcf == cf:
                 for key in [k for k in merged if lo <= k < hi and (rcf, k) not in self._writes]:
                     del merged[key]
@@ -50,6 +62,10 @@ class Txn:
         k = (cf, key)
         self._undo.append((k, self._writes.get(k, _ABSENT)))
         self._writes[k] = value
+        keys = self._cf_keys.get(cf)
+        if keys is None:
+            keys = self._cf_keys[cf] = set()
+        keys.add(key)
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self._write(cf, key, value)
@@ -61,10 +77,11 @@ class Txn:
 
     def delete_range(self, cf: str, lo: bytes, hi: bytes) -> None:
         """Delete every key k of `cf` with lo <= k < hi."""
-        for k in [k for k in self._writes if k[0] == cf and lo <= k[1] < hi]:
-            self._undo.append((k, self._writes.pop(k)))
+        for key in [k for k in self._written(cf) if lo <= k < hi]:
+            self._undo.append(((cf, key), self._writes.pop((cf, key))))
         self._undo.append(None)  # marks the range below for rollback
         self._ranges.append((cf, lo, hi))
+        self._range_cfs[cf] = self._range_cfs.get(cf, 0) + 1
         self.ops.append((DELETE_RANGE, cf, lo, hi))
 
     def savepoint(self) -> tuple[int, int]:
@@ -76,7 +93,10 @@ class Txn:
         while len(self._undo) > n_undo:
             step = self._undo.pop()
             if step is None:
-                self._ranges.pop()
+                cf = self._ranges.pop()[0]
+                self._range_cfs[cf] -= 1
+                if not self._range_cfs[cf]:
+                    del self._range_cfs[cf]
             elif step[1] is _ABSENT:
                 self._writes.pop(step[0], None)
             else:
