@@ -16,10 +16,14 @@ SECTOR = 512         # st_blocks counts these
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long the kernel may trust what we told it, in seconds."""
-    attr: float = 1.0
-    entry: float = 1.0
-    negative: float = 1.0
+    """How long the kernel may trust what we told it, in seconds. Long, because the
+    master pushes other clients' changes (docs/mount.md, "Caching")."""
+    attr: float = 60.0
+    entry: float = 60.0
+    negative: float = 60.0
+
+
+NO_CACHE = Timeouts(0.0, 0.0, 0.0)   # for answers an invalidation may have overtaken
 
 
 def entry(attr: pb.Attr, timeouts: Timeouts, size: int | None = None,

@@ -28,6 +28,7 @@ class OpenDir:
     parent: pb.Attr | None = None             # "..", fetched with the first page
     page: list[mpb.DirEntry] = field(default_factory=list)
     page_cookie: int = -1                     # the cookie `page` was read from
+    page_epoch: int = -1                      # the kernel cache epoch it was asked at
 
 
 class Handles:

@@ -14,22 +14,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyfuse3
 
+from fuse_client.kernel_cache import KernelCache
 from schemas import metadata_pb2 as mpb
 
 log = logging.getLogger(__name__)
 
 
 class Invalidator:
-    def __init__(self, forget_inode):
+    def __init__(self, forget_inode, kernel: KernelCache):
         """`forget_inode(inode)`: drop this mount's own knowledge of the inode
-        (chunk locations, the version its cached pages are of)."""
-        self.forget_inode = forget_inode
+        (chunk locations, the version its cached pages are of); `kernel`: what the
+        kernel was told (its epoch moves with every invalidation)."""
+        self.forget_inode, self.kernel = forget_inode, kernel
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="invalidate")
         self.live = True
 
     def __call__(self, invalidations: list[mpb.Invalidation]) -> None:
         if not self.live:
             return
+        self.kernel.changed()
         loop = asyncio.get_running_loop()
         for inv in invalidations:
             if inv.inode:
@@ -37,6 +40,25 @@ class Invalidator:
                 loop.run_in_executor(self._threads, self._inode, inv.inode)
             if inv.parent and inv.name:
                 pyfuse3.invalidate_entry_async(inv.parent, inv.name, ignore_enoent=True)
+
+    def reset(self) -> None:
+        """Pushes may have been lost (the session stream broke): take back every
+        entry and attribute the kernel holds."""
+        if not self.live:
+            return
+        names, inodes = self.kernel.everything()
+        log.info("session stream replaced: invalidating %d entries and %d inodes",
+                 len(names), len(inodes))
+        for parent, name in names:
+            pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+        loop = asyncio.get_running_loop()
+        for inode in inodes:
+            self.forget_inode(inode)
+        loop.run_in_executor(self._threads, self._inodes, inodes)
+
+    def _inodes(self, inodes: list[int]) -> None:
+        for inode in inodes:
+            self._inode(inode)
 
     def _inode(self, inode: int) -> None:
         if not self.live:

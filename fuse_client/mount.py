@@ -69,8 +69,9 @@ async def _serve(config: MountConfig) -> None:
                      config.options.writeback_cache,
                      on_init=lambda: set_read_ahead(config.mountpoint,
                                                     config.options.read_ahead_kb))
-    invalidator = Invalidator(ops.forget_inode)
+    invalidator = Invalidator(ops.forget_inode, ops.kernel)
     md.on_invalidate = invalidator       # before open: the session asks for them
+    md.on_reset = invalidator.reset
     log.info("opening a session with the metadata cluster (%s)", ", ".join(config.masters))
     await md.open()
     log.info("session %d with %s; mounting %s (%s)", md.session, md.leader,

@@ -31,7 +31,9 @@ def parse(given: list[str], as_root: bool) -> MountOptions:
     """`given`: the values of every -o (each may hold several, comma-separated)."""
     items = [item.strip() for text in given for item in text.split(",") if item.strip()]
     fuse = set(ALWAYS | (AS_ROOT if as_root else set()))
-    times = {"attr_timeout": 1.0, "entry_timeout": 1.0, "negative_timeout": None}
+    default = Timeouts()
+    times = {"attr_timeout": default.attr, "entry_timeout": default.entry,
+             "negative_timeout": None}
     writeback, read_ahead = False, DEFAULT_READ_AHEAD_KB
     for item in items:
         key, _, value = item.partition("=")

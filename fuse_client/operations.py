@@ -7,10 +7,12 @@ checks access to open files and exec with the attributes we report. File content
 go through ChunkIO, write-back: the kernel's writeback cache gathers writes, we
 send them on, and they are committed at flush (close) and fsync.
 
-Caching (see docs/mount.md): attributes and entries are trusted for a short,
-configurable time, missing names too; an open keeps the kernel's cached pages only
-when the file has not changed since they were read (close-to-open). Changes made
-by other clients are pushed by the master and dropped at once (invalidation.py).
+Caching (see docs/mount.md): the kernel trusts attributes, entries and missing
+names for a configurable time (a minute by default) because changes made by other
+clients are pushed by the master and dropped at once (invalidation.py); what
+could slip past the pushes is handled in kernel_cache.py. An open keeps the
+kernel's cached pages only when the file has not changed since they were read
+(close-to-open).
 """
 
 import asyncio
@@ -27,6 +29,7 @@ from fuse_client.attrs import Timeouts
 from fuse_client.caller import Callers
 from fuse_client.fuse_errors import fuse_operation
 from fuse_client.handles import Handles, OpenDir, OpenFile
+from fuse_client.kernel_cache import KernelCache
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace.errors import FsError
@@ -53,6 +56,7 @@ class Operations(pyfuse3.Operations):
         self.enable_writeback_cache = writeback_cache
         self.on_init = on_init
         self.callers = Callers()
+        self.kernel = KernelCache()
         self.handles = Handles()
         self.sizes: dict[int, int] = {}     # open inode -> its size at the master, as known
         self.cached: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) of the
@@ -85,7 +89,16 @@ class Operations(pyfuse3.Operations):
             await self.md.close()
 
     # -- attributes -------------------------------------------------------------------------
-    def _entry(self, attr: pb.Attr) -> pyfuse3.EntryAttributes:
+    def _entry(self, attr: pb.Attr, since: int, parent: int = 0,
+               name: bytes = b"") -> pyfuse3.EntryAttributes:
+        """A new entry for the kernel (its lookup count grows): see `_attrs`."""
+        self.kernel.told(attr.inode, parent, name)
+        return self._attrs(attr, since)
+
+    def _attrs(self, attr: pb.Attr, since: int) -> pyfuse3.EntryAttributes:
+        """`attr` for the kernel, cacheable unless an invalidation arrived since the
+        request began (at kernel epoch `since`): it may be older than that change."""
+        timeouts = self.timeouts if self.kernel.fresh_since(since) else attrs.NO_CACHE
         size = written = None
         if stat.S_ISREG(attr.mode):
             if len(self.told) >= MAX_TOLD:
@@ -95,34 +108,39 @@ class Operations(pyfuse3.Operations):
             if pending > attr.size:
                 size = pending        # writes not committed yet count, like a local fs
             written = self.written_at.get(attr.inode)
-        return attrs.entry(attr, self.timeouts, size, written)
+        return attrs.entry(attr, timeouts, size, written)
 
     async def _getattr(self, caller: pb.Caller, inode: int) -> pb.Attr:
         return (await self.md.read(caller, getattr=mpb.Getattr(inode=inode))).attr
 
     @fuse_operation
     async def lookup(self, parent_inode, name, ctx):
-        caller = self.callers.of(ctx)
+        caller, since = self.callers.of(ctx), self.kernel.epoch
         try:
             reply = await self.md.read(caller, lookup=mpb.Lookup(parent=parent_inode, name=name))
         except FsError as exc:
             if exc.errno == errno.ENOENT:
-                return attrs.negative_entry(self.timeouts)
+                fresh = self.kernel.fresh_since(since)
+                return attrs.negative_entry(self.timeouts if fresh else attrs.NO_CACHE)
             raise
-        return self._entry(reply.attr)
+        return self._entry(reply.attr, since, parent_inode, name)
 
     async def forget(self, inode_list):
-        """Inode numbers are the master's and stable: nothing is kept per lookup."""
+        """Inode numbers are the master's and stable; the count is kept only to know
+        what the kernel holds (kernel_cache.py)."""
+        for inode, count in inode_list:
+            self.kernel.forgotten(inode, count)
 
     @fuse_operation
     async def getattr(self, inode, ctx):
+        since = self.kernel.epoch
         try:
-            return self._entry(await self._getattr(self.callers.of(ctx), inode))
+            return self._attrs(await self._getattr(self.callers.of(ctx), inode), since)
         except FsError as exc:
             removed = self._removed_open_dir(inode)
             if exc.errno != errno.ENOENT or removed is None:
                 raise
-            return self._entry(removed)
+            return self._attrs(removed, since)
 
     def _removed_open_dir(self, inode: int) -> pb.Attr | None:
         """A directory removed while open here stays open, with no links, as on a
@@ -137,9 +155,9 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def setattr(self, inode, attr, fields, fh, ctx):
-        caller = self.callers.of(ctx)
+        caller, since = self.callers.of(ctx), self.kernel.epoch
         if attrs.is_time_flush(fields, fh is not None):
-            return self._entry(await self._getattr(caller, inode))
+            return self._attrs(await self._getattr(caller, inode), since)
         if inode in self.unflushed and not fields.update_size:
             await self.data.flush(caller, inode)   # its commit would undo times set now
         times_now = False
@@ -152,7 +170,7 @@ class Operations(pyfuse3.Operations):
             await self._before_resize(caller, inode, attr.st_size)
         op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now)
         if op is None:
-            return self._entry(await self._getattr(caller, inode))
+            return self._attrs(await self._getattr(caller, inode), since)
         changed = (await self.md.mutate(caller, setattr=op)).attr
         if fields.update_size:
             self.data.invalidate(inode)
@@ -160,7 +178,7 @@ class Operations(pyfuse3.Operations):
                 self.sizes[inode] = changed.size
         if inode in self.cached:       # our own change: the kernel's pages follow it
             self.cached[inode] = (changed.mtime_ns, changed.size)
-        return self._entry(changed)
+        return self._attrs(changed, since)
 
     async def _before_resize(self, caller: pb.Caller, inode: int, size: int) -> None:
         """Before a file shrinks: commit pending writes, and zero the cut chunk's tail
@@ -186,27 +204,29 @@ class Operations(pyfuse3.Operations):
         return (await self.md.read(self.callers.of(ctx),
                                    readlink=mpb.Readlink(inode=inode))).data
 
-    async def _made(self, ctx, **op) -> pyfuse3.EntryAttributes:
-        return self._entry((await self.md.mutate(self.callers.of(ctx), **op)).attr)
+    async def _made(self, ctx, parent: int, name: bytes, **op) -> pyfuse3.EntryAttributes:
+        since = self.kernel.epoch
+        attr = (await self.md.mutate(self.callers.of(ctx), **op)).attr
+        return self._entry(attr, since, parent, name)
 
     @fuse_operation
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return await self._made(ctx, mknod=pb.Mknod(parent=parent_inode, name=name,
+        return await self._made(ctx, parent_inode, name, mknod=pb.Mknod(parent=parent_inode, name=name,
                                                    mode=mode, rdev=rdev))
 
     @fuse_operation
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return await self._made(ctx, mkdir=pb.Mkdir(parent=parent_inode, name=name,
+        return await self._made(ctx, parent_inode, name, mkdir=pb.Mkdir(parent=parent_inode, name=name,
                                                    mode=mode))
 
     @fuse_operation
     async def symlink(self, parent_inode, name, target, ctx):
-        return await self._made(ctx, symlink=pb.Symlink(parent=parent_inode, name=name,
+        return await self._made(ctx, parent_inode, name, symlink=pb.Symlink(parent=parent_inode, name=name,
                                                        target=target))
 
     @fuse_operation
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        return await self._made(ctx, link=pb.Link(inode=inode, new_parent=new_parent_inode,
+        return await self._made(ctx, new_parent_inode, new_name, link=pb.Link(inode=inode, new_parent=new_parent_inode,
                                                  new_name=new_name))
 
     @fuse_operation
@@ -254,11 +274,12 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         """One command creates and opens (a new file opens whatever its mode: tar
         writes read-only files it creates)."""
-        caller = self.callers.of(ctx)
+        caller, since = self.callers.of(ctx), self.kernel.epoch
         attr = (await self.md.mutate(caller, create=pb.Create(
             parent=parent_inode, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
             open=True, open_flags=flags))).attr
-        return self._opened(attr, caller, flags), self._entry(attr)
+        return (self._opened(attr, caller, flags),
+                self._entry(attr, since, parent_inode, name))
 
     def _opened(self, attr: pb.Attr, caller: pb.Caller, flags: int) -> pyfuse3.FileInfo:
         """Record an open; the kernel keeps its cached pages only when the file is
@@ -317,6 +338,8 @@ class Operations(pyfuse3.Operations):
         if written:
             attr = await self._getattr(handle.caller, handle.inode)
             self.cached[handle.inode] = (attr.mtime_ns, attr.size)
+            # The kernel may hold the write's own mtime; the commit's is the master's.
+            await self._kernel_asks_again(handle.inode)
             if handle.inode in self.sizes:
                 self.sizes[handle.inode] = max(attr.size, self.sizes[handle.inode])
 
@@ -331,7 +354,9 @@ class Operations(pyfuse3.Operations):
             self.handles.drop_file(fh)
             if not self.handles.is_open(handle.inode):
                 self.sizes.pop(handle.inode, None)
-        await self.md.mutate(handle.caller, release=pb.Release(inode=handle.inode))
+        # Nobody waits for a release (close(2) returned already): it rides along with
+        # the next request instead of costing a Raft round of its own.
+        self.md.mutate_deferred(handle.caller, release=pb.Release(inode=handle.inode))
 
     # -- directories ------------------------------------------------------------------------
     @fuse_operation
@@ -353,22 +378,27 @@ class Operations(pyfuse3.Operations):
         for name in dir_listing.dots_from(start_id):
             attr = await self._dot(listing, name)
             at = dir_listing.DOT if name == b"." else dir_listing.DOTDOT
-            if not pyfuse3.readdir_reply(token, name, self._entry(attr), at):
+            # never cached: the kernel makes no entries for the dots
+            if not pyfuse3.readdir_reply(token, name, self._attrs(attr, -1), at):
                 return
         cookie = dir_listing.cookie_at(start_id)
         while True:
             entries = dir_listing.rest_of_page(listing.page, listing.page_cookie, cookie)
             if entries is None:
+                since = self.kernel.epoch
                 reply = await self.md.read(listing.caller, readdir=mpb.Readdir(
                     inode=listing.inode, cookie=cookie, limit=READDIR_PAGE))
                 listing.page, listing.page_cookie = list(reply.entries), cookie
+                listing.page_epoch = since
                 entries = listing.page
                 if not entries:
                     return
             for e in entries:
-                if not pyfuse3.readdir_reply(token, e.name, self._entry(e.attr),
+                entry = self._attrs(e.attr, listing.page_epoch)
+                if not pyfuse3.readdir_reply(token, e.name, entry,
                                              dir_listing.position(e.cookie)):
                     return
+                self.kernel.told(e.attr.inode, listing.inode, e.name)
             cookie = entries[-1].cookie
 
     async def _dot(self, listing: OpenDir, name: bytes) -> pb.Attr:

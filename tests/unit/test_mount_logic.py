@@ -88,3 +88,41 @@ def test_statfs_size_is_used_plus_free():
 def test_groups_from_proc_status():
     assert parse_groups("Name:\tx\nGroups:\t4 24 1000 \nNSpid:\t1\n") == [4, 24, 1000]
     assert parse_groups("Groups:\t\n") == []
+
+
+# -- what the kernel was told (kernel_cache.py) ------------------------------------------
+
+def test_an_answer_overtaken_by_an_invalidation_is_not_cached():
+    from fuse_client.kernel_cache import KernelCache
+    kernel = KernelCache()
+    since = kernel.epoch
+    assert kernel.fresh_since(since)
+    kernel.changed()                       # a push arrived while the request was out
+    assert not kernel.fresh_since(since)
+    assert kernel.fresh_since(kernel.epoch)
+
+
+def test_forgotten_entries_are_not_taken_back_and_held_ones_are():
+    from fuse_client.kernel_cache import KernelCache
+    kernel = KernelCache()
+    kernel.told(10, 1, b"a")
+    kernel.told(10, 1, b"a")               # looked up twice: count 2
+    kernel.told(11, 1, b"b")
+    kernel.told(12, 0, b"")                # no name known (e.g. a readdir of "..")
+    kernel.forgotten(10, 1)
+    kernel.forgotten(11, 1)
+    epoch = kernel.epoch
+    names, inodes = kernel.everything()
+    assert sorted(inodes) == [10, 12]
+    assert names == [(1, b"a")]
+    assert kernel.epoch != epoch            # answers in flight now are not cached
+    kernel.forgotten(10, 1)
+    kernel.forgotten(12, 5)
+    assert len(kernel) == 0
+
+
+def test_default_timeouts_are_long_and_overtaken_answers_get_none():
+    opts = parse([], as_root=False)
+    assert opts.timeouts.attr >= 30 and opts.timeouts.entry >= 30
+    shown = attrs.entry(pb.Attr(inode=5, mode=0o100644), attrs.NO_CACHE)
+    assert shown.attr_timeout == 0 and shown.entry_timeout == 0
