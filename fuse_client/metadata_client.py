@@ -28,6 +28,7 @@ GRPC_OPTIONS = [("grpc.max_send_message_length", 16 << 20),
                 ("grpc.max_receive_message_length", 64 << 20)]
 RETRY = (mpb.Reply.NOT_LEADER, mpb.Reply.UNAVAILABLE, mpb.Reply.UNKNOWN)
 UNAVAILABLE_RETRY_S = 0.1
+DEFER_S = 0.02   # how long a command nobody waits for may wait for company
 
 
 class ClusterUnavailableError(Exception):
@@ -104,6 +105,8 @@ class MetadataClient:
         self._seq = 0
         self._calls: dict[int, _Call] = {}
         self._outgoing: asyncio.Queue[mpb.Request] = asyncio.Queue()
+        self._deferred: list[mpb.Request] = []
+        self._deferred_flush: asyncio.TimerHandle | None = None
         self._stream = None
         self._channel = None
         self._connected = asyncio.Event()
@@ -112,6 +115,9 @@ class MetadataClient:
         # Called with lists of mpb.Invalidation: other clients' changes (see
         # services/metadata/invalidations.py). Set it before open() to receive them.
         self.on_invalidate = None
+        # Called once a new stream has replaced a broken one and subscribes again:
+        # the invalidations pushed in between are lost.
+        self.on_reset = None
 
     # -- life cycle -------------------------------------------------------------------------
     async def open(self) -> "MetadataClient":
@@ -157,6 +163,18 @@ class MetadataClient:
             raise FsError(reply.errno, reply.message)
         return reply
 
+    def mutate_deferred(self, caller: pb.Caller, **op) -> asyncio.Task:
+        """A command whose outcome nobody waits for (a Release at close): it rides
+        with the next request, or goes alone after DEFER_S, so that it shares a Raft
+        round with other work instead of costing one of its own. Exactly once like
+        every mutation; a failure is logged."""
+        self._seq += 1
+        request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
+                              mutation=pb.Command(**op))
+        task = asyncio.create_task(self._exchange(request, deferred=True))
+        task.add_done_callback(_log_failure)
+        return task
+
     async def read(self, caller: pb.Caller, follower: bool = False, **op) -> mpb.Reply:
         """One read; linearizable unless `follower` (then at least as new as anything
         this client saw). FsError for a POSIX error."""
@@ -187,16 +205,38 @@ class MetadataClient:
             request.traceparent = tracing.inject()
             return await self._exchange(request)
 
-    async def _exchange(self, request: mpb.Request) -> mpb.Reply:
+    async def _exchange(self, request: mpb.Request, deferred: bool = False) -> mpb.Reply:
         request.id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._calls[request.id] = _Call(request, fut, time.monotonic() + self.deadline_s)
-        self._send(request)
+        if deferred:
+            self._defer(request)
+        else:
+            self._send(request)
         reply = await fut
         self.last_index = max(self.last_index, reply.index)
         return reply
 
+    def _defer(self, request: mpb.Request) -> None:
+        self._deferred.append(request)
+        if self._deferred_flush is None:
+            self._deferred_flush = asyncio.get_running_loop().call_later(
+                DEFER_S, self._send_deferred)
+
+    def _send_deferred(self) -> None:
+        if self._deferred_flush is not None:
+            self._deferred_flush.cancel()
+            self._deferred_flush = None
+        deferred, self._deferred = self._deferred, []
+        for request in deferred:
+            self._put(request)
+
     def _send(self, request: mpb.Request) -> None:
+        if self._deferred:
+            self._send_deferred()     # first, in seq order
+        self._put(request)
+
+    def _put(self, request: mpb.Request) -> None:
         request.invalidations = self.on_invalidate is not None
         if request.HasField("mutation"):
             request.acked_seq = self._acked_seq()
@@ -209,12 +249,16 @@ class MetadataClient:
 
     # -- the stream -----------------------------------------------------------------------
     async def _keep_connected(self) -> None:
+        streams = 0
         while not self._closed:
             leader = await find_leader(self.masters)
             if not leader:
                 await asyncio.sleep(0.05)
                 continue
             await self._connect(leader)
+            streams += 1
+            if streams > 1 and self.on_reset is not None:
+                asyncio.create_task(self._resubscribed(), name="md-resubscribe")
             await self._serve_stream()
             self._connected.clear()
             await self._drop_stream()
@@ -224,6 +268,7 @@ class MetadataClient:
         self.leader = leader
         self._channel = grpc.aio.insecure_channel(leader, options=GRPC_OPTIONS)
         self._outgoing = asyncio.Queue()
+        self._deferred.clear()               # they are among the unanswered calls
         for call in self._calls.values():   # unanswered: send again, same numbers
             self._send(call.request)
         self._stream = metadata_pb2_grpc.MetadataStub(self._channel).Session(
@@ -290,6 +335,22 @@ class MetadataClient:
             await self._channel.close()
         self._stream = self._channel = None
 
+    async def _resubscribed(self) -> None:
+        """Subscribe the new stream at once (a heartbeat carries the wish), and once
+        the leader has answered it, everything pushed from then on arrives: only
+        then may the caches be dropped, or a change in between would be missed."""
+        if self.on_invalidate is not None and self.session:
+            try:
+                await self._exchange(mpb.Request(session=self.session,
+                                                 heartbeat=mpb.Heartbeat()))
+            except Exception as exc:   # the stream broke again: the next one resets
+                log.debug("resubscribing: %s", exc)
+                return
+        try:
+            self.on_reset()
+        except Exception:
+            log.exception("cache reset failed")
+
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
@@ -309,3 +370,8 @@ class MetadataClient:
                         call.future.set_exception(ClusterUnavailableError(
                             f"no metadata leader answered within {self.deadline_s} s "
                             f"(masters: {', '.join(self.masters)})"))
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("a deferred command failed: %s", exc)
