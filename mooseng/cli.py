@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from mooseng import log_commands, metalogger_command
 from mooseng.addresses import AddressError
 from services.metadata.commandfile import CommandFileError
 from services.metadata.projection import ProjectionError
@@ -392,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     umount.add_argument("-l", "--lazy", action="store_true",
                         help="detach now even if files are open; it ends when they close")
     umount.set_defaults(func=_umount)
+    metalogger_command.add_commands(sub)
+    log_commands.add_commands(sub)
     return parser
 
 
