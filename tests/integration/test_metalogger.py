@@ -1,9 +1,13 @@
 """`mooseng metalogger` against real metadata nodes on loopback: it archives every
 committed entry through a leader's death and the cluster's log compactions, resumes
-after a restart, and starts from a snapshot when the log it wants is gone."""
+after a restart, starts from a snapshot when the log it wants is gone, and its
+archive alone rebuilds a lost cluster."""
 
 import asyncio
+import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +16,7 @@ from services.metadata.raft.log_store import LogStore
 from services.metadata.raft.messages import NORMAL
 from tests.integration.metadata_cluster import MetadataCluster
 from tests.integration.metalogger_process import Metalogger
-from tests.integration.test_raft_cluster import propose_names
+from tests.integration.test_raft_cluster import names_in_root, projection_digest, propose_names
 
 
 @pytest.fixture
@@ -141,3 +145,37 @@ def test_a_metalogger_started_after_compaction_begins_from_a_snapshot(place):
     assert_continuous(entries, first=base.index + 1)
     assert later <= mkdir_names(entries)
     assert "GAP" not in metalogger.log()
+
+
+@pytest.mark.slow
+def test_a_lost_cluster_is_rebuilt_from_the_metalogger_archive_alone(place, tmp_path):
+    cluster, metalogger = place
+    cluster.start_all()
+    cluster.wait_leader()
+    metalogger.start()
+    metalogger.wait_following()
+    acked, _ = asyncio.run(propose_names(cluster, [b"e%04d" % i for i in range(400)]))
+    metalogger.wait_archived(leader_commit(cluster))
+    cluster.stop_all()
+    for i in cluster.addresses:                     # every node lost, with its disk
+        shutil.rmtree(cluster.data(i))
+    assert metalogger.stop() == 0
+
+    rebuilt = MetadataCluster(str(tmp_path / "rebuilt"))
+    # Every voter from the archive: two empty voters would be a majority that can
+    # elect a leader with an empty log.
+    for i in rebuilt.addresses:
+        done = subprocess.run([sys.executable, "-m", "mooseng", "restore", "--from",
+                               metalogger.archive_dir, "--to", rebuilt.data(i)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    try:
+        rebuilt.start_all()
+        rebuilt.wait_converged()
+        for i in list(rebuilt.procs):
+            assert rebuilt.signal(i, signal.SIGTERM) == 0
+        for i in rebuilt.addresses:
+            assert acked <= set(names_in_root(rebuilt.data(i))), f"node {i} misses files"
+        assert len({projection_digest(rebuilt.data(i)) for i in rebuilt.addresses}) == 1
+    finally:
+        rebuilt.stop_all()
