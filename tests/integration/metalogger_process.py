@@ -65,6 +65,13 @@ class Metalogger:
                                      f"{index}, in {timeout} s:\n{self.log()[-3000:]}")
             time.sleep(0.1)
 
+    def wait_archive_created(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(os.path.join(self.archive_dir, "LOCK")):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no archive after {timeout} s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
     def wait_following(self, timeout: float = 30.0) -> None:
         """Until it has a follow stream open to a node."""
         deadline = time.monotonic() + timeout

@@ -179,3 +179,29 @@ def test_a_lost_cluster_is_rebuilt_from_the_metalogger_archive_alone(place, tmp_
         assert len({projection_digest(rebuilt.data(i)) for i in rebuilt.addresses}) == 1
     finally:
         rebuilt.stop_all()
+
+
+def test_a_second_metalogger_on_the_same_archive_is_refused(tmp_path):
+    first = Metalogger(str(tmp_path), ["127.0.0.1:1"])   # nobody there: it keeps trying
+    first.start()
+    try:
+        first.wait_archive_created()
+        second = subprocess.run(
+            [sys.executable, "-m", "mooseng", "metalogger", "--masters", "127.0.0.1:1",
+             "--data", first.archive_dir], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and "another process" in second.stderr
+        assert first.stop() == 0
+    finally:
+        first.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--retain-age", "soon"], "is not a duration"),
+    (["--retain-size", "lots"], "is not a size"),
+    (["--masters", "nowhere"], "is not HOST:PORT"),
+])
+def test_bad_metalogger_arguments_are_explained(tmp_path, args, words):
+    done = subprocess.run(
+        [sys.executable, "-m", "mooseng", "metalogger", "--masters", "127.0.0.1:1",
+         "--data", str(tmp_path / "a"), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
