@@ -86,8 +86,20 @@ class ChunkHealth(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RegionStatus(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LocateChunkId(_message.Message):
+    __slots__ = ("chunk_id", "version")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: int
+    version: int
+    def __init__(self, chunk_id: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
 class Request(_message.Message):
-    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "invalidations", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "get_class", "chunk_health", "mutation")
+    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "invalidations", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "get_class", "chunk_health", "region_status", "locate_chunk_id", "mutation")
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +121,8 @@ class Request(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     GET_CLASS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REGION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOCATE_CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     MUTATION_FIELD_NUMBER: _ClassVar[int]
     id: int
     session: int
@@ -131,8 +145,10 @@ class Request(_message.Message):
     heartbeat: Heartbeat
     get_class: GetClass
     chunk_health: ChunkHealth
+    region_status: RegionStatus
+    locate_chunk_id: LocateChunkId
     mutation: _namespace_pb2.Command
-    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., invalidations: _Optional[bool] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., get_class: _Optional[_Union[GetClass, _Mapping]] = ..., chunk_health: _Optional[_Union[ChunkHealth, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., invalidations: _Optional[bool] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., get_class: _Optional[_Union[GetClass, _Mapping]] = ..., chunk_health: _Optional[_Union[ChunkHealth, _Mapping]] = ..., region_status: _Optional[_Union[RegionStatus, _Mapping]] = ..., locate_chunk_id: _Optional[_Union[LocateChunkId, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
 
 class RequestBatch(_message.Message):
     __slots__ = ("requests",)
@@ -213,7 +229,7 @@ class Health(_message.Message):
     def __init__(self, servers: _Optional[_Iterable[_Union[ServerHealth, _Mapping]]] = ..., chunks: _Optional[int] = ..., healthy: _Optional[int] = ..., under_goal: _Optional[int] = ..., missing: _Optional[int] = ..., over_goal: _Optional[int] = ..., damaged: _Optional[int] = ..., orphans: _Optional[int] = ..., jobs: _Optional[int] = ..., settled: _Optional[bool] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk", "locations", "targets", "storage_class", "health")
+    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk", "locations", "targets", "storage_class", "health", "region")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[Reply.Status]
@@ -243,6 +259,7 @@ class Reply(_message.Message):
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     id: int
     status: Reply.Status
     errno: int
@@ -260,7 +277,26 @@ class Reply(_message.Message):
     targets: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
     storage_class: str
     health: Health
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., storage_class: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
+    region: RegionInfo
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., storage_class: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., region: _Optional[_Union[RegionInfo, _Mapping]] = ...) -> None: ...
+
+class RegionInfo(_message.Message):
+    __slots__ = ("following", "promoted", "shipped_index", "shipped_term", "shipped_time_ns", "source_commit", "promoted_time_ns")
+    FOLLOWING_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_TERM_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    following: bool
+    promoted: bool
+    shipped_index: int
+    shipped_term: int
+    shipped_time_ns: int
+    source_commit: int
+    promoted_time_ns: int
+    def __init__(self, following: _Optional[bool] = ..., promoted: _Optional[bool] = ..., shipped_index: _Optional[int] = ..., shipped_term: _Optional[int] = ..., shipped_time_ns: _Optional[int] = ..., source_commit: _Optional[int] = ..., promoted_time_ns: _Optional[int] = ...) -> None: ...
 
 class Invalidation(_message.Message):
     __slots__ = ("inode", "parent", "name")

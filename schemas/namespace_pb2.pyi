@@ -19,7 +19,7 @@ class Caller(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ..., umask: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class")
+    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,9 @@ class Command(_message.Message):
     BEGIN_WRITE_FIELD_NUMBER: _ClassVar[int]
     COMMIT_WRITE_FIELD_NUMBER: _ClassVar[int]
     SET_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SHIP_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_REGION_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     caller: Caller
     session: int
@@ -66,7 +69,10 @@ class Command(_message.Message):
     begin_write: BeginWrite
     commit_write: CommitWrite
     set_class: SetClass
-    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ...) -> None: ...
+    ship_entries: ShipEntries
+    promote_region: PromoteRegion
+    adopt_chunks: AdoptChunks
+    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ...) -> None: ...
 
 class Mkdir(_message.Message):
     __slots__ = ("parent", "name", "mode")
@@ -260,6 +266,16 @@ class SetClass(_message.Message):
     storage_class: str
     def __init__(self, inode: _Optional[int] = ..., storage_class: _Optional[str] = ...) -> None: ...
 
+class AdoptChunks(_message.Message):
+    __slots__ = ("inode", "chunks", "size")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    size: int
+    def __init__(self, inode: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ...) -> None: ...
+
 class Attr(_message.Message):
     __slots__ = ("inode", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "rdev")
     INODE_FIELD_NUMBER: _ClassVar[int]
@@ -307,3 +323,31 @@ class Result(_message.Message):
     session: int
     chunk: Chunk
     def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+
+class ShippedEntry(_message.Message):
+    __slots__ = ("index", "term", "command")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    term: int
+    command: bytes
+    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
+
+class ShipEntries(_message.Message):
+    __slots__ = ("prev_index", "prev_term", "entries", "source_commit")
+    PREV_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PREV_TERM_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    prev_index: int
+    prev_term: int
+    entries: _containers.RepeatedCompositeFieldContainer[ShippedEntry]
+    source_commit: int
+    def __init__(self, prev_index: _Optional[int] = ..., prev_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[ShippedEntry, _Mapping]]] = ..., source_commit: _Optional[int] = ...) -> None: ...
+
+class PromoteRegion(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...

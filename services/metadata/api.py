@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 KNOWN_TYPES = frozenset({0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
                          stat.S_IFBLK, stat.S_IFDIR})  # S_IFDIR: the fold says EPERM
 READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
-                   "statfs", "access", "locate_chunk", "get_class", "chunk_health"})
+                   "statfs", "access", "locate_chunk", "get_class", "chunk_health",
+                   "locate_chunk_id"})
 # Answered from the leader's soft state about chunkservers: never by a follower.
-LEADER_ONLY = frozenset({"locate_chunk", "chunk_health"})
+LEADER_ONLY = frozenset({"locate_chunk", "chunk_health", "locate_chunk_id"})
 MAX_READDIR = 10_000
 Status = mpb.Reply.Status
 
@@ -253,6 +254,17 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             reply.storage_class = str(self.chunks.class_of(request.get_class.inode))
         elif kind == "chunk_health":
             reply.health.CopyFrom(self.chunks.health())
+        elif kind == "locate_chunk_id":
+            # By id: the file may be gone (a restore reads a deleted tree's chunks
+            # while they are retained). Before the chunkservers have reported, "no
+            # copy" would be a lie: the client retries.
+            if not self.chunks.settled():
+                reply.status = Status.UNAVAILABLE
+                reply.message = "this leader is still learning where chunks are; retry"
+                return
+            op = request.locate_chunk_id
+            reply.storage_class = str(self.chunks.default_class)
+            reply.locations.extend(self.chunks.locations(op.chunk_id, op.version))
 
 
 def _kind(request: mpb.Request) -> str:

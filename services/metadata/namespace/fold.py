@@ -647,12 +647,58 @@ def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
     return _ok(node)
 
 
+def _adopt_chunks(ns: Namespace, op: pb.AdoptChunks) -> pb.Result:
+    """Retained chunks become an empty file's contents (a restore's undelete)."""
+    if not perm.is_root(ns.caller):
+        raise FsError(errno.EPERM, "only root may adopt chunks: they may hold anyone's data")
+    node = _written_file(ns, op.inode, 0)
+    if node.size or ns.txn.scan(r.CHUNKS, r.u64(node.ino)):
+        raise FsError(errno.EEXIST, f"inode {node.ino} already has contents; chunks are "
+                                    "adopted only by an empty file")
+    if op.size > MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG, f"size {op.size} is above the limit {MAX_FILE_SIZE}")
+    _check_adoptable(ns, op)
+    for chunk in op.chunks:
+        key = r.chunk_key(node.ino, chunk.index)
+        ns.txn.put(r.CHUNKS, key, r.CHUNK_VALUE.pack(chunk.id, chunk.version))
+        ns.txn.put(r.CHUNK_OWNERS, r.u64(chunk.id), key)
+    ns.add_used_bytes(op.size)
+    node.size = op.size
+    node.mtime = node.ctime = ns.now
+    ns.save(node)
+    return _ok(node)
+
+
+def _check_adoptable(ns: Namespace, op: pb.AdoptChunks) -> None:
+    """Each chunk was allocated, is owned by no file, and lies within the size; the
+    log cannot know whether copies still exist (soft state): the caller checks that."""
+    allocated = ns.counter(b"next_chunk")
+    indexes, ids = set(), set()
+    for chunk in op.chunks:
+        if chunk.index * r.CHUNK_SIZE >= op.size:
+            raise FsError(errno.EINVAL, f"chunk index {chunk.index} lies past the size "
+                                        f"{op.size}")
+        if chunk.index in indexes or chunk.id in ids:
+            raise FsError(errno.EINVAL, f"chunk index {chunk.index} or id {chunk.id} is "
+                                        "given twice")
+        indexes.add(chunk.index)
+        ids.add(chunk.id)
+        if not 0 < chunk.id < allocated or chunk.version == 0:
+            raise FsError(errno.ENOENT, f"chunk {chunk.id} version {chunk.version} was "
+                                        "never written")
+        owner = ns.txn.get(r.CHUNK_OWNERS, r.u64(chunk.id))
+        if owner is not None:
+            raise FsError(errno.EBUSY, f"chunk {chunk.id} belongs to inode "
+                                       f"{r.split_chunk_key(owner)[0]}; only a chunk no "
+                                       "file refers to can be adopted")
+
+
 OPERATIONS = {
     "mkdir": _mkdir, "mknod": _mknod, "symlink": _symlink,
     "link": _link, "unlink": _unlink, "rmdir": _rmdir, "rename": _rename,
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
-    "set_class": _set_class,
+    "set_class": _set_class, "adopt_chunks": _adopt_chunks,
 }
 # Operations on a session's own state take its id too.
 SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
