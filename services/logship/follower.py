@@ -195,6 +195,7 @@ class Follower:
         call = stub.Follow(pb.FollowRequest(after_index=self.archive.last_index))
         log.info("following %s after index %d", address, self.archive.last_index)
         self.stats.source = address
+        self._snapshot_retry_at = 0.0   # a failed fetch from another node says nothing here
         reader = _ReadAhead(call, self.options.silence_s)
         progress_at = checked_at = time.monotonic()
         try:
