@@ -58,11 +58,20 @@ def add_commands(sub) -> None:
                     "after it. Start a new cluster with `mooseng metadata --id 1 --data "
                     "DIR` and the other nodes empty: they catch up by snapshot.")
     restore.add_argument("--from", dest="archive", required=True, metavar="ARCHIVE")
-    restore.add_argument("--to", required=True, metavar="DIR", help="a new directory")
+    restore.add_argument("--to", metavar="DIR", help="a new directory")
     _target_arguments(restore)
     restore.add_argument("--voters", metavar="ID,ID,...",
                          help="the new cluster's voters (default: the membership the "
                               "archive recorded)")
+    undelete = restore.add_argument_group(
+        "bringing one subtree back into the live cluster (instead of --to)",
+        "the subtree at --path as it was at the target is made again at --into, a new "
+        "path, by commands to the live cluster; file contents are the chunks the "
+        "cluster retains after a delete (--chunk-retention, a day by default)")
+    undelete.add_argument("--path", metavar="/PATH", help="the subtree as it was")
+    undelete.add_argument("--into", metavar="/PATH", help="where it comes back (must not "
+                                                        "exist)")
+    undelete.add_argument("--masters", metavar="HOST:PORT,...", help="the live cluster")
     restore.set_defaults(func=_guarded(_restore))
 
 
@@ -150,6 +159,12 @@ def _stats(args) -> int:
 
 def _restore(args) -> int:
     from services.logship.restore import restore
+    if args.path or args.into or args.masters:
+        from mooseng.undelete_command import undelete
+        return undelete(args, _target(args))
+    if not args.to:
+        raise ValueError("give --to DIR (or --path, --into and --masters to bring one "
+                         "subtree back into the live cluster)")
     voters = None
     if args.voters:
         try:
@@ -165,9 +180,11 @@ def _restore(args) -> int:
             _remove_if(created, args.to)
             raise
     print(json.dumps(summary))
-    print(f"restored to index {summary['index']}; start the first node of a new cluster "
-          f"with: mooseng metadata --id {summary['voters'][0]} --data {args.to} ...",
-          file=sys.stderr)
+    print(f"restored to index {summary['index']}. Either copy {args.to} to every voter's "
+          f"data directory, or start this node (mooseng metadata --id "
+          f"{summary['voters'][0]} --data {args.to} ...) with ONE empty node, and the other "
+          f"empty nodes only once that one has caught up: two empty voters could elect a "
+          f"leader with an empty log", file=sys.stderr)
     return 0
 
 

@@ -69,5 +69,5 @@ class Applier:
                                   txn.ops[first_op:])
             results.append(result)
         if results:
-            proj.write(txn.ops, index, digest)
+            proj.write(txn.net_ops(), index, digest)
         return results

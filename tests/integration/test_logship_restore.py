@@ -124,7 +124,16 @@ def test_restore_before_rm_rf_then_a_new_cluster_serves_it(archive_dir, tmp_path
     # From the snapshot at 30, then the entries to 43 (the last before the removal).
     assert (summary["index"], summary["from_snapshot"], summary["voters"]) == (43, 30, [1, 2, 3])
     try:
-        cluster.start_all()           # node 1 from the restore, 2 and 3 empty
+        # Node 1 from the restore and node 2 empty first: node 2 cannot win an election
+        # without node 1's vote, which a log behind node 1's never gets. Two empty voters
+        # together could elect a leader with an empty log (Raft's majority would have no
+        # data), so node 3 starts empty only once node 2 holds the restored state.
+        cluster.start(1)
+        cluster.start(2)
+        assert cluster.wait_leader(timeout=60)["id"] == 1
+        cluster.wait(lambda ns: all(n.get("applied_index", 0) >= 43 for n in ns
+                                    if n.get("id") in (1, 2)), 60, "node 2 catching up")
+        cluster.start(3)
         cluster.wait_converged(timeout=60)
 
         async def read_back() -> tuple[list[bytes], int]:

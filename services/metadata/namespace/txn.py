@@ -84,6 +84,16 @@ class Txn:
         self._range_cfs[cf] = self._range_cfs.get(cf, 0) + 1
         self.ops.append((DELETE_RANGE, cf, lo, hi))
 
+    def net_ops(self) -> list[tuple]:
+        """Mutations with the same end state as `ops`, each key written once: the range
+        deletions in order, then every key's last value (a key written before a range
+        that covers it has already left the overlay). A WriteBatch for thousands of
+        commands (a replay) then holds each counter and directory once, not per command."""
+        out: list[tuple] = [(DELETE_RANGE, cf, lo, hi) for cf, lo, hi in self._ranges]
+        for (cf, key), value in self._writes.items():
+            out.append((DELETE, cf, key) if value is None else (PUT, cf, key, value))
+        return out
+
     def savepoint(self) -> tuple[int, int]:
         return len(self.ops), len(self._undo)
 
