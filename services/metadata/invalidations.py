@@ -10,7 +10,8 @@ from schemas import namespace_pb2 as pb
 
 # Operations whose first fields are (parent, name) of the entry they add or remove.
 _ENTRY_OPS = ("mkdir", "mknod", "create", "symlink", "unlink", "rmdir")
-_NODE_OPS = ("setattr", "setxattr", "removexattr", "set_class", "commit_write")
+_NODE_OPS = ("setattr", "setxattr", "removexattr", "set_class", "commit_write",
+             "adopt_chunks")
 O_TRUNC = 0o1000
 
 
