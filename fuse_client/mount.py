@@ -42,6 +42,7 @@ class MountConfig:
     masters: list[str]
     mountpoint: str             # canonical (mountinfo.canonical)
     options: MountOptions
+    restored: str = ""          # serve this restored projection read-only (see below)
 
 
 def pid_file(mountpoint: str) -> str:
@@ -63,8 +64,35 @@ def run(config: MountConfig) -> int:
 
 
 async def _serve(config: MountConfig) -> None:
+    if config.restored:
+        await _serve_restored(config)
+        return
     md = MetadataClient(config.masters, name=f"mount {socket.gethostname()}:"
                                              f"{config.mountpoint}")
+    await _mount(config, md)
+
+
+async def _serve_restored(config: MountConfig) -> None:
+    """A restored projection, served by this process on loopback and mounted from
+    there; chunks are located (by id) and read on the live cluster `masters`."""
+    from services.logship.restored_server import RestoredError, RestoredServer
+    from services.metadata.projection import ProjectionError
+    live = MetadataClient(config.masters, name=f"restored view {socket.gethostname()}:"
+                                               f"{config.mountpoint}")
+    server = RestoredServer(config.restored, live)
+    await live.open()
+    try:
+        try:
+            address = await server.start()
+        except (RestoredError, ProjectionError) as exc:
+            raise MountError(str(exc)) from None
+        await _mount(config, MetadataClient([address], name="restored view"))
+    finally:
+        await server.stop()
+        await live.close()
+
+
+async def _mount(config: MountConfig, md: MetadataClient) -> None:
     ops = Operations(md, ChunkIO(md), config.options.timeouts,
                      config.options.writeback_cache,
                      on_init=lambda: set_read_ahead(config.mountpoint,

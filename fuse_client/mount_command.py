@@ -19,8 +19,11 @@ def default_log(mountpoint: str) -> str:
 
 
 def mount(args) -> int:
+    restored = getattr(args, "restored", None) or ""
     try:
-        options = parse(args.option or [], as_root=os.geteuid() == 0)
+        # A restored view is read-only: the kernel then refuses changes (EROFS) itself.
+        options = parse([*(args.option or []), *(["ro"] if restored else [])],
+                        as_root=os.geteuid() == 0)
         masters = address_list(args.masters)
     except (MountOptionError, AddressError) as exc:
         return _fail(str(exc), 2)
@@ -31,15 +34,23 @@ def mount(args) -> int:
     if found is not None:
         return _fail(f"{mountpoint} is already mounted ({found.fstype}); if its process "
                      "died, `mooseng umount -l` clears it", 1)
+    if restored:
+        from services.logship.restored_server import RestoredError, projection_dir
+        try:
+            projection_dir(restored)
+        except RestoredError as exc:
+            return _fail(str(exc), 2)
+        restored = os.path.abspath(restored)
     if args.foreground:
-        return _foreground(masters, mountpoint, options, args.log)
+        return _foreground(masters, mountpoint, options, args.log, restored)
     child = ["mount", "--foreground", "--masters", ",".join(masters),
+             *(["--restored", restored] if restored else []),
              *[arg for o in args.option or [] for arg in ("-o", o)], mountpoint]
     return background.start(child, mountpoint, args.log or default_log(mountpoint),
                             args.timeout)
 
 
-def _foreground(masters, mountpoint, options, log_path) -> int:
+def _foreground(masters, mountpoint, options, log_path, restored="") -> int:
     from fuse_client.metadata_client import ClusterUnavailableError
     from fuse_client.mount import MountConfig, MountError, run
 
@@ -48,7 +59,7 @@ def _foreground(masters, mountpoint, options, log_path) -> int:
                         format=f"%(asctime)s mount {mountpoint} %(levelname)s "
                                "%(name)s: %(message)s")
     try:
-        return run(MountConfig(masters, mountpoint, options))
+        return run(MountConfig(masters, mountpoint, options, restored))
     except (MountError, ClusterUnavailableError) as exc:
         logging.getLogger("fuse_client.mount").error("%s", exc)
         return _fail(str(exc), 1)

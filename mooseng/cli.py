@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mount = sub.add_parser("mount", help="mount the file system (FUSE)")
     mount.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
+    mount.add_argument("--restored", metavar="DIR",
+                       help="mount, read-only, the tree as it was in a restored directory "
+                            "(`mooseng restore ... --to DIR`); --masters is the live "
+                            "cluster, which still holds the chunks for the retention window")
     mount.add_argument("mountpoint", help="an existing directory")
     mount.add_argument("-o", dest="option", action="append", metavar="OPT[,OPT...]",
                        help="attr_timeout=S, entry_timeout=S, negative_timeout=S (default "
