@@ -55,8 +55,9 @@ def add_commands(sub) -> None:
                         "it was at a time or index",
         description="Build DIR as the metadata was at --at TIME or --index N (default: "
                     "the archive's end): the nearest snapshot, then the archived commands "
-                    "after it. Start a new cluster with `mooseng metadata --id 1 --data "
-                    "DIR` and the other nodes empty: they catch up by snapshot.")
+                    "after it. Start a new cluster from it: copy DIR to every voter, or start "
+                    "`mooseng metadata --id 1 --data DIR` with one empty node and the "
+                    "other empty nodes once that one caught up (by snapshot).")
     restore.add_argument("--from", dest="archive", required=True, metavar="ARCHIVE")
     restore.add_argument("--to", metavar="DIR", help="a new directory")
     _target_arguments(restore)
