@@ -11,6 +11,7 @@ import time
 
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace import records as r
+from services.metadata.namespace.region_fold import following
 from services.metadata.raft.core import LEADER
 from services.metadata.raft.node import RaftNode
 
@@ -52,6 +53,8 @@ class SessionKeeper:
         if core.role != LEADER:
             self._term = -1
             return
+        if following(self.node.machine.projection):
+            return   # region A's sessions: A closes them, and its log says so
         now = time.monotonic()
         if core.term != self._term:  # new in office: everybody starts with a full timeout
             self._term = core.term

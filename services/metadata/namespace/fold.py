@@ -17,6 +17,7 @@ from services.chunk.parts import MAX_CHUNK_ID
 from services.common import storage_class
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
+from services.metadata.namespace import region_fold
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import (
     XATTR_SIZE_MAX,
@@ -710,7 +711,15 @@ SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
 
 def fold(txn: Txn, cmd: pb.Command) -> pb.Result:
     """Apply one command to `txn`; return its result. A failed command changes
-    nothing but its exactly-once record."""
+    nothing but its exactly-once record. A region that follows another region's log
+    folds only what is shipped from there (services.metadata.namespace.region_fold)."""
+    if (gated := region_fold.gate(txn, cmd, fold_local)) is not None:
+        return gated
+    return fold_local(txn, cmd)
+
+
+def fold_local(txn: Txn, cmd: pb.Command) -> pb.Result:
+    """One command of this cluster's own history, or one shipped from region A."""
     session = None
     if cmd.session:
         session = _session_of(txn, cmd)
