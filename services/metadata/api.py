@@ -264,7 +264,13 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                 return
             op = request.locate_chunk_id
             reply.storage_class = str(self.chunks.default_class)
-            reply.locations.extend(self.chunks.locations(op.chunk_id, op.version))
+            # Reported copies only: the servers its last writer was sent to, which
+            # locate_chunk also names, may have deleted an orphan since.
+            reply.locations.extend(
+                mpb.ChunkLocation(address=h.address, part=h.part, version=h.version,
+                                  length=h.length)
+                for h in sorted(self.chunks.holders(op.chunk_id), key=lambda h: h.part)
+                if h.version == op.version and not h.damaged and h.alive)
 
 
 def _kind(request: mpb.Request) -> str:

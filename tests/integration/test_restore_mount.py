@@ -4,6 +4,7 @@ metalogger's archive at a time before the removal, mount it read-only with
 into the live file system with `mooseng restore --path --into` (its contents are
 the chunks the cluster still retains)."""
 
+import asyncio
 import contextlib
 import datetime
 import errno
@@ -16,6 +17,8 @@ import time
 import pytest
 
 from fuse_client import mountinfo
+from fuse_client.metadata_client import MetadataClient
+from mooseng import classes
 from tests.integration.metalogger_process import Metalogger
 from tests.integration.mount_fixture import MOUNTED, abort_connection, mounted_cluster
 
@@ -55,6 +58,16 @@ def snapshot(root: str) -> dict:
                 item["xattrs"] = {n: os.getxattr(path, n) for n in os.listxattr(path)}
             out[rel] = item
     return out
+
+
+async def orphans_deleted(masters: list[str], timeout: float = 60) -> None:
+    """Until the leader has deleted every chunk no file refers to (past retention)."""
+    await asyncio.sleep(3)   # the leader first notices them, then waits the retention
+    async with MetadataClient(masters) as md:
+        deadline = time.monotonic() + timeout
+        while (health := await classes.health(md)).orphans or health.jobs:
+            assert time.monotonic() < deadline, f"orphans not deleted: {health}"
+            await asyncio.sleep(0.2)
 
 
 def now_iso() -> str:
@@ -138,3 +151,30 @@ def test_undelete_arguments_are_explained(tmp_path):
         [sys.executable, "-m", "mooseng", "restore", "--from", str(tmp_path), "--path", "/p"],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--into" in done.stderr and "--masters" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_undelete_after_the_retention_window_says_so_and_changes_nothing(tmp_path):
+    with mounted_cluster(tmp_path, master_args=("--chunk-retention", "1")) as cluster:
+        metalogger = Metalogger(str(tmp_path), cluster.masters.split(","))
+        metalogger.start()
+        try:
+            metalogger.wait_following()
+            live = cluster.mountpoint
+            os.makedirs(f"{live}/proj")
+            with open(f"{live}/proj/f", "wb") as f:
+                f.write(b"gone soon")
+            time.sleep(1.0)
+            at = now_iso()
+            time.sleep(1.0)
+            shutil.rmtree(f"{live}/proj")
+            metalogger.wait_archived(cluster.meta.wait_leader()["commit_index"])
+            undelete = ("restore", "--from", metalogger.archive_dir, "--at", at,
+                        "--path", "/proj", "--into", "/back", "--masters", cluster.masters)
+            asyncio.run(orphans_deleted(cluster.masters.split(",")))
+            done = cluster.mooseng(*undelete)
+            assert done.returncode == 2 and "no longer retained" in done.stderr, done.stderr
+            assert "/proj/f" in done.stderr and "nothing was changed" in done.stderr
+            assert not os.path.exists(f"{live}/back")
+        finally:
+            metalogger.stop()
