@@ -9,6 +9,7 @@ Applications see a pause, not an error.
 """
 
 import asyncio
+import errno
 import itertools
 import logging
 import time
@@ -21,6 +22,7 @@ from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common import tracing
 from services.common.discovery import find_leader
+from services.logship.region_status import describe as describe_region
 from services.metadata.namespace.errors import FsError
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class MetadataClient:
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        self.read_only = False        # no session: a second region, or asked for
         # Called with lists of mpb.Invalidation: other clients' changes (see
         # services/metadata/invalidations.py). Set it before open() to receive them.
         self.on_invalidate = None
@@ -120,13 +123,38 @@ class MetadataClient:
         self.on_reset = None
 
     # -- life cycle -------------------------------------------------------------------------
-    async def open(self) -> "MetadataClient":
+    async def open(self, session: bool = True) -> "MetadataClient":
+        """Connect and open a session. Without `session` (or when the cluster is a
+        second region that follows another's log and refuses writes) the client
+        only reads: mutations are answered with EROFS."""
         self._tasks = [asyncio.create_task(self._keep_connected(), name="md-connect"),
                        asyncio.create_task(self._heartbeats(), name="md-heartbeat"),
                        asyncio.create_task(self._expire(), name="md-deadlines")]
-        result = await self.mutate(pb.Caller(), open_session=pb.OpenSession(client=self.name))
+        if not session:
+            self.read_only = True
+            return self
+        try:
+            result = await self.mutate(pb.Caller(),
+                                       open_session=pb.OpenSession(client=self.name))
+        except FsError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            await self._open_read_only()
+            return self
         self.session = result.session
         return self
+
+    async def _open_read_only(self) -> None:
+        """A following region: read without a session, and say how far behind it is."""
+        self.read_only = True
+        reply = await self.read(pb.Caller(), region_status=mpb.RegionStatus())
+        log.warning("%s is read-only, %s", ",".join(self.masters),
+                    describe_region(reply.region))
+
+    async def region_lag(self) -> str:
+        """How far this cluster (a second region) is behind region A, for humans."""
+        reply = await self.read(pb.Caller(), region_status=mpb.RegionStatus())
+        return describe_region(reply.region)
 
     async def close(self) -> None:
         if self.session and not self._closed:

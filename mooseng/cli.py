@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from mooseng import log_commands, metalogger_command
+from mooseng import log_commands, metalogger_command, region_commands
 from mooseng.addresses import AddressError
 from services.metadata.commandfile import CommandFileError
 from services.metadata.projection import ProjectionError
@@ -92,7 +92,7 @@ def _metadata(args) -> int:
                             lost_after_s=args.replicate_after, quiet_s=args.chunk_quiet,
                             retention_s=args.chunk_retention)
     asyncio.run(serve(args.id, listen, peers, args.data, options, args.session_timeout,
-                      chunks))
+                      chunks, args.region_follower))
     return 0
 
 
@@ -319,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                       default="namespace",
                       help="what committed commands are applied to: the namespace "
                            "(default), or a counter for benchmarking consensus alone")
+    meta.add_argument("--region-follower", action="store_true",
+                      help="a second region: refuse client writes (reads are served) and "
+                           "take region A's log from `mooseng region follow`, until "
+                           "`mooseng region promote`")
     meta.set_defaults(func=_metadata)
 
     chunk = sub.add_parser("chunkserver", help="run a chunkserver")
@@ -399,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     umount.set_defaults(func=_umount)
     metalogger_command.add_commands(sub)
     log_commands.add_commands(sub)
+    region_commands.add_commands(sub)
     return parser
 
 

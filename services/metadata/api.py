@@ -22,7 +22,7 @@ from services.common.streams import pipelined
 from services.metadata.chunks.manager import ChunkManager
 from services.metadata.invalidations import Subscriber, Subscribers
 from services.metadata.namespace import permissions as perm
-from services.metadata.namespace import reads
+from services.metadata.namespace import reads, region_fold
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import check_name, check_xattr_name
 from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
@@ -69,8 +69,9 @@ def precheck(command: pb.Command) -> FsError | None:
 
 class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
     def __init__(self, node: RaftNode, sessions: SessionKeeper,
-                 chunks: ChunkManager | None = None):
+                 chunks: ChunkManager | None = None, region_follower: bool = False):
         self.node, self.sessions = node, sessions
+        self.region_follower = region_follower
         self.chunks = chunks or ChunkManager(node)
         self.subscribers = Subscribers()
         self.telemetry = MetadataTelemetry(node)
@@ -157,6 +158,11 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         kind = command.WhichOneof("op")
         if kind is None:
             put(reply_error(request, Status.BAD_REQUEST, "the mutation has no operation"))
+            return None
+        if region_fold.refuses_clients(self.node.machine.projection, self.region_follower):
+            message = f"{kind}: {region_fold.FOLLOWING_MESSAGE}"
+            put(mpb.Reply(id=request.id, errno=errno.EROFS, message=message,
+                          result=pb.Result(errno=errno.EROFS, message=message)))
             return None
         if not request.HasField("caller"):
             put(reply_error(request, Status.BAD_REQUEST, "a mutation needs the caller's "
@@ -322,6 +328,13 @@ def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
             raise FsError(errno.EACCES, f"access {op.mask:o} denied on inode {op.inode}")
     elif kind == "get_class":
         reads.inode(view, op.inode)
+    elif kind == "region_status":
+        state = region_fold.read_state(view)
+        p = state.position
+        reply.region.CopyFrom(mpb.RegionInfo(
+            following=state.following, promoted=state.promoted, shipped_index=p.index,
+            shipped_term=p.term, shipped_time_ns=p.time_ns, source_commit=p.source_commit,
+            promoted_time_ns=state.promoted_time_ns))
     elif kind == "locate_chunk":
         found = reads.chunk(view, op.inode, op.chunk_index)
         if found is not None:

@@ -101,7 +101,7 @@ class MetadataServer:
 
     def __init__(self, node_id: int, listen: str, peers: dict[int, str], data_dir: str,
                  options: NodeOptions | None = None, session_timeout_s: float = 30.0,
-                 chunk_options: ManagerOptions | None = None):
+                 chunk_options: ManagerOptions | None = None, region_follower: bool = False):
         self.options = options or NodeOptions()
         self.listen = listen
         self.node = RaftNode(node_id, peers, data_dir, self.options, own_address=listen)
@@ -115,7 +115,8 @@ class MetadataServer:
         if self.options.state_machine == "namespace":
             self.chunks = ChunkManager(self.node, chunk_options)
             metadata_pb2_grpc.add_MetadataServicer_to_server(
-                MetadataServicer(self.node, self.sessions, self.chunks), self.server)
+                MetadataServicer(self.node, self.sessions, self.chunks, region_follower),
+                self.server)
             chunkmaster_pb2_grpc.add_ChunkMasterServicer_to_server(
                 ChunkMasterServicer(self.chunks), self.server)
 
@@ -144,11 +145,12 @@ class MetadataServer:
 
 async def serve(node_id: int, listen: str, peers: dict[int, str], data_dir: str,
                 options: NodeOptions | None = None, session_timeout_s: float = 30.0,
-                chunk_options: ManagerOptions | None = None) -> None:
+                chunk_options: ManagerOptions | None = None,
+                region_follower: bool = False) -> None:
     """Run a metadata node until SIGTERM or SIGINT. A node not in `peers` joins the
     running cluster they form (once a member adds it)."""
     server = MetadataServer(node_id, listen, peers, data_dir, options, session_timeout_s,
-                            chunk_options)
+                            chunk_options, region_follower)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,254 @@
+"""A second region on loopback: region B (its own 3-node metadata cluster, run with
+--region-follower) follows region A's committed log through `mooseng region follow`;
+it catches up after the link is cut and after restarts of the shipper and of B, with
+the same namespace as A; it refuses writes until `mooseng region promote`, and then
+refuses region A's entries."""
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as nspb
+from services.logship.region_status import namespace_digest as region_namespace_digest
+from services.logship.region_status import region_info
+from services.metadata.projection import open_projection
+from services.metadata.raft.proposer import Proposer
+from tests.integration.metadata_cluster import MetadataCluster
+from tests.integration.test_raft_cluster import names_in_root, propose_names
+
+
+class ShipperProcess:
+    def __init__(self, root: str, source: MetadataCluster, target: MetadataCluster):
+        self.log_path = os.path.join(root, "shipper.log")
+        self.args = [sys.executable, "-m", "mooseng", "region", "follow",
+                     "--from", ",".join(source.addresses.values()),
+                     "--to", ",".join(target.addresses.values())]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        return proc.wait(timeout=30)
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+@pytest.fixture
+def regions(tmp_path):
+    a = MetadataCluster(str(tmp_path / "a"))
+    b = MetadataCluster(str(tmp_path / "b"), extra_args=("--region-follower",))
+    os.makedirs(a.root)
+    os.makedirs(b.root)
+    shipper = ShipperProcess(str(tmp_path), a, b)
+    try:
+        yield a, b, shipper
+    finally:
+        try:
+            shipper.stop(signal.SIGKILL)
+        finally:
+            a.stop_all()
+            b.stop_all()
+
+
+def masters(cluster: MetadataCluster) -> list[str]:
+    return list(cluster.addresses.values())
+
+
+def shipped(b: MetadataCluster) -> mpb.RegionInfo:
+    return asyncio.run(region_info(masters(b)))
+
+
+def wait_caught_up(a: MetadataCluster, b: MetadataCluster, timeout: float = 60.0) -> int:
+    """B holds everything A committed (A is idle meanwhile)."""
+    target = a.wait_converged()[0]["commit_index"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if shipped(b).shipped_index >= target:
+            return target
+        time.sleep(0.1)
+    raise AssertionError(f"region B did not reach A's commit index {target}: {shipped(b)}")
+
+
+def namespace_digest(data_dir: str) -> str:
+    with open_projection(os.path.join(data_dir, "projection")) as proj:
+        return region_namespace_digest(proj)
+
+
+def other_commands(n: int) -> list[bytes]:
+    """Not only mkdir: a session, files, attributes, a rename, an unlink."""
+    caller = nspb.Caller(uid=0, gid=0)
+    out = [nspb.Command(time_ns=time.time_ns(), caller=caller,
+                        open_session=nspb.OpenSession(client="region test"))]
+    for i in range(n):
+        name = b"f%04d" % i
+        out.append(nspb.Command(time_ns=time.time_ns(), caller=caller,
+                                mknod=nspb.Mknod(parent=1, name=name, mode=0o100644)))
+        out.append(nspb.Command(time_ns=time.time_ns(), caller=caller,
+                                rename=nspb.Rename(parent=1, name=name, new_parent=1,
+                                                   new_name=name + b".moved")))
+        if i % 3 == 0:
+            out.append(nspb.Command(time_ns=time.time_ns(), caller=caller,
+                                    unlink=nspb.Unlink(parent=1, name=name + b".moved")))
+    return [c.SerializeToString() for c in out]
+
+
+def propose(cluster: MetadataCluster, commands: list[bytes]) -> list[nspb.Result]:
+    async def run():
+        proposer = Proposer(masters(cluster), deadline_s=30)
+        try:
+            results = []
+            for command in commands:
+                _, [raw] = await proposer.propose([command])
+                results.append(nspb.Result.FromString(raw))
+            return results
+        finally:
+            await proposer.close()
+    return asyncio.run(run())
+
+
+def write_names(cluster: MetadataCluster, prefix: bytes, n: int) -> None:
+    acked, unknown = asyncio.run(propose_names(cluster, [prefix + b"%05d" % i
+                                                         for i in range(n)]))
+    assert len(acked) == n and not unknown
+
+
+def client_write(cluster: MetadataCluster, name: bytes) -> tuple[bool, int, str]:
+    """What a mount does: open (a session, if the cluster takes writes), then mkdir.
+    Returns (read-only, errno, message)."""
+    async def run():
+        from fuse_client.metadata_client import MetadataClient
+        from services.metadata.namespace.errors import FsError
+        client = await MetadataClient(masters(cluster), name="region test").open()
+        try:
+            await client.mutate(nspb.Caller(), mkdir=nspb.Mkdir(parent=1, name=name,
+                                                                mode=0o755))
+            return client.read_only, 0, ""
+        except FsError as exc:
+            return client.read_only, exc.errno, exc.message
+        finally:
+            await client.close()
+    return asyncio.run(run())
+
+
+def region_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mooseng", "region", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def stop_converged(*clusters: MetadataCluster) -> None:
+    for cluster in clusters:
+        cluster.wait_converged()
+    for cluster in clusters:
+        for i in list(cluster.procs):
+            assert cluster.signal(i, signal.SIGTERM) == 0, cluster.log_of(i)
+
+
+def assert_same_namespace(a: MetadataCluster, b: MetadataCluster) -> None:
+    digests = {f"{name}{i}": namespace_digest(c.data(i))
+               for name, c in (("a", a), ("b", b)) for i in c.addresses}
+    assert len(set(digests.values())) == 1, f"the regions differ: {digests}"
+    assert names_in_root(a.data(1)) == names_in_root(b.data(1))
+
+
+@pytest.mark.slow
+def test_region_b_follows_catches_up_resumes_and_is_promoted(regions):
+    a, b, shipper = regions
+    a.start_all()
+    b.start_all()
+    a.wait_leader()
+    b.wait_leader()
+
+    # B refuses writes from the start, with a message that says why and what to do.
+    read_only, code, message = client_write(b, b"early")
+    assert read_only and code == errno.EROFS and "promote" in message, message
+
+    shipper.start()
+    write_names(a, b"a", 300)
+    propose(a, other_commands(40))
+    wait_caught_up(a, b)
+    assert shipped(b).following
+
+    # Even a raw proposal into B's log is refused by B's fold while it follows.
+    [raw] = propose(b, [nspb.Command(mkdir=nspb.Mkdir(parent=1, name=b"mine",
+                                                      mode=0o755)).SerializeToString()])
+    assert raw.errno == errno.EROFS
+
+    # The link is cut while A keeps changing: B stays where it was, then catches up.
+    assert shipper.stop() == 0
+    held = shipped(b).shipped_index
+    write_names(a, b"cut", 200)
+    time.sleep(0.5)
+    assert shipped(b).shipped_index == held
+    status = region_cli("status", "--masters", ",".join(masters(b)),
+                        "--source", ",".join(masters(a)), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["behind_entries"] >= 200
+    shipper.start()
+    wait_caught_up(a, b)
+
+    # A shipper killed while shipping resumes where B is: no entry twice, none lost.
+    async def kill_shipper_once(acked_so_far):
+        if acked_so_far >= 150 and shipper.proc is not None:
+            shipper.stop(signal.SIGKILL)
+    asyncio.run(propose_names(a, [b"k%05d" % i for i in range(400)],
+                              on_progress=kill_shipper_once))
+    shipper.start()
+    wait_caught_up(a, b)
+    status = region_cli("status", "--masters", ",".join(masters(b)))
+    assert "behind by 0 entries" in status.stdout, status.stdout + status.stderr
+
+    # Both regions stopped: the same namespace, key for key (B's bookkeeping aside).
+    assert shipper.stop() == 0
+    stop_converged(a, b)
+    assert_same_namespace(a, b)
+
+    # B restarted resumes from its recorded position.
+    a.start_all()
+    b.start_all()
+    a.wait_leader()
+    b.wait_leader()
+    shipper.start()
+    write_names(a, b"after", 100)
+    wait_caught_up(a, b)
+
+    # Promotion: B takes writes, and refuses region A from then on (fencing).
+    promoted = region_cli("promote", "--masters", ",".join(masters(b)))
+    assert promoted.returncode == 0, promoted.stderr
+    info = shipped(b)
+    assert info.promoted and not info.following
+    assert client_write(b, b"written in b") == (False, 0, "")
+    write_names(a, b"late", 20)          # the old shipper meets the fence, and stops
+    assert shipper.proc.wait(timeout=30) == 3, shipper.log()
+    shipper.proc = None
+    again = region_cli("follow", "--from", ",".join(masters(a)), "--to", ",".join(masters(b)))
+    assert again.returncode == 3 and "promoted" in again.stderr, again.stderr
+    assert b"late00000" not in names_in_root_live(b)
+
+
+def names_in_root_live(cluster: MetadataCluster) -> list[bytes]:
+    async def run():
+        from fuse_client.metadata_client import MetadataClient
+        client = await MetadataClient(masters(cluster), name="t").open(session=False)
+        try:
+            reply = await client.read(nspb.Caller(), readdir=mpb.Readdir(inode=1, limit=10000))
+            return [e.name for e in reply.entries]
+        finally:
+            await client.close()
+    return asyncio.run(run())
