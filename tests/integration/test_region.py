@@ -168,7 +168,7 @@ def assert_same_namespace(a: MetadataCluster, b: MetadataCluster) -> None:
 
 
 @pytest.mark.slow
-def test_region_b_follows_catches_up_resumes_and_is_promoted(regions):
+def test_region_b_follows_catches_up_resumes_and_is_promoted(regions, caplog):
     a, b, shipper = regions
     a.start_all()
     b.start_all()
@@ -184,6 +184,13 @@ def test_region_b_follows_catches_up_resumes_and_is_promoted(regions):
     propose(a, other_commands(40))
     wait_caught_up(a, b)
     assert shipped(b).following
+
+    # A client (a mount) of B reads without a session and logs how far behind B is.
+    caplog.clear()
+    assert client_write(b, b"x")[:2] == (True, errno.EROFS)
+    assert "is read-only, following region A" in caplog.text
+    assert "behind by 0 entries" in caplog.text
+    assert b"a00299" in names_in_root_live(b)
 
     # Even a raw proposal into B's log is refused by B's fold while it follows.
     [raw] = propose(b, [nspb.Command(mkdir=nspb.Mkdir(parent=1, name=b"mine",
