@@ -2,7 +2,8 @@
 one's log, reports how far behind it is, and becomes a primary when told.
 
 Errors a user can cause are one line on stderr; `follow` exits 3 when region B was
-promoted (fenced) and 4 when region A no longer holds what B needs (re-seed B).
+promoted (fenced), 4 when region A no longer holds what B needs (re-seed B) and 5
+when B has a namespace of its own.
 """
 
 import json
@@ -10,7 +11,7 @@ import sys
 
 from mooseng.addresses import address_list
 
-FENCED, RESEED = 3, 4
+FENCED, RESEED, NOT_EMPTY = 3, 4, 5
 
 
 def add_commands(sub) -> None:
@@ -52,7 +53,13 @@ def _follow(args) -> int:
     import logging
     import signal
 
-    from services.logship.shipper import FencedError, ReseedNeededError, ShipOptions, Shipper
+    from services.logship.shipper import (
+        FencedError,
+        NotEmptyError,
+        ReseedNeededError,
+        ShipOptions,
+        Shipper,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shipper %(message)s")
     options = ShipOptions(source=address_list(args.source), target=address_list(args.target),
@@ -76,6 +83,9 @@ def _follow(args) -> int:
         except ReseedNeededError as exc:
             print(f"mooseng region follow: {exc}", file=sys.stderr)
             return RESEED
+        except NotEmptyError as exc:
+            print(f"mooseng region follow: {exc}", file=sys.stderr)
+            return NOT_EMPTY
         finally:
             await shipper.close()
         return 0

@@ -46,6 +46,10 @@ class ReseedNeededError(Exception):
     """Region A no longer holds the entries region B needs next."""
 
 
+class NotEmptyError(Exception):
+    """Region B has a namespace of its own: following A would mix two histories."""
+
+
 class _Resync(Exception):
     """Something went wrong that asking B for its position again settles."""
 
@@ -108,7 +112,7 @@ class Shipper:
         self.proposer = Proposer(options.target, deadline_s=options.propose_deadline_s)
 
     async def run(self) -> None:
-        """Ship until cancelled; FencedError or ReseedNeededError end it."""
+        """Ship until cancelled; FencedError, ReseedNeededError or NotEmptyError end it."""
         low, high = self.options.backoff_s
         backoff = low
         while True:
@@ -199,6 +203,8 @@ class Shipper:
         result = pb.Result.FromString(raw)
         if result.errno == errno.EROFS:
             raise FencedError(f"region B refused shipped entries: {result.message}")
+        if result.errno == errno.ENOTEMPTY:
+            raise NotEmptyError(f"region B refused region A's log: {result.message}")
         if result.errno:
             raise _Resync(f"region B refused a shipped batch: {result.message}")
         self.stats.shipped_index = max(self.stats.shipped_index, last)

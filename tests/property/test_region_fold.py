@@ -143,3 +143,14 @@ def test_following_refuses_local_writes_and_promotion_fences_the_shipper(tmp_pat
         assert state.position.index == 1 and state.position.time_ns == 5
     finally:
         b.close()
+
+
+def test_a_cluster_with_a_namespace_of_its_own_refuses_to_follow(tmp_path):
+    b = RegionB(str(tmp_path))
+    try:
+        assert b.apply(MKDIR.SerializeToString()).errno == 0   # B made something itself
+        refused = ship_one(b, 1, 1, 0, MKDIR.SerializeToString())
+        assert refused.errno == errno.ENOTEMPTY and "start empty" in refused.message
+        assert not read_state(b.projection).following
+    finally:
+        b.close()

@@ -86,6 +86,10 @@ def _ship(txn, op: pb.ShipEntries, fold_local: Callable) -> pb.Result:
     if txn.get(r.META, STATE) == PRIMARY:
         return _error(errno.EROFS, "this region was promoted to a primary: entries shipped "
                                    "from the old primary are refused (fenced)")
+    if txn.get(r.META, STATE) is None and not _fresh(txn):
+        return _error(errno.ENOTEMPTY, "this cluster has a namespace of its own (inodes, "
+                                       "sessions or chunks were made here): a second "
+                                       "region must start empty, with --region-follower")
     held = read_state(txn).position
     problem = check_continues(held, op)
     if problem:
@@ -109,6 +113,13 @@ def _ship(txn, op: pb.ShipEntries, fold_local: Callable) -> pb.Result:
                                             max(op.source_commit, last.index)))
     txn.put(r.META, STATE, FOLLOWING)
     return pb.Result(message=f"shipped entries {fresh[0].index}..{last.index}")
+
+
+def _fresh(txn) -> bool:
+    """Nothing was ever made here: the counters are where a new projection has them."""
+    return (r.from_u64(txn.get(r.META, b"next_inode")) <= 2
+            and r.from_u64(txn.get(r.META, b"next_session")) <= 1
+            and r.from_u64(txn.get(r.META, b"next_chunk")) <= 1)
 
 
 def check_continues(held: Position, op: pb.ShipEntries) -> str:
