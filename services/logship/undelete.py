@@ -4,9 +4,11 @@ file contents by adopting the chunks the deleted files left behind (AdoptChunks)
 nothing is copied, so it works only while the cluster still retains those chunks.
 
 Before changing anything it checks that --into does not exist and that every chunk
-still has a copy at its version; then it builds the tree under --into. A failure
-half-way leaves a partial --into (the error says so): remove it and run again, the
-chunks it adopted are released and retained again.
+still has a copy at its version. The tree is built under a hidden name next to --into
+(".NAME.restoring") and renamed to --into once complete, so --into never appears half
+made. The same command run again after a failure resumes: what the hidden tree
+already holds is kept, what is missing is made. (Within one run, a leader failover
+is harmless anyway: each command is exactly once, as for every client.)
 """
 
 import errno
@@ -21,6 +23,7 @@ from services.metadata.namespace.errors import FsError
 
 ROOT = pb.Caller(uid=0, gid=0)   # umask 0: modes are restored as they were
 PAGE = 1000
+RENAME_NOREPLACE = 1
 
 
 class UndeleteError(Exception):
@@ -85,9 +88,12 @@ async def resolve(md, path: str) -> int:
 
 async def check_retained(md, nodes: list[PastNode], shown: str) -> int:
     """Every chunk still has a copy at its version on the live cluster; their count."""
-    count = 0
+    asked: set[int] = set()
     for node in nodes:
         for chunk in node.chunks:
+            if chunk.id in asked:
+                continue   # a hard link's
+            asked.add(chunk.id)
             reply = await md.read(ROOT, locate_chunk_id=mpb.LocateChunkId(
                 chunk_id=chunk.id, version=chunk.version))
             if not reply.locations:
@@ -96,8 +102,7 @@ async def check_retained(md, nodes: list[PastNode], shown: str) -> int:
                     f"version {chunk.version} has no copy on any connected chunkserver: "
                     "deleted after the retention window, or its servers are down); "
                     "nothing was changed")
-            count += 1
-    return count
+    return len(asked)
 
 
 async def undelete(view, md, path: str, into: str) -> dict:
@@ -110,35 +115,54 @@ async def undelete(view, md, path: str, into: str) -> dict:
         parent = await resolve(md, "/" + "/".join(n.decode() for n in into_names[:-1]))
     except FsError as exc:
         raise UndeleteError(f"the parent of {into} does not exist ({exc.message})") from None
-    try:
-        await md.read(ROOT, lookup=mpb.Lookup(parent=parent, name=into_names[-1]))
+    name = into_names[-1]
+    if await _existing(md, parent, name) is not None:
         raise UndeleteError(f"{into} exists: give a new --into (nothing is overwritten)")
-    except FsError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
+    staging = b"." + name + b".restoring"
+    resumed = await _existing(md, parent, staging) is not None
     chunks = await check_retained(md, nodes, path)
     try:
-        await _build(md, nodes, parent, into_names[-1])
+        await _build(md, nodes, parent, staging, resumed)
+        await md.mutate(ROOT, rename=pb.Rename(parent=parent, name=staging, new_parent=parent,
+                                               new_name=name, flags=RENAME_NOREPLACE))
     except FsError as exc:
-        raise UndeleteError(f"restoring into {into} stopped ({exc.message}); what was made "
-                            f"is there: remove {into} and run again") from None
-    return {"path": path, "into": into, "nodes": len(nodes), "chunks": chunks}
+        raise UndeleteError(f"restoring into {into} stopped ({exc}); what was made is kept "
+                            f"under {staging.decode()} next to it: run the same command "
+                            "again to finish it") from None
+    return {"path": path, "into": into, "nodes": len(nodes), "chunks": chunks,
+            "resumed": resumed}
 
 
-async def _build(md, nodes: list[PastNode], parent: int, name: bytes) -> None:
+async def _existing(md, parent: int, name: bytes) -> pb.Attr | None:
+    try:
+        return (await md.read(ROOT, lookup=mpb.Lookup(parent=parent, name=name))).attr
+    except FsError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+async def _build(md, nodes: list[PastNode], parent: int, name: bytes,
+                 resumed: bool) -> None:
+    """Make `nodes` at (parent, name); `resumed`: keep what a failed run made there."""
     made: dict[str, int] = {}        # relative path -> new inode
     by_old: dict[int, int] = {}      # old inode -> new inode, for hard links
     for node in nodes:
         head, _, base = node.path.rpartition("/")
         where = made[head] if node.path else parent
         entry = base.encode(errors="surrogateescape") if node.path else name
+        found = await _existing(md, where, entry) if resumed else None
         old = node.attr.inode
         if old in by_old:
-            await md.mutate(ROOT, link=pb.Link(inode=by_old[old], new_parent=where,
-                                               new_name=entry))
+            if found is None:
+                await md.mutate(ROOT, link=pb.Link(inode=by_old[old], new_parent=where,
+                                                   new_name=entry))
             made[node.path] = by_old[old]
-            continue
-        made[node.path] = by_old[old] = await _make(md, node, where, entry)
+        elif found is not None:
+            made[node.path] = by_old[old] = found.inode
+            await _fill(md, node, found)
+        else:
+            made[node.path] = by_old[old] = await _make(md, node, where, entry)
     # Attributes last, deepest first: making children changes their directory's times.
     for node in reversed(nodes):
         await _restore_attributes(md, node, made[node.path])
@@ -155,13 +179,18 @@ async def _make(md, node: PastNode, parent: int, name: bytes) -> int:
                                   exclusive=True)}
     else:
         op = {"mknod": pb.Mknod(parent=parent, name=name, mode=mode, rdev=node.attr.rdev)}
-    ino = (await md.mutate(ROOT, **op)).attr.inode
-    if stat.S_ISREG(mode) and node.attr.size:
-        await md.mutate(ROOT, adopt_chunks=pb.AdoptChunks(inode=ino, chunks=node.chunks,
-                                                          size=node.attr.size))
+    attr = (await md.mutate(ROOT, **op)).attr
+    await _fill(md, node, attr)
+    return attr.inode
+
+
+async def _fill(md, node: PastNode, made: pb.Attr) -> None:
+    """Contents (unless a failed run adopted them already) and xattrs."""
+    if stat.S_ISREG(node.attr.mode) and node.attr.size and not made.size:
+        await md.mutate(ROOT, adopt_chunks=pb.AdoptChunks(
+            inode=made.inode, chunks=node.chunks, size=node.attr.size))
     for key, value in node.xattrs:
-        await md.mutate(ROOT, setxattr=pb.Setxattr(inode=ino, name=key, value=value))
-    return ino
+        await md.mutate(ROOT, setxattr=pb.Setxattr(inode=made.inode, name=key, value=value))
 
 
 async def _restore_attributes(md, node: PastNode, ino: int) -> None:
