@@ -18,6 +18,7 @@ import collections
 import errno
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -36,6 +37,7 @@ from services.metadata.raft.transport import GRPC_OPTIONS
 log = logging.getLogger(__name__)
 
 SHIP_BYTES = 1 << 20    # command bytes per ShipEntries (one bigger entry goes alone)
+REPORT_S = 10.0         # a progress line in the log this often while shipping
 
 
 class FencedError(Exception):
@@ -110,6 +112,7 @@ class Shipper:
         self.options = options
         self.stats = ShipStats()
         self.proposer = Proposer(options.target, deadline_s=options.propose_deadline_s)
+        self._reported_at = 0.0
 
     async def run(self) -> None:
         """Ship until cancelled; FencedError, ReseedNeededError or NotEmptyError end it."""
@@ -209,6 +212,11 @@ class Shipper:
             raise _Resync(f"region B refused a shipped batch: {result.message}")
         self.stats.shipped_index = max(self.stats.shipped_index, last)
         self.stats.batches += 1
+        if time.monotonic() - self._reported_at > REPORT_S:
+            self._reported_at = time.monotonic()
+            log.info("region B holds region A's log up to index %d (A's commit index %d: "
+                     "%d behind)", self.stats.shipped_index, self.stats.source_commit,
+                     self.stats.lag)
 
     async def close(self) -> None:
         await self.proposer.close()
