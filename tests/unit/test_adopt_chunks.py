@@ -81,14 +81,14 @@ def test_adoption_is_deterministic_and_never_shares_a_chunk(tmp_path_factory, pi
         try:
             chunks = written_then_deleted(fs, chunks=4)
             files = [fs.create(R, f"f{i}".encode()) for i in range(len(picks))]
-            for ino, first in zip(files, picks):
+            for ino, first in zip(files, picks, strict=True):
                 part = [pb.Chunk(index=c.index - first, id=c.id, version=c.version)
                         for c in chunks[first:]]
                 adopt(fs, ino, part, (len(part) - 1) * CHUNK_SIZE + extra)
             owners = [reads.chunk_owner(fs.proj, c.id) for c in chunks]
             adopted = [o for o in owners if o is not None]
             assert len(adopted) == len(set(adopted))
-            for owner, c in zip(owners, chunks):
+            for owner, c in zip(owners, chunks, strict=True):
                 if owner is not None:
                     assert reads.chunk(fs.proj, *owner).id == c.id
             digests.append(fs.proj.content_digest())
