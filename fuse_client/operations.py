@@ -211,23 +211,23 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return await self._made(ctx, parent_inode, name, mknod=pb.Mknod(parent=parent_inode, name=name,
-                                                   mode=mode, rdev=rdev))
+        return await self._made(ctx, parent_inode, name, mknod=pb.Mknod(
+            parent=parent_inode, name=name, mode=mode, rdev=rdev))
 
     @fuse_operation
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return await self._made(ctx, parent_inode, name, mkdir=pb.Mkdir(parent=parent_inode, name=name,
-                                                   mode=mode))
+        return await self._made(ctx, parent_inode, name, mkdir=pb.Mkdir(
+            parent=parent_inode, name=name, mode=mode))
 
     @fuse_operation
     async def symlink(self, parent_inode, name, target, ctx):
-        return await self._made(ctx, parent_inode, name, symlink=pb.Symlink(parent=parent_inode, name=name,
-                                                       target=target))
+        return await self._made(ctx, parent_inode, name, symlink=pb.Symlink(
+            parent=parent_inode, name=name, target=target))
 
     @fuse_operation
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        return await self._made(ctx, new_parent_inode, new_name, link=pb.Link(inode=inode, new_parent=new_parent_inode,
-                                                 new_name=new_name))
+        return await self._made(ctx, new_parent_inode, new_name, link=pb.Link(
+            inode=inode, new_parent=new_parent_inode, new_name=new_name))
 
     @fuse_operation
     async def unlink(self, parent_inode, name, ctx):
