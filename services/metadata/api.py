@@ -19,6 +19,7 @@ from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common import metrics, tracing
 from services.common.streams import pipelined
+from services.metadata import region_open
 from services.metadata.chunks.manager import ChunkManager
 from services.metadata.invalidations import Subscriber, Subscribers
 from services.metadata.namespace import permissions as perm
@@ -106,6 +107,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             if kind is None:
                 put(reply_error(request, Status.BAD_REQUEST,
                                 "the request has no operation this server knows"))
+            elif kind == "mutation" and self._unrecorded(request):
+                linearizable.append(request)   # a reading open in a following region
             elif kind == "mutation":
                 waiter = self._mutate(request, put)
                 if waiter is not None and not waiter.finished:
@@ -152,6 +155,13 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         return traced_put
 
     # -- mutations ------------------------------------------------------------------------
+    def _unrecorded(self, request: mpb.Request) -> bool:
+        """A reading open (or a release) while this region follows region A's log:
+        answered like a read, with no record (see services/metadata/region_open.py)."""
+        return (region_open.unrecorded(request.mutation)
+                and region_fold.refuses_clients(self.node.machine.projection,
+                                                self.region_follower))
+
     def _mutate(self, request: mpb.Request, put):
         """Propose the request's command; the proposal's waiter (None if refused)."""
         command = request.mutation
@@ -241,8 +251,12 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         for request in requests:
             reply = mpb.Reply(id=request.id, index=applied)
             try:
-                answer(view, request, reply)
-                self._answer_chunks(request, reply)
+                if request.HasField("mutation"):
+                    reply.result.CopyFrom(region_open.answer(view, request.caller,
+                                                             request.mutation))
+                else:
+                    answer(view, request, reply)
+                    self._answer_chunks(request, reply)
             except FsError as exc:
                 reply.errno, reply.message = exc.errno, exc.message
             put(reply)

@@ -147,6 +147,26 @@ def client_write(cluster: MetadataCluster, name: bytes) -> tuple[bool, int, str]
     return asyncio.run(run())
 
 
+def client_open(cluster: MetadataCluster, name: bytes, flags: int) -> int:
+    """What a mount of the region does at open(2) and close(2): 0, or the errno."""
+    async def run():
+        from fuse_client.metadata_client import MetadataClient
+        from services.metadata.namespace.errors import FsError
+        client = await MetadataClient(masters(cluster), name="region test").open()
+        try:
+            found = await client.read(nspb.Caller(), lookup=mpb.Lookup(parent=1, name=name))
+            opened = await client.mutate(nspb.Caller(), open=nspb.Open(
+                inode=found.attr.inode, flags=flags))
+            assert opened.attr.inode == found.attr.inode
+            await client.mutate(nspb.Caller(), release=nspb.Release(inode=found.attr.inode))
+            return 0
+        except FsError as exc:
+            return exc.errno
+        finally:
+            await client.close()
+    return asyncio.run(run())
+
+
 def region_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mooseng", "region", *args],
                           capture_output=True, text=True, timeout=60)
@@ -191,6 +211,11 @@ def test_region_b_follows_catches_up_resumes_and_is_promoted(regions, caplog):
     assert "is read-only, following region A" in caplog.text
     assert "behind by 0 entries" in caplog.text
     assert b"a00299" in names_in_root_live(b)
+
+    # Files open for reading in B (no record: B takes nothing of its own); not to write.
+    assert client_open(b, b"f0001.moved", os.O_RDONLY) == 0
+    assert client_open(b, b"f0001.moved", os.O_RDWR) == errno.EROFS
+    assert client_open(b, b"f0001.moved", os.O_RDONLY | os.O_TRUNC) == errno.EROFS
 
     # Even a raw proposal into B's log is refused by B's fold while it follows.
     [raw] = propose(b, [nspb.Command(mkdir=nspb.Mkdir(parent=1, name=b"mine",
