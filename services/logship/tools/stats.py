@@ -19,8 +19,9 @@ def stats(archive: Archive, lo: int | None = None, hi: int | None = None) -> dic
         for e in batch:
             count += 1
             kinds[KIND_NAMES.get(e.kind, str(e.kind))] += 1
-            first_t = e.time_ns if first_t is None else min(first_t, e.time_ns)
-            last_t = e.time_ns if last_t is None else max(last_t, e.time_ns)
+            if e.time_ns:   # entries before the first command carry no time
+                first_t = e.time_ns if first_t is None else min(first_t, e.time_ns)
+                last_t = e.time_ns if last_t is None else max(last_t, e.time_ns)
             if e.kind != NORMAL:
                 continue
             try:
