@@ -88,11 +88,14 @@ def _metadata(args) -> int:
         parse(args.default_class)
     except StorageClassError as exc:
         raise AddressError(f"--default-class: {exc}") from None
+    from mooseng.addresses import address_list
     chunks = ManagerOptions(default_class=args.default_class,
                             lost_after_s=args.replicate_after, quiet_s=args.chunk_quiet,
-                            retention_s=args.chunk_retention)
+                            retention_s=args.chunk_retention,
+                            region_source=tuple(address_list(args.region_follower)
+                                                if args.region_follower else ()))
     asyncio.run(serve(args.id, listen, peers, args.data, options, args.session_timeout,
-                      chunks, args.region_follower))
+                      chunks, args.region_follower is not None))
     return 0
 
 
@@ -319,10 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
                       default="namespace",
                       help="what committed commands are applied to: the namespace "
                            "(default), or a counter for benchmarking consensus alone")
-    meta.add_argument("--region-follower", action="store_true",
+    meta.add_argument("--region-follower", nargs="?", const="", default=None,
+                      metavar="A_MASTERS",
                       help="a second region: refuse client writes (reads are served) and "
                            "take region A's log from `mooseng region follow`, until "
-                           "`mooseng region promote`")
+                           "`mooseng region promote`; with region A's metadata nodes "
+                           "(HOST:PORT,...), this region's chunkservers also fetch the "
+                           "file contents from region A's")
     meta.set_defaults(func=_metadata)
 
     chunk = sub.add_parser("chunkserver", help="run a chunkserver")

@@ -21,6 +21,7 @@ from services.logship.region_status import namespace_digest as region_namespace_
 from services.logship.region_status import region_info
 from services.metadata.projection import open_projection
 from services.metadata.raft.proposer import Proposer
+from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.metadata_cluster import MetadataCluster
 from tests.integration.test_raft_cluster import names_in_root, propose_names
 
@@ -284,3 +285,110 @@ def names_in_root_live(cluster: MetadataCluster) -> list[bytes]:
         finally:
             await client.close()
     return asyncio.run(run())
+
+
+# -- file contents ----------------------------------------------------------------------
+
+CHUNK_FLAGS = ("--replicate-after", "1", "--chunk-quiet", "1")
+
+
+@pytest.fixture
+def regions_with_chunks(tmp_path):
+    """Both regions with two chunkservers each; B's nodes know A's (to fetch from)."""
+    a = MetadataCluster(str(tmp_path / "a"), extra_args=CHUNK_FLAGS)
+    b = MetadataCluster(str(tmp_path / "b"), extra_args=(
+        *CHUNK_FLAGS, "--region-follower", ",".join(a.addresses.values())))
+    a_chunks = ChunkCluster(tmp_path / "a-cs", masters(a), n=2)
+    b_chunks = ChunkCluster(tmp_path / "b-cs", masters(b), n=2)
+    os.makedirs(a.root)
+    os.makedirs(b.root)
+    shipper = ShipperProcess(str(tmp_path), a, b)
+    try:
+        yield a, b, shipper, a_chunks, b_chunks
+    finally:
+        try:
+            shipper.stop(signal.SIGKILL)
+        finally:
+            a_chunks.stop_all()
+            b_chunks.stop_all()
+            a.stop_all()
+            b.stop_all()
+
+
+async def write_in(cluster: MetadataCluster, name: bytes, data: bytes) -> int:
+    """A writer in region A: the file `name` in the root holds `data` from offset 0."""
+    from fuse_client.chunk_io import ChunkIO
+    from fuse_client.metadata_client import MetadataClient
+    root = nspb.Caller(uid=0, gid=0)
+    async with MetadataClient(masters(cluster)) as md:
+        made = await md.mutate(root, create=nspb.Create(parent=1, name=name, mode=0o644,
+                                                        open=True, open_flags=os.O_RDWR))
+        io = ChunkIO(md)
+        await io.write(root, made.attr.inode, 0, data)
+        await io.flush(root, made.attr.inode)
+        await md.mutate(root, release=nspb.Release(inode=made.attr.inode))
+        await io.close()
+        return made.attr.inode
+
+
+async def read_in(cluster: MetadataCluster, name: bytes) -> bytes:
+    """What a mount of the region reads: lookup, open for reading, read, close."""
+    from fuse_client.chunk_io import ChunkIO
+    from fuse_client.metadata_client import MetadataClient
+    root = nspb.Caller(uid=0, gid=0)
+    async with MetadataClient(masters(cluster)) as md:
+        found = await md.read(root, lookup=mpb.Lookup(parent=1, name=name))
+        opened = await md.mutate(root, open=nspb.Open(inode=found.attr.inode,
+                                                      flags=os.O_RDONLY))
+        io = ChunkIO(md)
+        try:
+            return await io.read(root, found.attr.inode, 0, opened.attr.size,
+                                 opened.attr.size)
+        finally:
+            await md.mutate(root, release=nspb.Release(inode=found.attr.inode))
+            await io.close()
+
+
+@pytest.mark.slow
+def test_file_contents_follow_into_region_b_and_stop_at_promotion(regions_with_chunks):
+    a, b, shipper, a_chunks, b_chunks = regions_with_chunks
+    for cluster, chunks in ((a, a_chunks), (b, b_chunks)):
+        cluster.start_all()
+        chunks.start_all()
+    a.wait_leader()
+    b.wait_leader()
+    shipper.start()
+    first = os.urandom(3 << 20)
+    asyncio.run(write_in(a, b"data", first))
+    wait_caught_up(a, b)
+
+    # B's chunkservers fetched the chunk from A's: read back byte for byte in B.
+    assert asyncio.run(read_in(b, b"data")) == first
+    assert all(chunk_files(b_chunks)), "B's chunkservers hold no copy"
+
+    # A overwrites (a new chunk version, and longer): B follows with the new bytes.
+    second = os.urandom(4 << 20)
+    asyncio.run(write_in(a, b"data", second))
+    wait_caught_up(a, b)
+    assert asyncio.run(read_in(b, b"data")) == second
+
+    # Promoted, B fetches nothing more from A: a file B's log holds but its
+    # chunkservers do not (they were down) stays unfetched; B's own writes work.
+    held = set(chunk_files(b_chunks))
+    b_chunks.stop_all()
+    asyncio.run(write_in(a, b"late", first))
+    wait_caught_up(a, b)
+    promoted = region_cli("promote", "--masters", ",".join(masters(b)))
+    assert promoted.returncode == 0, promoted.stderr
+    shipper.stop()
+    b_chunks.start_all()
+    time.sleep(6)       # enough for B's leader to hear the servers and fetch, were it to
+    assert set(chunk_files(b_chunks)) == held     # the same chunks (maybe more copies)
+    asyncio.run(write_in(b, b"own", second))
+    assert asyncio.run(read_in(b, b"own")) == second
+
+
+def chunk_files(chunks: ChunkCluster) -> list[str]:
+    return [name for i in range(chunks.n)
+            for _, _, files in os.walk(chunks.data_dir(i)) for name in files
+            if name.startswith("chunk_")]

@@ -20,8 +20,9 @@ from schemas import metadata_pb2 as mpb
 from services.chunk.header import CHUNK_SIZE, HEADER_SIZE
 from services.common import storage_class
 from services.metadata.chunks import planner
+from services.metadata.chunks.region_source import RegionSource
 from services.metadata.chunks.registry import Registry, Server
-from services.metadata.namespace import reads
+from services.metadata.namespace import reads, region_fold
 from services.metadata.namespace import records as r
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ManagerOptions:
     job_timeout_s: float = 120.0
     jobs_per_server: int = 8
     ec_backend: str = ""         # "" : the first available (see services/chunk/erasure.py)
+    region_source: tuple[str, ...] = ()  # a second region: region A's metadata nodes
 
 
 @dataclass
@@ -72,10 +74,16 @@ class ChunkManager:
         self._ids = itertools.count(1)
         self._task: asyncio.Task | None = None
         self._backend = self.options.ec_backend
+        # While this region follows region A's log, chunks it lacks come from A.
+        self.region = (RegionSource(list(self.options.region_source), clock)
+                       if self.options.region_source else None)
+        self.following = False
         self._reset(term=None)
 
     def _reset(self, term) -> None:
         self.term, self.since = term, self.clock()
+        if self.region is not None:
+            self.region.forget()
         self.jobs: dict[int, _Sent] = {}
         self.busy: dict[int, int] = {}          # chunk -> job id in flight
         self.orphans: dict[int, float] = {}     # chunk -> first seen unreferenced
@@ -86,10 +94,14 @@ class ChunkManager:
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="chunk-manager")
+        if self.region is not None:
+            self.region.start()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self.region is not None:
+            await self.region.stop()
         self.registry.reset()
 
     async def _run(self) -> None:
@@ -116,6 +128,9 @@ class ChunkManager:
             self._reset(term=self.node.core.term)
         if self.clock() - self.since < self.options.settle_s:
             return
+        self.following = region_fold.following(self.node.machine.projection)
+        if self.region is not None and not self.following:
+            self.region.forget()     # promoted (or nothing shipped yet): A is no source
         self._expire_jobs()
         for server in self.registry.forget_lost(self.options.lost_after_s):
             log.warning("chunkserver %s (%s) has been gone %.0f s: re-replicating its chunks",
@@ -185,6 +200,8 @@ class ChunkManager:
         holders = self.holders(chunk)
         sclass = self.class_of(ino)
         idle = chunk not in self.busy and self.registry.quiet(chunk, self.options.quiet_s)
+        if self.following and not planner.readable(version, sclass, holders):
+            return self._fetch(chunk, version, holders) if idle else planner.MISSING
         result = planner.plan(chunk, version, sclass, holders,
                               self._candidates() if idle else [], self._ec_backend(sclass))
         if idle:
@@ -192,6 +209,19 @@ class ChunkManager:
                 self._send(server, job)
         elif result.state == planner.MISSING and holders:
             return planner.UNDER   # a writer is moving the copies to the new version
+        return result.state
+
+    def _fetch(self, chunk: int, version: int, holders: list[planner.Holder]) -> str:
+        """A following region lacks the chunk's version: a copy from region A's
+        chunkservers (never a stale copy of ours moved on: A wrote since)."""
+        if self.region is None:
+            return planner.MISSING   # no --region-follower A_MASTERS: nowhere to fetch from
+        found = self.region.sources(chunk, version)
+        result = planner.fetch(chunk, version, holders, self._candidates(),
+                               [(loc.address, loc.length) for loc in found])
+        for server, job in result.jobs:
+            self.region.used(chunk, version)
+            self._send(server, job)
         return result.state
 
     def holders(self, chunk: int) -> list[planner.Holder]:

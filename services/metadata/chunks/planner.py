@@ -102,6 +102,33 @@ def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend
         k=sclass.k, m=sclass.m, backend=backend, targets=[t.address for t in targets])))])
 
 
+def readable(version: int, sclass: StorageClass, holders: list[Holder]) -> bool:
+    """A good copy at `version`, or enough of its erasure-coded parts."""
+    good = [h for h in holders if h.alive and not h.damaged and h.version == version]
+    if any(h.part == 0 for h in good):
+        return True
+    return sclass.is_ec and len(_distinct_parts(h for h in good if h.part)) >= sclass.k
+
+
+def fetch(chunk: int, version: int, holders: list[Holder], candidates: list[Candidate],
+          sources: list[tuple[str, int]]) -> Plan:
+    """A second region holds no good copy at `version`: copy one from region A's
+    chunkservers (`sources`: address, length). A server of ours with a stale or
+    damaged copy takes it first (the job replaces that copy): stale data is never
+    moved to a newer version here, since region A wrote something else since. Once
+    one copy is here, `plan` brings the chunk to its goal from it."""
+    if not sources:
+        return Plan(MISSING, [])
+    room = {c.server for c in candidates}
+    replaced = [h.server for h in sorted(holders, key=lambda h: h.server)
+                if h.alive and h.part == 0 and h.server in room]
+    targets = replaced[:1] or [c.server for c in spread(chunk, candidates, holders, 1)]
+    job = cpb.Job(chunk=chunk, version=version, replicate=cpb.Replicate(
+        sources=[address for address, _ in sources],
+        length=max(length for _, length in sources)))
+    return Plan(MISSING, [(target, job) for target in targets])
+
+
 def _repair_versions(chunk, version, holders) -> Plan:
     """No good copy at the current version: a write began and never reached the
     copies (its client died). The newest older copies hold the last data written:
