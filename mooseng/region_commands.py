@@ -1,5 +1,6 @@
-"""`mooseng region follow|status|promote`: a second region that follows the first
-one's log, reports how far behind it is, and becomes a primary when told.
+"""`mooseng region follow|status|seed|promote`: a second region that follows the first
+one's log, reports how far behind it is, is seeded again from the first one's
+snapshot, and becomes a primary when told.
 
 Errors a user can cause are one line on stderr; `follow` exits 3 when region B was
 promoted (fenced), 4 when region A no longer holds what B needs (re-seed B) and 5
@@ -16,7 +17,7 @@ FENCED, RESEED, NOT_EMPTY = 3, 4, 5
 
 def add_commands(sub) -> None:
     """Register the subcommands on the top-level parser's subparsers."""
-    region = sub.add_parser("region", help="a second region: follow, status, promote",
+    region = sub.add_parser("region", help="a second region: follow, status, seed, promote",
                             description="Region B is a metadata cluster started with "
                                         "--region-follower; `region follow` ships region "
                                         "A's committed log into it.")
@@ -39,6 +40,21 @@ def add_commands(sub) -> None:
                              "(otherwise: as the shipper last heard it)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+
+    seed = tools.add_parser("seed", help="start region B again from region A's latest "
+                                         "snapshot (when A compacted past B's position)")
+    seed.add_argument("--from", dest="source", required=True, metavar="HOST:PORT,...",
+                      help="region A's metadata nodes")
+    seed.add_argument("--into", required=True, metavar="DIR,...",
+                      help="new (or empty) data directories for region B's nodes, in the "
+                           "order of their ids; B stopped, its old directories moved aside")
+    seed.add_argument("--voters", metavar="ID,...",
+                      help="region B's voting node ids (default: 1..the number of --into "
+                           "directories)")
+    seed.add_argument("--staging", metavar="DIR",
+                      help="where A's snapshot is fetched to (default: next to the first "
+                           "--into directory); a fetch that failed resumes from it")
+    seed.set_defaults(func=_seed)
 
     promote = tools.add_parser("promote", help="make region B a writable primary; it "
                                                "refuses region A's entries from then on")
@@ -90,6 +106,36 @@ def _follow(args) -> int:
             await shipper.close()
         return 0
     return asyncio.run(main())
+
+
+def _seed(args) -> int:
+    import asyncio
+    import os
+    import shutil
+
+    from services.logship.region_seed import SeedError, fetch, install
+    from services.logship.snapshot_fetch import SnapshotFetchError
+
+    directories = [os.path.abspath(d) for d in args.into.split(",") if d.strip()]
+    try:
+        voters = ([int(v) for v in args.voters.split(",")] if args.voters
+                  else list(range(1, len(directories) + 1)))
+    except ValueError:
+        print(f"mooseng region seed: --voters {args.voters!r} is not a list of node ids "
+              "(for example 1,2,3)", file=sys.stderr)
+        return 2
+    staging = args.staging or directories[0].rstrip("/") + ".seed-staging"
+    try:
+        fetched = asyncio.run(fetch(address_list(args.source), staging))
+        seeded = install(fetched, directories, voters)
+    except (SeedError, SnapshotFetchError) as exc:
+        print(f"mooseng region seed: {exc}", file=sys.stderr)
+        return 1
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"region B seeded from region A's snapshot at index {seeded.index} (term "
+          f"{seeded.term}) in {', '.join(seeded.directories)}: start B's nodes on them "
+          "with --region-follower, then `mooseng region follow`")
+    return 0
 
 
 def _status(args) -> int:

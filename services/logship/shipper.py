@@ -9,8 +9,8 @@ B resumes exactly after B's position, duplicates are ignored, and any doubt (a
 refused batch, a lost proposal, a broken stream) is settled by asking B again.
 
 When A has compacted its log past B's position, the entries B needs are gone from
-A: this version does not install A's snapshot into B; it stops and says that B must
-be seeded again (see docs/logship.md, "Second region").
+A: the shipper stops and says that B must be seeded again from A's snapshot
+(`mooseng region seed`, services/logship/region_seed.py).
 """
 
 import asyncio
@@ -173,8 +173,10 @@ class Shipper:
                         raise ReseedNeededError(
                             f"region A ({source}) compacted its log past index {index}, "
                             f"where region B is (A's snapshot is at {b.snapshot_index}): "
-                            "the entries B needs are gone. Seed region B again from region "
-                            "A (see docs/logship.md, 'Second region')")
+                            "the entries B needs are gone. Stop region B, move its node "
+                            "directories aside, seed new ones from A's snapshot with "
+                            "`mooseng region seed --from A_MASTERS --into DIR,...`, start "
+                            "B and follow again")
                     self.stats.source_commit = max(self.stats.source_commit, b.commit_index)
                 for chunk in group(batches):
                     for b in chunk:

@@ -392,3 +392,71 @@ def chunk_files(chunks: ChunkCluster) -> list[str]:
     return [name for i in range(chunks.n)
             for _, _, files in os.walk(chunks.data_dir(i)) for name in files
             if name.startswith("chunk_")]
+
+
+# -- seeding ----------------------------------------------------------------------------
+
+def wait_compacted(cluster: MetadataCluster, past: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if min(n.get("snapshot_index") or 0 for n in cluster.wait_converged()) >= past:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"region A did not compact its log past index {past}")
+
+
+@pytest.mark.slow
+def test_region_b_is_seeded_from_a_snapshot_once_a_compacted_past_it(tmp_path):
+    a = MetadataCluster(str(tmp_path / "a"), snapshot_every=100)
+    b = MetadataCluster(str(tmp_path / "b"), extra_args=("--region-follower",))
+    os.makedirs(a.root)
+    os.makedirs(b.root)
+    shipper = ShipperProcess(str(tmp_path), a, b)
+    try:
+        a.start_all()
+        b.start_all()
+        a.wait_leader()
+        b.wait_leader()
+        write_names(a, b"old", 300)
+        wait_compacted(a, 200)
+        stop_converged(a)        # restarted, A serves only its log (no recent entries)
+        a.start_all()
+        a.wait_leader()
+
+        # A new B against an A that compacted: the shipper says to seed B, and how.
+        follow = region_cli("follow", "--from", ",".join(masters(a)),
+                            "--to", ",".join(masters(b)))
+        assert follow.returncode == 4 and "mooseng region seed" in follow.stderr, \
+            follow.stderr
+
+        # Seeding refuses B's directories in use; B stopped and moved aside, it seeds.
+        into = ",".join(b.data(i) for i in b.addresses)
+        busy = region_cli("seed", "--from", ",".join(masters(a)), "--into", into)
+        assert busy.returncode == 1 and "move its data directory aside" in busy.stderr
+        b.stop_all()
+        for i in b.addresses:
+            os.rename(b.data(i), b.data(i) + ".old")
+        seeded = region_cli("seed", "--from", ",".join(masters(a)), "--into", into)
+        assert seeded.returncode == 0, seeded.stderr
+        b.start_all()
+        b.wait_leader()
+        info = shipped(b)
+        assert info.following and info.shipped_index >= 200
+        assert client_write(b, b"mine")[:2] == (True, errno.EROFS)
+
+        # The shipper goes on from the snapshot's index (A keeps only 100 entries
+        # behind its snapshots here: B catches up before A writes on), to A's namespace.
+        shipper.start()
+        wait_caught_up(a, b)
+        write_names(a, b"new", 20)
+        wait_caught_up(a, b)
+        assert {b"old00299", b"new00019"} <= set(names_in_root_live(b))
+        assert shipper.stop() == 0
+        stop_converged(a, b)
+        assert_same_namespace(a, b)
+    finally:
+        try:
+            shipper.stop(signal.SIGKILL)
+        finally:
+            a.stop_all()
+            b.stop_all()

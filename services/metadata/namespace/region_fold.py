@@ -52,6 +52,12 @@ def read_state(view) -> RegionState:
                        promoted_time_ns=struct.unpack(">q", promoted)[0] if promoted else 0)
 
 
+def position_record(position: Position) -> bytes:
+    """The SHIPPED value for `position` (a seeded region starts at one)."""
+    return _POSITION.pack(position.index, position.term, position.time_ns,
+                          position.source_commit)
+
+
 def following(view) -> bool:
     return view.get(r.META, STATE) == FOLLOWING
 
