@@ -1,6 +1,11 @@
 """A write overlay over a read-only view: the fold's reads see its own writes, and
 its writes are collected as an ordered list of mutations for one WriteBatch.
-A savepoint lets a failed command take back exactly what it wrote."""
+A savepoint lets a failed command take back exactly what it wrote.
+
+The view does not change while a Txn lives (the applier writes the batch only at
+the end), so what it returned is remembered: a replay's thousands of commands per
+batch read each directory, counter and region key from RocksDB once, not per command.
+"""
 
 from collections.abc import Callable, Iterable
 
@@ -14,71 +19,82 @@ _ABSENT = object()  # the undo log's "this key had no overlay value"
 class Txn:
     """Reads fall through to `base`; `ops` lists the mutations in order."""
 
-    __slots__ = ("_base", "_base_scan", "_writes", "_ranges", "_range_cfs", "_cf_keys",
+    __slots__ = ("_base", "_base_scan", "_writes", "_seen", "_ranges", "_range_cfs",
                  "_undo", "ops")
 
-    def __init__(self, base: Getter, base_scan: Scanner | None = None):
+    def __init__(self, base: Getter, base_scan: Scanner | None = None,
+                 seen: dict[str, dict[bytes, bytes | None]] | None = None):
+        """`seen`: values of `base` already known (per column family), which reads
+        then take from there and add to; the applier keeps it across batches."""
         self._base = base
         self._base_scan = base_scan
-        self._writes: dict[tuple[str, bytes], bytes | None] = {}
+        # Per column family, so that a group of thousands of commands (a replay) does
+        # not make every scan and range delete look at every key written.
+        self._writes: dict[str, dict[bytes, bytes | None]] = {}
+        self._seen: dict[str, dict[bytes, bytes | None]] = {} if seen is None else seen
         self._ranges: list[tuple[str, bytes, bytes]] = []
-        # Per column family: how many ranges, and every key ever written (a superset
-        # of its live writes), so that a group of thousands of commands (a replay)
-        # does not make every read, scan and range delete look at all of them.
         self._range_cfs: dict[str, int] = {}
-        self._cf_keys: dict[str, set[bytes]] = {}
         self._undo: list[tuple] = []
         self.ops: list[tuple] = []
 
     def get(self, cf: str, key: bytes) -> bytes | None:
-        hit = self._writes.get((cf, key), _ABSENT)
-        if hit is not _ABSENT:
-            return hit
+        writes = self._writes.get(cf)
+        if writes is not None:
+            hit = writes.get(key, _ABSENT)
+            if hit is not _ABSENT:
+                return hit
         if cf in self._range_cfs:
             for rcf, lo, hi in self._ranges:
                 if rcf == cf and lo <= key < hi:
                     return None
-        return self._base(cf, key)
+        seen = self._seen.get(cf)
+        if seen is None:
+            seen = self._seen[cf] = {}
+        value = seen.get(key, _ABSENT)
+        if value is _ABSENT:
+            value = seen[key] = self._base(cf, key)
+        return value
 
     def _written(self, cf: str, prefix: bytes = b"") -> list[bytes]:
         """Keys of `cf` this transaction holds a value (or a deletion) for."""
-        writes = self._writes
-        return [k for k in self._cf_keys.get(cf, ()) if k.startswith(prefix)
-                and (cf, k) in writes]
+        return [k for k in self._writes.get(cf, ()) if k.startswith(prefix)]
 
     def scan(self, cf: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every live (key, value) of `cf` under `prefix`, in key order, as this
         transaction sees them. For small sets: a session's open files, a file's chunks."""
         merged = {} if self._base_scan is None else dict(self._base_scan(cf, prefix))
+        writes = self._writes.get(cf, {})
         for key in self._written(cf, prefix):
-            merged[key] = self._writes[cf, key]
+            merged[key] = writes[key]
         for rcf, lo, hi in self._ranges if cf in self._range_cfs else ():
             if rcf == cf:
-                for key in [k for k in merged if lo <= k < hi and (rcf, k) not in self._writes]:
+                for key in [k for k in merged if lo <= k < hi and k not in writes]:
                     del merged[key]
         return sorted((k, v) for k, v in merged.items() if v is not None)
 
-    def _write(self, cf: str, key: bytes, value: bytes | None) -> None:
-        k = (cf, key)
-        self._undo.append((k, self._writes.get(k, _ABSENT)))
-        self._writes[k] = value
-        keys = self._cf_keys.get(cf)
-        if keys is None:
-            keys = self._cf_keys[cf] = set()
-        keys.add(key)
+    def _overlay(self, cf: str) -> dict[bytes, bytes | None]:
+        writes = self._writes.get(cf)
+        if writes is None:
+            writes = self._writes[cf] = {}
+        return writes
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
-        self._write(cf, key, value)
+        writes = self._writes.get(cf) or self._overlay(cf)
+        self._undo.append((writes, key, writes.get(key, _ABSENT)))
+        writes[key] = value
         self.ops.append((PUT, cf, key, value))
 
     def delete(self, cf: str, key: bytes) -> None:
-        self._write(cf, key, None)
+        writes = self._writes.get(cf) or self._overlay(cf)
+        self._undo.append((writes, key, writes.get(key, _ABSENT)))
+        writes[key] = None
         self.ops.append((DELETE, cf, key))
 
     def delete_range(self, cf: str, lo: bytes, hi: bytes) -> None:
         """Delete every key k of `cf` with lo <= k < hi."""
-        for key in [k for k in self._written(cf) if lo <= k < hi]:
-            self._undo.append(((cf, key), self._writes.pop((cf, key))))
+        writes = self._overlay(cf)
+        for key in [k for k in writes if lo <= k < hi]:
+            self._undo.append((writes, key, writes.pop(key)))
         self._undo.append(None)  # marks the range below for rollback
         self._ranges.append((cf, lo, hi))
         self._range_cfs[cf] = self._range_cfs.get(cf, 0) + 1
@@ -90,8 +106,9 @@ class Txn:
         that covers it has already left the overlay). A WriteBatch for thousands of
         commands (a replay) then holds each counter and directory once, not per command."""
         out: list[tuple] = [(DELETE_RANGE, cf, lo, hi) for cf, lo, hi in self._ranges]
-        for (cf, key), value in self._writes.items():
-            out.append((DELETE, cf, key) if value is None else (PUT, cf, key, value))
+        for cf, writes in self._writes.items():
+            out += [(DELETE, cf, key) if value is None else (PUT, cf, key, value)
+                    for key, value in writes.items()]
         return out
 
     def savepoint(self) -> tuple[int, int]:
@@ -107,8 +124,8 @@ class Txn:
                 self._range_cfs[cf] -= 1
                 if not self._range_cfs[cf]:
                     del self._range_cfs[cf]
-            elif step[1] is _ABSENT:
-                self._writes.pop(step[0], None)
+            elif step[2] is _ABSENT:
+                step[0].pop(step[1], None)
             else:
-                self._writes[step[0]] = step[1]
+                step[0][step[1]] = step[2]
         del self.ops[n_ops:]
