@@ -18,23 +18,28 @@ class ApplyError(Exception):
     """Entries were offered out of order: the log and the projection disagree."""
 
 
-_TAGS = {(kind, cf): bytes([k * 16 + c])
-         for k, kind in enumerate((PUT, DELETE, DELETE_RANGE))
-         for c, cf in enumerate(COLUMN_FAMILIES)}
+_TAGS = {kind: {cf: bytes([k * 16 + c]) for c, cf in enumerate(COLUMN_FAMILIES)}
+         for k, kind in enumerate((PUT, DELETE, DELETE_RANGE))}
 _LENGTHS = struct.Struct(">II")
-# Projection values remembered across batches (see Applier): enough for the working
-# set of a big namespace's hot directories and files, a bounded amount of memory.
-CACHE_ENTRIES = 500_000
+_HEAD = struct.Struct(">QI")   # index, result length
 
 
 def chain_digest(previous: bytes, index: int, result: bytes, ops: list[tuple]) -> bytes:
     """H(previous, index, result, mutations): every part length-prefixed, so two
     different histories never hash the same bytes."""
-    parts = [previous, index.to_bytes(8, "big"), len(result).to_bytes(4, "big"), result]
+    parts = [previous, _HEAD.pack(index, len(result)), result]
+    tags, lengths = _TAGS, _LENGTHS.pack
     for op in ops:
-        second = op[3] if len(op) == 4 else b""
-        parts += (_TAGS[op[0], op[1]], _LENGTHS.pack(len(op[2]), len(second)), op[2], second)
+        if len(op) == 4:
+            parts += (tags[op[0]][op[1]], lengths(len(op[2]), len(op[3])), op[2], op[3])
+        else:
+            parts += (tags[op[0]][op[1]], lengths(len(op[2]), 0), op[2])
     return hashlib.blake2b(b"".join(parts), digest_size=32).digest()
+
+
+# Projection values remembered across batches (see Applier): enough for the working
+# set of a big namespace's hot directories and files, a bounded amount of memory.
+CACHE_ENTRIES = 500_000
 
 
 class Applier:
@@ -83,28 +88,24 @@ class Applier:
                                   txn.ops[first_op:])
             results.append(result)
         if results:
-            ops = txn.net_ops()
+            ranges, writes = txn.net_writes()
             self._cached_at = -1   # a failed write leaves the cache unknown
-            proj.write(ops, index, digest)
-            self._remember(ops)
+            proj.write_net(ranges, writes, index, digest)
+            self._remember(ranges, writes)
             self._cached_at = index
         else:
             cache.pop(RESULTS, None)
         return results
 
-    def _remember(self, ops: list[tuple]) -> None:
-        """Bring the cache to what `ops` made of the projection. A result is read once,
-        by a retry, and never again: results are not kept."""
+    def _remember(self, ranges: list[tuple], writes: dict[str, dict]) -> None:
+        """Bring the cache to what the batch made of the projection. A result is read
+        once, by a retry, and never again: results are not kept."""
         cache = self._cache
+        for cf, _, _ in ranges:
+            cache.pop(cf, None)
+        for cf, values in writes.items():
+            if cf in cache:
+                cache[cf].update(values)
+            else:
+                cache[cf] = dict(values)
         cache.pop(RESULTS, None)
-        for op in ops:
-            cf = op[1]
-            if cf == RESULTS:
-                continue
-            if op[0] == DELETE_RANGE:
-                cache.pop(cf, None)
-                continue
-            values = cache.get(cf)
-            if values is None:
-                values = cache[cf] = {}
-            values[op[2]] = op[3] if op[0] == PUT else None

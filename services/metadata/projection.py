@@ -102,6 +102,30 @@ class Projection:
         self.applied_index = applied_index
         self.applied_digest = applied_digest
 
+    def write_net(self, ranges: list[tuple[str, bytes, bytes]],
+                  writes: dict[str, dict[bytes, bytes | None]], applied_index: int,
+                  applied_digest: bytes) -> None:
+        """write() of a Txn's net_writes(): the range deletions, then each key's last
+        value (None: deleted), and the applied position, atomically."""
+        batch = WriteBatch(raw_mode=True)
+        handles = self._handles
+        for cf, lo, hi in ranges:
+            batch.delete_range(lo, hi, handles[cf])
+        for cf, values in writes.items():
+            handle = handles[cf]
+            put, delete = batch.put, batch.delete
+            for key, value in values.items():
+                if value is None:
+                    delete(key, handle)
+                else:
+                    put(key, value, handle)
+        meta = handles[r.META]
+        batch.put(APPLIED_INDEX, r.u64(applied_index), meta)
+        batch.put(APPLIED_DIGEST, applied_digest, meta)
+        self._db.write(batch)
+        self.applied_index = applied_index
+        self.applied_digest = applied_digest
+
     def content_digest(self) -> str:
         """SHA-256 over every key and value of every column family, in order, except
         the applied position: equal digests mean equal namespaces."""

@@ -87,7 +87,14 @@ class Txn:
     def delete(self, cf: str, key: bytes) -> None:
         writes = self._writes.get(cf) or self._overlay(cf)
         self._undo.append((writes, key, writes.get(key, _ABSENT)))
-        writes[key] = None
+        seen = self._seen.get(cf)
+        if seen is not None and key in seen and seen[key] is None:
+            # Absent from the view: what this transaction put there (an acknowledged
+            # result, a name made then moved) just leaves the overlay, and the
+            # WriteBatch carries no deletion of a key that does not exist.
+            writes.pop(key, None)
+        else:
+            writes[key] = None
         self.ops.append((DELETE, cf, key))
 
     def delete_range(self, cf: str, lo: bytes, hi: bytes) -> None:
@@ -110,6 +117,12 @@ class Txn:
             out += [(DELETE, cf, key) if value is None else (PUT, cf, key, value)
                     for key, value in writes.items()]
         return out
+
+    def net_writes(self) -> tuple[list[tuple[str, bytes, bytes]],
+                                  dict[str, dict[bytes, bytes | None]]]:
+        """net_ops() without building a tuple per key: the range deletions, and per
+        column family every key's last value (None: deleted). Not to be changed."""
+        return self._ranges, self._writes
 
     def savepoint(self) -> tuple[int, int]:
         return len(self.ops), len(self._undo)
