@@ -172,9 +172,9 @@ class Namespace:
 
     def release(self, session: int, ino: int) -> None:
         """One open of `ino` by `session` ends; an orphan goes with its last one."""
-        if self.txn.get(r.OPENS, r.u64(session) + r.u64(ino)) is None:
+        if self.txn.get(r.OPENS, r.TWO_U64.pack(session, ino)) is None:
             raise FsError(errno.EBADF, f"inode {ino} is not open in session {session}")
-        self.count(r.OPENS, r.u64(session) + r.u64(ino), -1)
+        self.count(r.OPENS, r.TWO_U64.pack(session, ino), -1)
         if self.count(r.INODE_OPENS, r.u64(ino), -1) == 0:
             node = self.inode(ino)
             if node.nlink == 0:
@@ -226,7 +226,7 @@ def _create(ns: Namespace, op: pb.Create, session: int) -> pb.Result:
     mode = stat.S_IFREG | (op.mode & 0o7777 & ~ns.caller.umask)
     result = _make(ns, directory, op.name, mode)
     if op.open:
-        ns.count(r.OPENS, r.u64(session) + r.u64(result.attr.inode), 1)
+        ns.count(r.OPENS, r.TWO_U64.pack(session, result.attr.inode), 1)
         ns.count(r.INODE_OPENS, r.u64(result.attr.inode), 1)
     return result
 
@@ -306,7 +306,9 @@ def _present(ns: Namespace, directory: r.Inode, name: bytes) -> r.Inode:
 
 
 def _ok(node: r.Inode) -> pb.Result:
-    return pb.Result(attr=node.to_attr())
+    result = pb.Result()
+    node.fill_attr(result.attr)
+    return result
 
 
 # -- rename -------------------------------------------------------------------------
@@ -572,7 +574,7 @@ def _open(ns: Namespace, op: pb.Open, session: int) -> pb.Result:
     perm.require(ns.caller, node, want, "open")
     if truncate and node.size:
         _apply_setattr(ns, node, pb.Setattr(inode=node.ino, size=0), node.gid)
-    ns.count(r.OPENS, r.u64(session) + r.u64(node.ino), 1)
+    ns.count(r.OPENS, r.TWO_U64.pack(session, node.ino), 1)
     ns.count(r.INODE_OPENS, r.u64(node.ino), 1)
     return _ok(node)
 
@@ -587,7 +589,7 @@ def _written_file(ns: Namespace, ino: int, session: int) -> r.Inode:
     if not stat.S_ISREG(node.mode):
         raise FsError(errno.EISDIR if node.is_dir else errno.EINVAL,
                       f"inode {ino} is not a regular file")
-    if session and ns.txn.get(r.OPENS, r.u64(session) + r.u64(ino)) is None:
+    if session and ns.txn.get(r.OPENS, r.TWO_U64.pack(session, ino)) is None:
         raise FsError(errno.EBADF, f"inode {ino} is not open in session {session}")
     return node
 
