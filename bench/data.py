@@ -66,10 +66,24 @@ async def wait_ready(client: MetadataClient, masters: list[str]) -> None:
         if await find_leader(masters):
             health = (await client.read(ROOT, chunk_health=mpb.ChunkHealth())).health
             if sum(s.connected and s.free_bytes > 0 for s in health.servers) >= CHUNKSERVERS:
-                return
+                break
         if time.monotonic() > deadline:
             raise SystemExit(f"the cluster was not ready within 60 s (masters {masters})")
         await asyncio.sleep(0.1)
+    await warm_up(client)
+
+
+async def warm_up(client: MetadataClient) -> None:
+    """Write and commit one small file. A new leader hands out no write targets until
+    it has heard from the chunkservers for a few seconds (docs/chunk-management.md), so
+    without this the first write of the measured file would time the cluster's start."""
+    inode = (await client.mutate(ROOT, create=pb.Create(parent=1, name=b"warm-up",
+                                                        mode=0o644))).attr.inode
+    await client.mutate(ROOT, open=pb.Open(inode=inode, flags=os.O_RDWR))
+    writer = ChunkIO(client)
+    await writer.write(ROOT, inode, 0, b"x" * 4096)
+    await writer.fsync(ROOT, inode)
+    await writer.close()
 
 
 def drop_cache(paths: list[str]) -> None:

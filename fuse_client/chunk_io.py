@@ -36,7 +36,7 @@ Key = tuple[int, int]   # (inode, chunk index)
 
 
 class ChunkIO:
-    def __init__(self, metadata, *, in_flight_bytes: int = 16 << 20,
+    def __init__(self, metadata, *, in_flight_bytes: int = 32 << 20,
                  pending_limit: int = 64 << 20, pending_total_limit: int = 512 << 20,
                  retry_s: float = 10.0, timeout_s: float = 30.0, decoded_chunks: int = 3,
                  read_ahead_bytes: int = 16 << 20, begin_ahead: bool = False,
