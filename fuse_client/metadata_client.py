@@ -260,8 +260,8 @@ class MetadataClient:
             self._put(request)
 
     def _send(self, request: mpb.Request) -> None:
-        if self._deferred:
-            self._send_deferred()     # first, in seq order
+        if self._deferred and request.HasField("mutation"):
+            self._send_deferred()     # first, in seq order, and in the same Raft round
         self._put(request)
 
     def _put(self, request: mpb.Request) -> None:
