@@ -21,7 +21,7 @@ from services.common import metrics, tracing
 from services.common.streams import pipelined
 from services.metadata import region_open
 from services.metadata.chunks.manager import ChunkManager
-from services.metadata.invalidations import Subscriber, Subscribers
+from services.metadata.invalidations import Subscriber, Subscribers, named_inodes
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads, region_fold
 from services.metadata.namespace.errors import FsError
@@ -191,11 +191,12 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                              seq=request.seq if kind != "open_session" else 0,
                              acked_seq=request.acked_seq)
         getattr(stamped, kind).CopyFrom(getattr(command, kind))
+        named = named_inodes(self.node.machine.projection, command)
 
         def done(outcome) -> None:
             reply = self._mutation_reply(request, outcome)
             if reply.status == Status.OK and not reply.errno:
-                self.subscribers.publish(request.session, stamped, reply.result)
+                self.subscribers.publish(request.session, stamped, reply.result, named)
                 if kind == "begin_write":
                     reply = self._add_write_targets(request, reply)
             put(reply)

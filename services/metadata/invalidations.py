@@ -7,6 +7,7 @@ stream so it drops them at once instead of at the end of its timeout.
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.metadata.namespace import records as r
 
 # Operations whose first fields are (parent, name) of the entry they add or remove.
 _ENTRY_OPS = ("mkdir", "mknod", "create", "symlink", "unlink", "rmdir")
@@ -15,8 +16,33 @@ _NODE_OPS = ("setattr", "setxattr", "removexattr", "set_class", "commit_write",
 O_TRUNC = 0o1000
 
 
-def stale(command: pb.Command, result: pb.Result) -> list[mpb.Invalidation]:
-    """The invalidations a successful `command` calls for."""
+def named_inodes(projection, command: pb.Command) -> tuple[int, ...]:
+    """Before an unlink, rmdir or rename is proposed: the inodes at the names it
+    removes or replaces, whose link count and ctime it changes (its result names
+    none). Read from the leader's projection as it is now: a race costs at most an
+    extra invalidation, or one left to the attribute timeout."""
+    kind = command.WhichOneof("op")
+    if kind in ("unlink", "rmdir"):
+        op = getattr(command, kind)
+        names = ((op.parent, op.name),)
+    elif kind == "rename":
+        op = command.rename
+        names = ((op.parent, op.name), (op.new_parent, op.new_name))
+    else:
+        return ()
+    found = (projection.get(r.DENTRIES, r.dentry_key(parent, name)) for parent, name in names)
+    return tuple(r.dentry_child(value) for value in found if value is not None)
+
+
+def stale(command: pb.Command, result: pb.Result,
+          inodes: tuple[int, ...] = ()) -> list[mpb.Invalidation]:
+    """The invalidations a successful `command` calls for; `inodes`: more it changed
+    (see named_inodes)."""
+    extra = [mpb.Invalidation(inode=i) for i in inodes]
+    return _stale(command, result) + extra
+
+
+def _stale(command: pb.Command, result: pb.Result) -> list[mpb.Invalidation]:
     kind = command.WhichOneof("op")
     op = getattr(command, kind)
     if kind in _NODE_OPS or (kind == "open" and op.flags & O_TRUNC):
@@ -66,12 +92,13 @@ class Subscribers:
     def discard(self, subscriber: Subscriber) -> None:
         self._all.discard(subscriber)
 
-    def publish(self, session: int, command: pb.Command, result: pb.Result) -> None:
+    def publish(self, session: int, command: pb.Command, result: pb.Result,
+                inodes: tuple[int, ...] = ()) -> None:
         """Tell every other interested stream what `session`'s command made stale."""
         listeners = [s for s in self._all
                      if s.wanted and s.notify is not None and s.session != session]
         if not listeners or result.errno:
             return
-        for notice in stale(command, result):
+        for notice in stale(command, result, inodes):
             for listener in listeners:
                 listener.notify(notice)

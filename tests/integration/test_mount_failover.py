@@ -277,3 +277,28 @@ def mount_process(point: str) -> int:
             if b"mount" in args and point.encode() in args:
                 return int(pid)
     raise AssertionError(f"no mount process for {point}")
+
+
+def test_a_rename_over_a_file_updates_its_other_names_on_the_other_mount(both):
+    """Renaming over a name drops a link of the file that was there, and moves the
+    source (a new ctime): another mount that cached either by another name sees it."""
+    a, b = both
+    write(os.path.join(a, "x"), b"x")
+    os.link(os.path.join(a, "x"), os.path.join(a, "x-link"))
+    write(os.path.join(a, "y"), b"y")
+    os.link(os.path.join(a, "y"), os.path.join(a, "y-link"))
+    assert os.stat(os.path.join(b, "x-link")).st_nlink == 2      # now cached on B
+    ctime = os.stat(os.path.join(b, "y-link")).st_ctime_ns
+    time.sleep(0.01)
+    os.rename(os.path.join(a, "y"), os.path.join(a, "x"))
+    within(LIMIT_S, lambda: os.stat(os.path.join(b, "x-link")).st_nlink == 1)
+    within(LIMIT_S, lambda: os.stat(os.path.join(b, "y-link")).st_ctime_ns > ctime)
+
+
+def test_an_unlink_updates_the_files_other_names_on_the_other_mount(both):
+    a, b = both
+    write(os.path.join(a, "x"), b"x")
+    os.link(os.path.join(a, "x"), os.path.join(a, "x-link"))
+    assert os.stat(os.path.join(b, "x-link")).st_nlink == 2      # now cached on B
+    os.unlink(os.path.join(a, "x"))
+    within(LIMIT_S, lambda: os.stat(os.path.join(b, "x-link")).st_nlink == 1)
