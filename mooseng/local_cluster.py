@@ -129,8 +129,10 @@ class LocalCluster:
         return layout
 
     async def _wait_ready(self, layout: Layout, timeout: float) -> None:
-        """A leader, then every chunkserver registered with it (one event loop: gRPC
-        does not like a new loop per question)."""
+        """A leader, then every chunkserver registered with it, and the leader ready to
+        send writers to them (it first gives the chunkservers a few seconds to report),
+        so the first write after `up` does not pause. One event loop: gRPC does not like
+        a new loop per question."""
         deadline = time.monotonic() + timeout
         while not await _has_leader(layout):
             self._check_deadline(deadline, timeout, "a metadata leader", "meta1")
@@ -138,7 +140,7 @@ class LocalCluster:
         from fuse_client.metadata_client import MetadataClient
         async with MetadataClient(list(layout.metadata.values()), name="mooseng up",
                                   deadline_s=timeout) as client:
-            while await _connected(client) < len(layout.chunkservers):
+            while not await _writable(client, len(layout.chunkservers)):
                 self._check_deadline(deadline, timeout, "the chunkservers to register",
                                      "cs1")
                 await asyncio.sleep(0.2)
@@ -193,9 +195,10 @@ async def _has_leader(layout: Layout) -> bool:
     return any(n["role"] == "leader" for n in nodes)
 
 
-async def _connected(client) -> int:
+async def _writable(client, chunkservers: int) -> bool:
     from mooseng.classes import health
-    return sum(s.connected for s in (await health(client)).servers)
+    state = await health(client)
+    return state.writable and sum(s.connected for s in state.servers) >= chunkservers
 
 
 def is_mounted(mountpoint: str) -> bool:

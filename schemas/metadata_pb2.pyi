@@ -205,7 +205,7 @@ class ServerHealth(_message.Message):
     def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., free_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
 
 class Health(_message.Message):
-    __slots__ = ("servers", "chunks", "healthy", "under_goal", "missing", "over_goal", "damaged", "orphans", "jobs", "settled")
+    __slots__ = ("servers", "chunks", "healthy", "under_goal", "missing", "over_goal", "damaged", "orphans", "jobs", "settled", "writable")
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class Health(_message.Message):
     ORPHANS_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     SETTLED_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
     servers: _containers.RepeatedCompositeFieldContainer[ServerHealth]
     chunks: int
     healthy: int
@@ -226,7 +227,8 @@ class Health(_message.Message):
     orphans: int
     jobs: int
     settled: bool
-    def __init__(self, servers: _Optional[_Iterable[_Union[ServerHealth, _Mapping]]] = ..., chunks: _Optional[int] = ..., healthy: _Optional[int] = ..., under_goal: _Optional[int] = ..., missing: _Optional[int] = ..., over_goal: _Optional[int] = ..., damaged: _Optional[int] = ..., orphans: _Optional[int] = ..., jobs: _Optional[int] = ..., settled: _Optional[bool] = ...) -> None: ...
+    writable: bool
+    def __init__(self, servers: _Optional[_Iterable[_Union[ServerHealth, _Mapping]]] = ..., chunks: _Optional[int] = ..., healthy: _Optional[int] = ..., under_goal: _Optional[int] = ..., missing: _Optional[int] = ..., over_goal: _Optional[int] = ..., damaged: _Optional[int] = ..., orphans: _Optional[int] = ..., jobs: _Optional[int] = ..., settled: _Optional[bool] = ..., writable: _Optional[bool] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk", "locations", "targets", "storage_class", "health", "region")

@@ -345,4 +345,4 @@ class ChunkManager:
                           missing=done.states[planner.MISSING],
                           over_goal=done.states[planner.OVER], damaged=damaged,
                           orphans=len(self.orphans), jobs=len(self.jobs),
-                          settled=self.finished is not None)
+                          settled=self.finished is not None, writable=self.settled())
