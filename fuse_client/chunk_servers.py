@@ -40,12 +40,16 @@ class ChunkServers:
         self._failed_at.pop(address, None)
         return result
 
-    def ranked(self, addresses: list[str]) -> list[str]:
-        """`addresses`, those without a recent failure first (in the given order), then
-        the failed ones, longest ago first."""
+    def ranked(self, addresses: list[str], turn: int = 0) -> list[str]:
+        """`addresses`, those without a recent failure first (in the given order, but
+        starting at the `turn`-th of them, so that successive requests can share
+        the work among equal copies), then the failed ones, longest ago first."""
         horizon = time.monotonic() - FAILURE_MEMORY_S
         healthy = [a for a in addresses if self._failed_at.get(a, 0.0) < horizon]
         ill = sorted((a for a in addresses if a not in healthy), key=self._failed_at.get)
+        if healthy:
+            turn %= len(healthy)
+            healthy = healthy[turn:] + healthy[:turn]
         return healthy + ill
 
     async def close(self) -> None:

@@ -5,6 +5,8 @@ import itertools
 
 from services.chunk import protocol as p
 
+_HEADER, _MESSAGE, _DATA = range(3)
+
 
 class ChunkRequestError(Exception):
     """A chunkserver refused or failed a request; `status` says how."""
@@ -19,57 +21,31 @@ class ChunkClient:
         self.address = address
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
+        self._protocol: _Replies | None = None
         self._connecting = asyncio.Lock()
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> "_Replies":
         async with self._connecting:
-            if self._writer is not None and not self._writer.is_closing():
-                return
+            if self._protocol is not None and not self._protocol.closed:
+                return self._protocol
             host, _, port = self.address.rpartition(":")
-            reader, self._writer = await asyncio.open_connection(host, int(port))
-            self._reader_task = asyncio.create_task(self._read_replies(reader))
-
-    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
-        error: Exception = ConnectionError(f"chunkserver {self.address} closed the connection")
-        try:
-            while True:
-                header = await reader.readexactly(p.REPLY.size)
-                _op, status, ident, length, message_len = p.decode_reply(header)
-                message = (await reader.readexactly(message_len)).decode(errors="replace")
-                data = await reader.readexactly(length) if length else b""
-                fut = self._waiting.pop(ident, None)
-                if fut is None or fut.done():
-                    continue
-                if status == p.OK:
-                    fut.set_result(data)
-                else:
-                    fut.set_exception(ChunkRequestError(status, message))
-        except (asyncio.IncompleteReadError, ConnectionError, p.ProtocolError) as exc:
-            error = exc if isinstance(exc, p.ProtocolError) else error
-        finally:
-            waiting, self._waiting = self._waiting, {}
-            for fut in waiting.values():
-                if not fut.done():
-                    fut.set_exception(error)
-            if self._writer is not None:
-                self._writer.close()
+            loop = asyncio.get_running_loop()
+            _, self._protocol = await loop.create_connection(
+                lambda: _Replies(self.address, self._waiting), host, int(port))
+            return self._protocol
 
     async def submit(self, op: int, chunk: int, version: int, offset: int = 0,
                      length: int = 0, chain: tuple[str, ...] = (),
                      data=b"") -> asyncio.Future:
         """Send one request; the future of its reply. Requests submitted one after the
         other (each awaited before the next) reach the server in that order."""
-        await self._connect()
+        conn = await self._connect()
         ident = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_retrieve)
         self._waiting[ident] = fut
-        self._writer.write(p.encode_request(op, ident, chunk, version, offset, length, chain))
-        if len(data):
-            self._writer.write(data)
-        await self._writer.drain()
+        conn.send(p.encode_request(op, ident, chunk, version, offset, length, chain), data)
+        await conn.writable.wait()
         return fut
 
     async def _request(self, op: int, chunk: int, version: int, offset: int = 0,
@@ -110,10 +86,102 @@ class ChunkClient:
         await self._request(p.DELETE, chunk, 0)
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        if self._writer is not None:
-            self._writer.close()
+        if self._protocol is not None:
+            self._protocol.close()
+
+
+class _Replies(asyncio.BufferedProtocol):
+    """The connection's receiving side: each reply's data lands straight in the
+    buffer handed to the caller (a READ's megabytes are not copied on the way), and
+    its sending side's flow control (`writable`)."""
+
+    def __init__(self, address: str, waiting: dict[int, asyncio.Future]):
+        self.address, self.waiting = address, waiting
+        self.transport = None
+        self.closed = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._reply: tuple | None = None     # (status, id, length, message_len)
+        self._message = ""
+        self._expect(_HEADER, bytearray(p.REPLY.size))
+
+    def _expect(self, state: int, buffer: bytearray) -> None:
+        self.state, self.buffer, self.filled = state, buffer, 0
+
+    def send(self, header: bytes, data) -> None:
+        if self.closed:
+            raise ConnectionError(f"chunkserver {self.address} closed the connection")
+        self.transport.write(header)
+        if len(data):
+            self.transport.write(data)
+
+    # -- receiving ------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int):
+        return memoryview(self.buffer)[self.filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.filled += nbytes
+        try:
+            while self.filled == len(self.buffer):
+                self._advance()
+        except p.ProtocolError as exc:
+            self._fail(exc)
+            self.transport.close()
+
+    def _advance(self) -> None:
+        if self.state == _HEADER:
+            _op, status, ident, length, message_len = p.decode_reply(bytes(self.buffer))
+            self._reply, self._message = (status, ident, length), ""
+            if message_len:
+                return self._expect(_MESSAGE, bytearray(message_len))
+        elif self.state == _MESSAGE:
+            self._message = self.buffer.decode(errors="replace")
+        else:
+            return self._deliver(self.buffer)
+        length = self._reply[2]
+        if length:
+            return self._expect(_DATA, bytearray(length))
+        self._deliver(b"")
+
+    def _deliver(self, data) -> None:
+        status, ident, _ = self._reply
+        self._expect(_HEADER, bytearray(p.REPLY.size))
+        fut = self.waiting.pop(ident, None)
+        if fut is None or fut.done():
+            return
+        if status == p.OK:
+            fut.set_result(data)
+        else:
+            fut.set_exception(ChunkRequestError(status, self._message))
+
+    def eof_received(self) -> bool:
+        return False      # close the transport: connection_lost fails what waits
+
+    def connection_lost(self, exc) -> None:
+        self._fail(ConnectionError(f"chunkserver {self.address} closed the connection"))
+
+    def _fail(self, error: Exception) -> None:
+        self.closed = True
+        self.writable.set()
+        waiting = list(self.waiting.values())
+        self.waiting.clear()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(error)
+
+    # -- sending --------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def await_reply(fut: asyncio.Future) -> bytes:
