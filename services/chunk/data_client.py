@@ -4,6 +4,7 @@ import asyncio
 import itertools
 
 from services.chunk import protocol as p
+from services.chunk.framing import FramedProtocol
 
 _HEADER, _MESSAGE, _DATA = range(3)
 
@@ -90,7 +91,7 @@ class ChunkClient:
             self._protocol.close()
 
 
-class _Replies(asyncio.BufferedProtocol):
+class _Replies(FramedProtocol):
     """The connection's receiving side: each reply's data lands straight in the
     buffer handed to the caller (a READ's megabytes are not copied on the way), and
     its sending side's flow control (`writable`)."""
@@ -105,9 +106,6 @@ class _Replies(asyncio.BufferedProtocol):
         self._message = ""
         self._expect(_HEADER, bytearray(p.REPLY.size))
 
-    def _expect(self, state: int, buffer: bytearray) -> None:
-        self.state, self.buffer, self.filled = state, buffer, 0
-
     def send(self, header: bytes, data) -> None:
         if self.closed:
             raise ConnectionError(f"chunkserver {self.address} closed the connection")
@@ -116,20 +114,8 @@ class _Replies(asyncio.BufferedProtocol):
             self.transport.write(data)
 
     # -- receiving ------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def get_buffer(self, sizehint: int):
-        return memoryview(self.buffer)[self.filled:]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.filled += nbytes
-        try:
-            while self.filled == len(self.buffer):
-                self._advance()
-        except p.ProtocolError as exc:
-            self._fail(exc)
-            self.transport.close()
+    def _bad(self, exc: Exception) -> None:
+        self._fail(exc)
 
     def _advance(self) -> None:
         if self.state == _HEADER:

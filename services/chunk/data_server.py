@@ -26,6 +26,7 @@ from services.chunk.errors import (
     ChunkNotFoundError,
     StaleVersionError,
 )
+from services.chunk.framing import FramedProtocol
 from services.chunk.store import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def _settle(reply: asyncio.Future, answer: asyncio.Future) -> None:
 HEADER, CHAIN, DATA = range(3)
 
 
-class _Connection(asyncio.BufferedProtocol):
+class _Connection(FramedProtocol):
     """One client connection: frames are parsed as bytes arrive, and a write's data
     lands straight in the buffer that goes to the disk (no copies on the way)."""
 
@@ -193,24 +194,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.request = None
         self.chain: tuple[str, ...] = ()
 
-    def _expect(self, state: int, buffer: bytearray) -> None:
-        self.state, self.buffer, self.filled = state, buffer, 0
-
     # -- receiving -------------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def get_buffer(self, sizehint: int):
-        return memoryview(self.buffer)[self.filled:]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.filled += nbytes
-        try:
-            while self.filled == len(self.buffer):
-                self._advance()
-        except (p.ProtocolError, UnicodeDecodeError) as exc:
-            log.warning("chunk data connection closed: %s", exc)
-            self.transport.close()
+    def _bad(self, exc: Exception) -> None:
+        log.warning("chunk data connection closed: %s", exc)
 
     def _advance(self) -> None:
         """The current piece is complete: act on it and expect the next."""
