@@ -64,6 +64,18 @@ def test_a_chunk_whose_write_never_reached_its_copies_gets_their_version_moved()
     assert all(job.set_version.old_version == V - 1 for _, job in result.jobs)
 
 
+def test_copies_older_than_the_last_commit_are_never_moved_to_the_current_version():
+    """The copies at the last committed version are gone; an older copy misses
+    committed data, so it is not passed off as current: the chunk is missing."""
+    stale = [holder("s0", V - 2), holder("s1", V - 2)]
+    for committed in (V, V - 1):
+        result = plan(1, V, parse("copies=2"), stale, room(), committed=committed)
+        assert (result.state, result.jobs) == (MISSING, [])
+    repaired = plan(1, V, parse("copies=2"), stale, room(), committed=V - 2)
+    assert repaired.state == MISSING
+    assert kinds(repaired) == [("s0", "set_version"), ("s1", "set_version")]
+
+
 def test_copies_on_a_server_that_may_come_back_are_waited_for():
     result = plan(1, V, parse("copies=2"), [holder("s0"), holder("s1", alive=False)], room())
     assert (result.state, result.jobs) == (UNDER, [])

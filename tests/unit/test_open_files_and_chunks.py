@@ -4,6 +4,7 @@ import errno
 
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace import reads
+from services.metadata.namespace import records as r
 from services.metadata.namespace.records import CHUNK_SIZE
 from tests.conftest import ALICE, ROOT
 
@@ -80,6 +81,29 @@ def test_writes_get_new_chunk_versions_and_commit_the_length(fs):
     assert reads.chunk(fs.proj, f, 1).version == again.version
     fs.ok(setattr=pb.Setattr(inode=f, size=5))
     assert reads.chunk(fs.proj, f, 1) is None                 # truncated away
+
+
+def test_the_version_of_a_chunks_last_commit_is_kept_until_the_chunk_goes(fs):
+    """What the chunk manager checks before moving old copies to a new version."""
+    f = fs.create(R, b"f")
+    c = Client(fs)
+    c.do(open=pb.Open(inode=f, flags=O_RDWR))
+
+    def committed(chunk_id):
+        found = fs.proj.get(r.COMMITTED, r.u64(chunk_id))
+        return r.U32.unpack(found)[0] if found is not None else None
+
+    first = c.do(begin_write=pb.BeginWrite(inode=f)).chunk
+    assert committed(first.id) is None                        # begun, never committed
+    c.do(commit_write=pb.CommitWrite(inode=f, chunk_id=first.id, version=first.version,
+                                     end=10))
+    again = c.do(begin_write=pb.BeginWrite(inode=f)).chunk
+    assert committed(first.id) == first.version == again.version - 1
+    c.do(commit_write=pb.CommitWrite(inode=f, chunk_id=again.id, version=again.version,
+                                     end=20))
+    assert committed(first.id) == again.version
+    fs.ok(setattr=pb.Setattr(inode=f, size=0))
+    assert committed(first.id) is None
 
 
 def test_writing_needs_an_open_file(fs):

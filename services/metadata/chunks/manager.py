@@ -203,13 +203,18 @@ class ChunkManager:
         if self.following and not planner.readable(version, sclass, holders):
             return self._fetch(chunk, version, holders) if idle else planner.MISSING
         result = planner.plan(chunk, version, sclass, holders,
-                              self._candidates() if idle else [], self._ec_backend(sclass))
+                              self._candidates() if idle else [], self._ec_backend(sclass),
+                              self._committed(chunk))
         if idle:
             for server, job in result.jobs:
                 self._send(server, job)
         elif result.state == planner.MISSING and holders:
             return planner.UNDER   # a writer is moving the copies to the new version
         return result.state
+
+    def _committed(self, chunk: int) -> int | None:
+        found = self.node.machine.projection.get(r.COMMITTED, r.u64(chunk))
+        return r.U32.unpack(found)[0] if found is not None else None
 
     def _fetch(self, chunk: int, version: int, holders: list[planner.Holder]) -> str:
         """A following region lacks the chunk's version: a copy from region A's

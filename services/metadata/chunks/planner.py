@@ -45,18 +45,22 @@ class Plan:
 
 
 def plan(chunk: int, version: int, sclass: StorageClass, holders: list[Holder],
-         candidates: list[Candidate], backend: str = "") -> Plan:
+         candidates: list[Candidate], backend: str = "",
+         committed: int | None = None) -> Plan:
+    """`committed`: the version of the chunk's last commit (None: not known)."""
     good = [h for h in holders if h.alive and not h.damaged and h.version == version]
     copies = [h for h in good if h.part == 0]
     parts = _distinct_parts(h for h in good if h.part)
     if sclass.is_ec:
-        return _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend)
-    return _plan_copies(chunk, version, sclass.copies, holders, copies, candidates)
+        return _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend,
+                        committed)
+    return _plan_copies(chunk, version, sclass.copies, holders, copies, candidates,
+                        committed)
 
 
-def _plan_copies(chunk, version, goal, holders, copies, candidates) -> Plan:
+def _plan_copies(chunk, version, goal, holders, copies, candidates, committed) -> Plan:
     if not copies:
-        return _repair_versions(chunk, version, holders)
+        return _repair_versions(chunk, version, holders, committed)
     returning = [h for h in holders if not h.alive and h.part == 0 and h.version == version]
     if len(copies) + len(returning) < goal:
         targets = spread(chunk, candidates, holders, goal - len(copies) - len(returning))
@@ -74,7 +78,8 @@ def _plan_copies(chunk, version, goal, holders, copies, candidates) -> Plan:
     return Plan(OVER if extra else HEALTHY, jobs)
 
 
-def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend) -> Plan:
+def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend,
+             committed) -> Plan:
     total = sclass.k + sclass.m
     wanted = set(range(total))
     if set(parts) >= wanted:     # at the goal: everything else goes
@@ -91,7 +96,7 @@ def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend
             for t, p in zip(targets, missing, strict=False)]
         return Plan(UNDER, jobs)
     if not copies:
-        return _repair_versions(chunk, version, holders)
+        return _repair_versions(chunk, version, holders, committed)
     if parts:                    # a conversion that stopped half way: start again
         return Plan(UNDER, [(h.server, _delete(chunk, h)) for h in parts.values()])
     targets = spread(chunk, candidates, [], total)
@@ -129,15 +134,19 @@ def fetch(chunk: int, version: int, holders: list[Holder], candidates: list[Cand
     return Plan(MISSING, [(target, job) for target in targets])
 
 
-def _repair_versions(chunk, version, holders) -> Plan:
+def _repair_versions(chunk, version, holders, committed: int | None = None) -> Plan:
     """No good copy at the current version: a write began and never reached the
     copies (its client died). The newest older copies hold the last data written:
-    move them to the current version rather than lose the chunk."""
+    move them to the current version rather than lose the chunk. But only when they
+    are at the version of the last commit (when it is known): copies older than that
+    miss committed data, and moving them on would serve old contents as current."""
     stale = [h for h in holders if h.alive and not h.damaged and h.part == 0
              and h.version < version]
     if not stale:
         return Plan(MISSING, [])
     newest = max(h.version for h in stale)
+    if committed is not None and newest != committed:
+        return Plan(MISSING, [])
     return Plan(MISSING, [(h.server, cpb.Job(chunk=chunk, version=version, set_version=
                                              cpb.SetVersion(old_version=newest)))
                           for h in stale if h.version == newest])

@@ -155,6 +155,7 @@ class Namespace:
         for key, value in self.txn.scan(r.CHUNKS, r.u64(ino)):
             if r.split_chunk_key(key)[1] >= first:
                 self.txn.delete(r.CHUNK_OWNERS, value[:8])
+                self.txn.delete(r.COMMITTED, value[:8])
                 self.txn.delete(r.CHUNKS, key)
 
     def count(self, cf: str, key: bytes, delta: int) -> int:
@@ -622,6 +623,7 @@ def _commit_write(ns: Namespace, op: pb.CommitWrite, session: int) -> pb.Result:
                                     "since the write began (truncated or rewritten): redo it")
     if op.end > MAX_FILE_SIZE:
         raise FsError(errno.EFBIG, f"size {op.end} is above the limit {MAX_FILE_SIZE}")
+    ns.txn.put(r.COMMITTED, r.u64(op.chunk_id), r.U32.pack(op.version))
     if op.end > node.size:
         ns.add_used_bytes(op.end - node.size)
         node.size = op.end

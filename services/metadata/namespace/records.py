@@ -27,8 +27,13 @@ INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META = (
     "inodes", "dentries", "xattrs", "sessions", "results", "meta")
 OPENS, INODE_OPENS, ORPHANS, CHUNKS = "opens", "inode_opens", "orphans", "chunks"
 CHUNK_OWNERS, CLASSES = "chunk_owners", "classes"
+# chunk id -> u32: the version its last commit_write was at. A copy older than that
+# misses committed data; one at it holds what the file says (the chunk manager
+# repairs versions only then). Absent in projections made before it existed.
+COMMITTED = "committed"
 COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META, OPENS, INODE_OPENS,
-                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES)
+                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES, COMMITTED)
+U32 = struct.Struct(">I")
 CHUNK_SIZE = 64 << 20
 
 U64 = struct.Struct(">Q")
