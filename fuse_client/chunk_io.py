@@ -27,7 +27,6 @@ from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.records import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
-ZERO_PIECE = 4 << 20
 # A sequential writer this close to a chunk's end gets the next chunk begun meanwhile,
 # so that its writes do not wait for begin_write at the boundary.
 BEGIN_AHEAD = 8 << 20
@@ -180,8 +179,8 @@ class ChunkIO:
 
     async def truncate_tail(self, caller: pb.Caller, inode: int, size: int) -> None:
         """Before a setattr shrinks the file to `size`: when `size` falls inside a chunk,
-        zero that chunk's bytes past it, so that a later extension reads zeros there.
-        (Written as zeros until the data protocol has a TRUNCATE.)"""
+        cut that chunk there on every copy (TRUNCATE), so that a later extension reads
+        zeros there."""
         self._forget_read_ahead(inode)
         await self.flush(caller, inode)
         index, cut = divmod(size, CHUNK_SIZE)
@@ -190,10 +189,7 @@ class ChunkIO:
             return
         lease = await self._lease(caller, inode, index)
         try:
-            length = await lease.stored_length()
-            for offset in range(cut, length, ZERO_PIECE):
-                await lease.write(offset, bytes(min(ZERO_PIECE, length - offset)),
-                                  extends=False)
+            await lease.cut(cut, size)
         except (WriteFailedError, FsError, ChunkRequestError, OSError):
             self._drop(lease)
             raise

@@ -125,13 +125,25 @@ class WriteLease:
                 await self._settle()
             return of_copies(self.chunk, self.targets, self.storage_class)
 
-    async def stored_length(self) -> int:
-        """The longest the chunk is on any target (writes settled first)."""
+    async def cut(self, length: int, file_end: int) -> None:
+        """Cut the chunk to `length` bytes on every target (bytes past it read as zeros
+        from then on), beginning again as often as writes would; the commit that
+        follows records it (`file_end`: the file's size after the cut)."""
         async with self._lock:
             await self._settle()
-            answers = await asyncio.gather(*(
-                self.ctx.servers.call(t, "stat", self.chunk.id) for t in self.targets))
-            return max(length for _version, length in answers)
+            for attempt in range(self.ctx.attempts):
+                try:
+                    await self.ctx.servers.call(self.targets[0], "truncate", self.chunk.id,
+                                                self.chunk.version, length,
+                                                chain=self.targets[1:])
+                    break
+                except RETRYABLE as exc:
+                    if attempt == self.ctx.attempts - 1:
+                        raise WriteFailedError(f"{self!r}: could not cut the chunk to "
+                                               f"{length} bytes: {exc}") from exc
+                    self._failure = exc
+                    await self._renew()
+            self.end = max(self.end, file_end)   # commits even with no write pending
 
     def forget_pending(self) -> None:
         """The lease is dropped unfinished: its kept bytes no longer count."""
