@@ -77,7 +77,7 @@ class _Silent(Exception):
     pass
 
 
-class _ReadAhead:
+class ReadAhead:
     """Reads a Follow stream ahead while the archive syncs, so that the batches that
     arrived meanwhile go to disk together, with one fsync (group commit): the
     metalogger keeps up with the cluster however small its batches are."""
@@ -196,7 +196,7 @@ class Follower:
         log.info("following %s after index %d", address, self.archive.last_index)
         self.stats.source = address
         self._snapshot_retry_at = 0.0   # a failed fetch from another node says nothing here
-        reader = _ReadAhead(call, self.options.silence_s)
+        reader = ReadAhead(call, self.options.silence_s)
         progress_at = checked_at = time.monotonic()
         try:
             while True:

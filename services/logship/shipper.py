@@ -28,7 +28,7 @@ from schemas import logship_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common.discovery import find_leader
 from services.logship.continuity import GapError, check_batch
-from services.logship.follower import _ReadAhead as ReadAhead
+from services.logship.follower import ReadAhead
 from services.logship.region_status import RegionUnavailableError, region_info
 from services.metadata.raft.messages import NORMAL, Entry
 from services.metadata.raft.proposer import NoLeaderError, OutcomeUnknownError, Proposer

@@ -191,7 +191,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                              seq=request.seq if kind != "open_session" else 0,
                              acked_seq=request.acked_seq)
         getattr(stamped, kind).CopyFrom(getattr(command, kind))
-        named = named_inodes(self.node.machine.projection, command)
+        named = named_inodes(self.node.machine.projection, command) \
+            if self.subscribers.anyone_but(request.session) else ()
 
         def done(outcome) -> None:
             reply = self._mutation_reply(request, outcome)

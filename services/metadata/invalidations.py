@@ -92,11 +92,18 @@ class Subscribers:
     def discard(self, subscriber: Subscriber) -> None:
         self._all.discard(subscriber)
 
+    def _listeners(self, session: int) -> list[Subscriber]:
+        return [s for s in self._all
+                if s.wanted and s.notify is not None and s.session != session]
+
+    def anyone_but(self, session: int) -> bool:
+        """Does another stream want invalidations (is there anyone to tell)?"""
+        return bool(self._listeners(session))
+
     def publish(self, session: int, command: pb.Command, result: pb.Result,
                 inodes: tuple[int, ...] = ()) -> None:
         """Tell every other interested stream what `session`'s command made stale."""
-        listeners = [s for s in self._all
-                     if s.wanted and s.notify is not None and s.session != session]
+        listeners = self._listeners(session)
         if not listeners or result.errno:
             return
         for notice in stale(command, result, inodes):

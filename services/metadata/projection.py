@@ -108,12 +108,7 @@ class Projection:
                 batch.delete(op[2], handles[op[1]])
             else:
                 batch.delete_range(op[2], op[3], handles[op[1]])
-        meta = handles[r.META]
-        batch.put(APPLIED_INDEX, r.u64(applied_index), meta)
-        batch.put(APPLIED_DIGEST, applied_digest, meta)
-        self._db.write(batch)
-        self.applied_index = applied_index
-        self.applied_digest = applied_digest
+        self._commit(batch, applied_index, applied_digest)
 
     def write_net(self, ranges: list[tuple[str, bytes, bytes]],
                   writes: dict[str, dict[bytes, bytes | None]], applied_index: int,
@@ -132,7 +127,11 @@ class Projection:
                     delete(key, handle)
                 else:
                     put(key, value, handle)
-        meta = handles[r.META]
+        self._commit(batch, applied_index, applied_digest)
+
+    def _commit(self, batch: WriteBatch, applied_index: int, applied_digest: bytes) -> None:
+        """Write `batch` with the new applied position, atomically."""
+        meta = self._handles[r.META]
         batch.put(APPLIED_INDEX, r.u64(applied_index), meta)
         batch.put(APPLIED_DIGEST, applied_digest, meta)
         self._db.write(batch)
