@@ -30,3 +30,4 @@ bench: setup
 	.venv/bin/python bench/chunkstore.py
 	.venv/bin/python -m bench.data
 	.venv/bin/python -m bench.fs
+	.venv/bin/python bench/replay.py
