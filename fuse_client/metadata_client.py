@@ -121,6 +121,12 @@ class MetadataClient:
         # Called once a new stream has replaced a broken one and subscribes again:
         # the invalidations pushed in between are lost.
         self.on_reset = None
+        # Delegated directories (fuse_client/delegations.py): `before(kind, op,
+        # mutation)` is called before each request is sent and returns what it must
+        # wait for; `on_recall(dir)` when the leader wants a directory back.
+        self.before = None
+        self.on_recall = None
+        self.last_heard = 0.0         # monotonic time of the leader's last message
 
     # -- life cycle -------------------------------------------------------------------------
     async def open(self, session: bool = True) -> "MetadataClient":
@@ -183,6 +189,8 @@ class MetadataClient:
 
     async def mutate_reply(self, caller: pb.Caller, **op) -> mpb.Reply:
         """Like `mutate`, but the whole reply: begin_write's also says where to write."""
+        if self.before is not None:
+            await _wait(self.before(*_only(op), True))
         self._seq += 1
         request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
                               mutation=pb.Command(**op))
@@ -191,21 +199,27 @@ class MetadataClient:
             raise FsError(reply.errno, reply.message)
         return reply
 
-    def mutate_deferred(self, caller: pb.Caller, **op) -> asyncio.Task:
-        """A command whose outcome nobody waits for (a Release at close): it rides
-        with the next request, or goes alone after DEFER_S, so that it shares a Raft
-        round with other work instead of costing one of its own. Exactly once like
-        every mutation; a failure is logged."""
+    def mutate_deferred(self, caller: pb.Caller, **op) -> asyncio.Future:
+        """A command nobody waits for now (a Release at close, a create answered in a
+        delegated directory): it rides with the next request, or goes alone after
+        DEFER_S, so that it shares a Raft round with other work instead of costing
+        one of its own. It takes its place on the stream at once: a request made
+        after it goes after it. Exactly once like every mutation; the future is its
+        reply (errno set on failure, which is also logged)."""
+        if self.before is not None:
+            self.before(*_only(op), True)   # a mutation: its place on the stream suffices
         self._seq += 1
         request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
                               mutation=pb.Command(**op))
-        task = asyncio.create_task(self._exchange(request, deferred=True))
-        task.add_done_callback(_log_failure)
-        return task
+        reply = self._start(request, deferred=True)
+        reply.add_done_callback(_log_failure)
+        return reply
 
     async def read(self, caller: pb.Caller, follower: bool = False, **op) -> mpb.Reply:
         """One read; linearizable unless `follower` (then at least as new as anything
         this client saw). FsError for a POSIX error."""
+        if self.before is not None:
+            await _wait(self.before(*_only(op), False))
         request = mpb.Request(session=self.session, caller=caller, follower_read=follower,
                               min_index=self.last_index, **op)
         reply = None
@@ -233,7 +247,11 @@ class MetadataClient:
             request.traceparent = tracing.inject()
             return await self._exchange(request)
 
-    async def _exchange(self, request: mpb.Request, deferred: bool = False) -> mpb.Reply:
+    async def _exchange(self, request: mpb.Request) -> mpb.Reply:
+        return await self._start(request)
+
+    def _start(self, request: mpb.Request, deferred: bool = False) -> asyncio.Future:
+        """Number the request and queue it (or defer it); the future of its reply."""
         request.id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._calls[request.id] = _Call(request, fut, time.monotonic() + self.deadline_s)
@@ -241,15 +259,18 @@ class MetadataClient:
             self._defer(request)
         else:
             self._send(request)
-        reply = await fut
-        self.last_index = max(self.last_index, reply.index)
-        return reply
+        return fut
 
     def _defer(self, request: mpb.Request) -> None:
         self._deferred.append(request)
         if self._deferred_flush is None:
             self._deferred_flush = asyncio.get_running_loop().call_later(
                 DEFER_S, self._send_deferred)
+
+    def send_deferred(self) -> None:
+        """Send the deferred commands now (someone waits for what follows them)."""
+        if self._deferred:
+            self._send_deferred()
 
     def _send_deferred(self) -> None:
         if self._deferred_flush is not None:
@@ -316,16 +337,23 @@ class MetadataClient:
         """Take replies until the stream breaks or the leader turns us away."""
         try:
             async for batch in self._stream:
-                if batch.invalidations and self.on_invalidate is not None:
-                    self._invalidate(list(batch.invalidations))
+                self.last_heard = time.monotonic()
+                if batch.invalidations:
+                    self._notices(batch.invalidations)
                 if not self._take(batch.replies):
                     return
         except grpc.aio.AioRpcError as exc:
             log.debug("metadata stream to %s ended: %s", self.leader, exc.code())
 
-    def _invalidate(self, notices: list) -> None:
+    def _notices(self, notices) -> None:
+        recalls = [n.recall_dir for n in notices if n.recall_dir]
         try:
-            self.on_invalidate(notices)
+            if recalls and self.on_recall is not None:
+                for directory in dict.fromkeys(recalls):
+                    self.on_recall(directory)
+            others = [n for n in notices if not n.recall_dir]
+            if others and self.on_invalidate is not None:
+                self.on_invalidate(others)
         except Exception:   # a cache's bug must not break the session
             log.exception("invalidation handler failed")
 
@@ -346,6 +374,7 @@ class MetadataClient:
                 stay = False   # the call stays pending and goes again to the new leader
                 continue
             del self._calls[reply.id]
+            self.last_index = max(self.last_index, reply.index)
             if reply.status == mpb.Reply.BAD_REQUEST:
                 call.future.set_exception(ValueError(f"bad request: {reply.message}"))
             elif not call.future.done():
@@ -400,6 +429,22 @@ class MetadataClient:
                             f"(masters: {', '.join(self.masters)})"))
 
 
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
+def _only(op: dict) -> tuple:
+    """(kind, message) of a request given as one keyword argument."""
+    [(kind, message)] = op.items()
+    return kind, message
+
+
+async def _wait(tasks) -> None:
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+def _log_failure(fut: asyncio.Future) -> None:
+    if fut.cancelled():
+        return
+    if (exc := fut.exception()) is not None:
         log.warning("a deferred command failed: %s", exc)
+    elif fut.result().errno:
+        reply = fut.result()
+        log.warning("a deferred command failed: %s", reply.message or reply.errno)

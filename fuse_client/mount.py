@@ -99,7 +99,11 @@ async def _mount(config: MountConfig, md: MetadataClient) -> None:
                                                     config.options.read_ahead_kb))
     invalidator = Invalidator(ops.forget_inode, ops.kernel)
     md.on_invalidate = invalidator       # before open: the session asks for them
-    md.on_reset = invalidator.reset
+
+    def reset() -> None:
+        invalidator.reset()
+        ops.delegations.reset()
+    md.on_reset = reset
     log.info("opening a session with the metadata cluster (%s)", ", ".join(config.masters))
     await md.open()
     log.info("session %d with %s; mounting %s (%s)", md.session, md.leader,

@@ -27,6 +27,7 @@ import pyfuse3
 from fuse_client import attrs, dir_listing
 from fuse_client.attrs import Timeouts
 from fuse_client.caller import Callers
+from fuse_client.delegations import Delegations
 from fuse_client.fuse_errors import fuse_operation
 from fuse_client.handles import Handles, OpenDir, OpenFile
 from fuse_client.kernel_cache import KernelCache
@@ -67,6 +68,7 @@ class Operations(pyfuse3.Operations):
         # the kernel, which may trust it until attr_timeout
         self.no_caps: dict[int, float] = {}   # inode -> until when it has no capability
         self._space: tuple[float, pyfuse3.StatvfsData | None] = (0.0, None)
+        self.delegations = Delegations(metadata, on_lost=self._lost).attach()
 
     def init(self) -> None:
         if self.on_init is not None:     # after this returns, INIT's answer is sent
@@ -80,12 +82,18 @@ class Operations(pyfuse3.Operations):
         self.told.pop(inode, None)
         self.no_caps.pop(inode, None)
 
+    def _lost(self, parent: int, name: bytes, inode: int) -> None:
+        """A create answered here failed at the master: the kernel must not keep it."""
+        self.forget_inode(inode)
+        pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+
     async def shutdown(self) -> None:
         """Commit what is still written back, then close the session (which releases
         every open file at the master)."""
         try:
             await self.data.close()
         finally:
+            self.delegations.close()
             await self.md.close()
 
     # -- attributes -------------------------------------------------------------------------
@@ -111,12 +119,18 @@ class Operations(pyfuse3.Operations):
         return attrs.entry(attr, timeouts, size, written)
 
     async def _getattr(self, caller: pb.Caller, inode: int) -> pb.Attr:
+        held = self.delegations.getattr(inode)
+        if held is not None:
+            return held
         return (await self.md.read(caller, getattr=mpb.Getattr(inode=inode))).attr
 
     @fuse_operation
     async def lookup(self, parent_inode, name, ctx):
         caller, since = self.callers.of(ctx), self.kernel.epoch
         try:
+            here = self.delegations.lookup(parent_inode, name)
+            if here is not None:
+                return self._entry(here, since, parent_inode, name)
             reply = await self.md.read(caller, lookup=mpb.Lookup(parent=parent_inode, name=name))
         except FsError as exc:
             if exc.errno == errno.ENOENT:
@@ -275,9 +289,12 @@ class Operations(pyfuse3.Operations):
         """One command creates and opens (a new file opens whatever its mode: tar
         writes read-only files it creates)."""
         caller, since = self.callers.of(ctx), self.kernel.epoch
-        attr = (await self.md.mutate(caller, create=pb.Create(
-            parent=parent_inode, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
-            open=True, open_flags=flags))).attr
+        attr = self.delegations.create(caller, parent_inode, name, mode, flags)
+        if attr is None:
+            attr = (await self.md.mutate(caller, create=pb.Create(
+                parent=parent_inode, name=name, mode=mode,
+                exclusive=bool(flags & os.O_EXCL), open=True, open_flags=flags))).attr
+            self.delegations.created(caller, parent_inode)
         return (self._opened(attr, caller, flags),
                 self._entry(attr, since, parent_inode, name))
 
@@ -319,6 +336,7 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def fsync(self, fh, datasync):
         handle = self.handles.file(fh)
+        await self.delegations.settled(handle.inode)
         await self._commit(handle, self.data.fsync)
 
     async def _commit(self, handle: OpenFile, how) -> None:
@@ -416,7 +434,10 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def fsyncdir(self, fh, datasync):
         """Namespace changes are committed to the replicated log before they are
-        answered: there is nothing left to sync."""
+        answered, except creates answered in a delegated directory: wait for those."""
+        listing = self.handles.dirs.get(fh)
+        if listing is not None:
+            await self.delegations.settled(listing.inode)
 
     # -- the rest ---------------------------------------------------------------------------
     @fuse_operation

@@ -301,14 +301,16 @@ class RegionInfo(_message.Message):
     def __init__(self, following: _Optional[bool] = ..., promoted: _Optional[bool] = ..., shipped_index: _Optional[int] = ..., shipped_term: _Optional[int] = ..., shipped_time_ns: _Optional[int] = ..., source_commit: _Optional[int] = ..., promoted_time_ns: _Optional[int] = ...) -> None: ...
 
 class Invalidation(_message.Message):
-    __slots__ = ("inode", "parent", "name")
+    __slots__ = ("inode", "parent", "name", "recall_dir")
     INODE_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    RECALL_DIR_FIELD_NUMBER: _ClassVar[int]
     inode: int
     parent: int
     name: bytes
-    def __init__(self, inode: _Optional[int] = ..., parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+    recall_dir: int
+    def __init__(self, inode: _Optional[int] = ..., parent: _Optional[int] = ..., name: _Optional[bytes] = ..., recall_dir: _Optional[int] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
     __slots__ = ("replies", "invalidations")

@@ -19,7 +19,7 @@ class Caller(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ..., umask: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks")
+    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks", "delegate", "undelegate", "reserve_inodes")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,9 @@ class Command(_message.Message):
     SHIP_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_REGION_FIELD_NUMBER: _ClassVar[int]
     ADOPT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_FIELD_NUMBER: _ClassVar[int]
+    UNDELEGATE_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_INODES_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     caller: Caller
     session: int
@@ -72,7 +75,10 @@ class Command(_message.Message):
     ship_entries: ShipEntries
     promote_region: PromoteRegion
     adopt_chunks: AdoptChunks
-    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ...) -> None: ...
+    delegate: Delegate
+    undelegate: Undelegate
+    reserve_inodes: ReserveInodes
+    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ..., delegate: _Optional[_Union[Delegate, _Mapping]] = ..., undelegate: _Optional[_Union[Undelegate, _Mapping]] = ..., reserve_inodes: _Optional[_Union[ReserveInodes, _Mapping]] = ...) -> None: ...
 
 class Mkdir(_message.Message):
     __slots__ = ("parent", "name", "mode")
@@ -97,20 +103,44 @@ class Mknod(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ...) -> None: ...
 
 class Create(_message.Message):
-    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags")
+    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags", "inode", "time_ns")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     OPEN_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
     exclusive: bool
     open: bool
     open_flags: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ...) -> None: ...
+    inode: int
+    time_ns: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ..., inode: _Optional[int] = ..., time_ns: _Optional[int] = ...) -> None: ...
+
+class Delegate(_message.Message):
+    __slots__ = ("dir",)
+    DIR_FIELD_NUMBER: _ClassVar[int]
+    dir: int
+    def __init__(self, dir: _Optional[int] = ...) -> None: ...
+
+class Undelegate(_message.Message):
+    __slots__ = ("dir", "session")
+    DIR_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    dir: int
+    session: int
+    def __init__(self, dir: _Optional[int] = ..., session: _Optional[int] = ...) -> None: ...
+
+class ReserveInodes(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class Symlink(_message.Message):
     __slots__ = ("parent", "name", "target")
@@ -311,18 +341,22 @@ class Chunk(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("errno", "message", "attr", "session", "chunk")
+    __slots__ = ("errno", "message", "attr", "session", "chunk", "first_inode", "inode_count")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTR_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INODE_FIELD_NUMBER: _ClassVar[int]
+    INODE_COUNT_FIELD_NUMBER: _ClassVar[int]
     errno: int
     message: str
     attr: Attr
     session: int
     chunk: Chunk
-    def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+    first_inode: int
+    inode_count: int
+    def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., first_inode: _Optional[int] = ..., inode_count: _Optional[int] = ...) -> None: ...
 
 class ShippedEntry(_message.Message):
     __slots__ = ("index", "term", "command")

@@ -7,6 +7,7 @@ from its projection); a follower read is answered by any node once it has applie
 the index the client last saw.
 """
 
+import asyncio
 import errno
 import logging
 import stat
@@ -27,6 +28,7 @@ from services.metadata.namespace import reads, region_fold
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import check_name, check_xattr_name
 from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
+from services.metadata.recalls import Recalls
 from services.metadata.sessions import SessionKeeper
 from services.metadata.telemetry import MetadataTelemetry
 
@@ -40,6 +42,7 @@ READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "list
 # Answered from the leader's soft state about chunkservers: never by a follower.
 LEADER_ONLY = frozenset({"locate_chunk", "chunk_health", "locate_chunk_id"})
 MAX_READDIR = 10_000
+DELEGATION_CHANGES = frozenset({"delegate", "undelegate", "close_session"})
 Status = mpb.Reply.Status
 
 
@@ -75,6 +78,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         self.region_follower = region_follower
         self.chunks = chunks or ChunkManager(node)
         self.subscribers = Subscribers()
+        self.recalls = Recalls(node, self.subscribers)
+        self._held: set[asyncio.Task] = set()   # requests waiting for a recall
         self.telemetry = MetadataTelemetry(node)
 
     async def Session(self, request_iterator, context):
@@ -95,6 +100,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
 
     async def _handle(self, requests, put) -> None:
         waiters: dict[int, object] = {}   # request id -> its proposal, for stage spans
+        raw_put = put
         if tracing.enabled():
             put = self._traced(requests, put, waiters)
         if metrics.serving():
@@ -104,7 +110,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             kind = request.WhichOneof("op")
             if request.session:
                 self.sessions.touch(request.session)
-            if kind is None:
+            if kind is not None and (held := self.recalls.conflicts(request)):
+                self._after_recall(request, held, raw_put)
+            elif kind is None:
                 put(reply_error(request, Status.BAD_REQUEST,
                                 "the request has no operation this server knows"))
             elif kind == "mutation" and self._unrecorded(request):
@@ -123,6 +131,22 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             await self._read(linearizable, put, follower=False)
         if follower:
             await self._read(follower, put, follower=True)
+
+    def _after_recall(self, request: mpb.Request, directories: list[int], put) -> None:
+        """A request touching directories delegated to another session runs once they
+        are given back (recalls.py). A follower cannot recall: the client asks the
+        leader instead."""
+        if request.follower_read:
+            put(reply_error(request, Status.UNAVAILABLE, "a delegated directory: ask the "
+                                                         "leader"))
+            return
+
+        async def run() -> None:
+            await self.recalls.recall(directories)
+            await self._handle([request], put)
+        task = asyncio.create_task(run())
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
 
     def _measured(self, requests, put):
         started = time.perf_counter()
@@ -194,7 +218,14 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         named = named_inodes(self.node.machine.projection, command) \
             if self.subscribers.anyone_but(request.session) else ()
 
+        if kind == "delegate":
+            self.recalls.granting[command.delegate.dir] = request.session
+
         def done(outcome) -> None:
+            if kind == "delegate":
+                self.recalls.granting.pop(command.delegate.dir, None)
+            if kind in DELEGATION_CHANGES:
+                self.recalls.changed()
             reply = self._mutation_reply(request, outcome)
             if reply.status == Status.OK and not reply.errno:
                 self.subscribers.publish(request.session, stamped, reply.result, named)

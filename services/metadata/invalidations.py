@@ -96,6 +96,12 @@ class Subscribers:
         return [s for s in self._all
                 if s.wanted and s.notify is not None and s.session != session]
 
+    def tell(self, session: int, notice: mpb.Invalidation) -> None:
+        """A notice for `session`'s own streams (a recall of a delegated directory)."""
+        for s in self._all:
+            if s.session == session and s.notify is not None:
+                s.notify(notice)
+
     def anyone_but(self, session: int) -> bool:
         """Does another stream want invalidations (is there anyone to tell)?"""
         return bool(self._listeners(session))

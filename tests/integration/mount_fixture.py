@@ -136,3 +136,66 @@ def mounted_cluster(root, chunkservers: int = 3, master_args: tuple[str, ...] = 
         yield cluster
     finally:
         cluster.stop()
+
+
+# -- helpers for tests with two mounts -------------------------------------------
+@contextlib.contextmanager
+def second_mount(cluster, name: str):
+    """`mooseng mount` of the same cluster on another directory; always unmounted."""
+    point = os.path.join(cluster.root, name)
+    os.makedirs(point)
+    done = cluster.mooseng("mount", "--masters", cluster.masters, "--log",
+                           os.path.join(cluster.root, f"{name}.log"), point)
+    assert done.returncode == 0, done.stderr
+    pid = int(MOUNTED.search(done.stdout).group(1))
+    try:
+        yield point
+    finally:
+        cluster.mooseng("umount", point)
+        if mountinfo.find(point) is not None:
+            subprocess.run(["fusermount3", "-uz", point], capture_output=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write(path: str, data: bytes, mode: str = "wb") -> None:
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def within(timeout: float, check) -> float:
+    """Seconds until check() held; fails after `timeout`."""
+    start = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not seen within {timeout} s")
+        time.sleep(0.02)
+
+
+def gone(path: str) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def mount_process(point: str) -> int:
+    """The pid of the `mooseng mount` process serving `point`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            if b"mount" in args and point.encode() in args:
+                return int(pid)
+    raise AssertionError(f"no mount process for {point}")

@@ -21,7 +21,14 @@ import pytest
 
 mount_fixture = pytest.importorskip("tests.integration.mount_fixture",
                                     reason="the mount (mount_fixture.py) is not there yet")
-from fuse_client import mountinfo  # noqa: E402 - only once the mount exists
+from tests.integration.mount_fixture import (  # noqa: E402
+    gone,
+    mount_process,
+    read,
+    second_mount,
+    within,
+    write,
+)
 
 PUSH_S = 2.0                # time for a pushed invalidation to reach the other kernel
 FAILOVER_S = 15.0           # an election, the mounts' reconnection, and their resets
@@ -100,57 +107,6 @@ def test_fio_verifies_through_a_leader_kill_and_a_chunkserver_kill(cluster):
 
 
 # -- two mounts --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def second_mount(cluster, name: str):
-    """`mooseng mount` of the same cluster on another directory; always unmounted."""
-    point = os.path.join(cluster.root, name)
-    os.makedirs(point)
-    done = cluster.mooseng("mount", "--masters", cluster.masters, "--log",
-                           os.path.join(cluster.root, f"{name}.log"), point)
-    assert done.returncode == 0, done.stderr
-    pid = int(mount_fixture.MOUNTED.search(done.stdout).group(1))
-    try:
-        yield point
-    finally:
-        cluster.mooseng("umount", point)
-        if mountinfo.find(point) is not None:
-            subprocess.run(["fusermount3", "-uz", point], capture_output=True)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def write(path: str, data: bytes, mode: str = "wb") -> None:
-    with open(path, mode) as f:
-        f.write(data)
-
-
-def within(timeout: float, check) -> float:
-    """Seconds until check() held; fails after `timeout`."""
-    start = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - start
-        except OSError:
-            pass
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not seen within {timeout} s")
-        time.sleep(0.02)
-
-
-def gone(path: str) -> bool:
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def other(cluster):
     """A second mount of the cluster: the path of its root."""
@@ -268,17 +224,6 @@ def test_changes_made_while_a_leader_died_show_although_their_pushes_were_lost(c
         cluster.meta.wait_converged(60)
 
 
-def mount_process(point: str) -> int:
-    """The pid of the `mooseng mount` process serving `point`."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            if b"mount" in args and point.encode() in args:
-                return int(pid)
-    raise AssertionError(f"no mount process for {point}")
-
-
 def test_a_rename_over_a_file_updates_its_other_names_on_the_other_mount(both):
     """Renaming over a name drops a link of the file that was there, and moves the
     source (a new ctime): another mount that cached either by another name sees it."""
@@ -302,3 +247,36 @@ def test_an_unlink_updates_the_files_other_names_on_the_other_mount(both):
     assert os.stat(os.path.join(b, "x-link")).st_nlink == 2      # now cached on B
     os.unlink(os.path.join(a, "x"))
     within(LIMIT_S, lambda: os.stat(os.path.join(b, "x-link")).st_nlink == 1)
+
+
+# -- delegated directories (docs/delegations.md) ------------------------------------------
+def test_a_streak_of_creates_on_one_mount_is_all_seen_by_the_other_at_once(both):
+    """The creating mount answers most of these itself (it holds the directory);
+    the other mount's listing recalls the directory and sees every one."""
+    a, b = both
+    for i in range(300):
+        write(os.path.join(a, f"f{i}"), b"")
+    assert sorted(os.listdir(b)) == sorted(f"f{i}" for i in range(300))
+    assert os.stat(os.path.join(b, "f299")).st_ino == os.stat(os.path.join(a, "f299")).st_ino
+    write(os.path.join(b, "from-b"), b"b")          # the other way round, at once
+    assert read(os.path.join(a, "from-b")) == b"b"
+
+
+def test_creates_the_mount_answered_are_durable_after_fsync(cluster, other):
+    """A mount that dies loses only what was not fsynced, like a page cache."""
+    name = "fsynced"
+    with second_mount(cluster, "mnt-doomed") as doomed:
+        top = os.path.join(doomed, name)
+        os.mkdir(top)
+        for i in range(50):
+            write(os.path.join(top, f"f{i}"), b"")
+        fd = os.open(os.path.join(top, "last"), os.O_CREAT | os.O_WRONLY, 0o600)
+        os.fsync(fd)
+        dirfd = os.open(top, os.O_RDONLY)
+        os.fsync(dirfd)
+        os.kill(mount_process(doomed), signal.SIGKILL)
+        for descriptor in (fd, dirfd):
+            with contextlib.suppress(OSError):   # its file system is gone
+                os.close(descriptor)
+    listed = os.listdir(os.path.join(other, name))
+    assert "last" in listed and {f"f{i}" for i in range(50)} <= set(listed)

@@ -23,6 +23,7 @@ XATTR_NAME_MAX = 255
 XATTR_VALUE_MAX = 65536
 SIZE_MAX = 1 << 57
 LINK_MAX = 65000
+MAX_RESERVED = 1 << 16  # inodes one ReserveInodes may ask for
 
 NOREPLACE, EXCHANGE = 1, 2
 XCREATE, XREPLACE = 1, 2
@@ -63,6 +64,8 @@ class Outcome(NamedTuple):
     errno: int = 0
     attr: Attr | None = None
     session: int = 0
+    first_inode: int = 0   # ReserveInodes: the range reserved
+    inode_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ class PosixModel:
         self.next_ino = 2
         self.sessions: dict[int, Session] = {}
         self.next_session = 1
+        # A session's unused range of reserved inodes [next, end), for its delegated
+        # creates: inodes are used in increasing order, skipped ones are lost.
+        self.reserved: dict[int, tuple[int, int]] = {}
 
     # -- derived views ----------------------------------------------------------------
     def directories(self) -> list[int]:
@@ -230,7 +236,7 @@ class PosixModel:
             b = self.parent_of(b)
 
     def _new_node(self, user: User, now: int, d: Node, name: bytes, kind: str, perm: int,
-                  rdev: int = 0, target: bytes = b"") -> Attr:
+                  rdev: int = 0, target: bytes = b"", ino: int = 0) -> Attr:
         gid = user.gid
         if d.perm & SGID:
             gid = d.gid
@@ -239,8 +245,9 @@ class PosixModel:
             elif (perm & SGID and perm & GROUP_X and not user.root
                   and not user.member(gid)):
                 perm &= ~SGID
-        ino = self.next_ino
-        self.next_ino += 1
+        if not ino:
+            ino = self.next_ino
+            self.next_ino += 1
         self.nodes[ino] = Node(ino, kind, perm, user.uid, gid, now, now, now, rdev=rdev,
                                size=len(target), target=target,
                                entries={} if kind == "dir" else None)
@@ -278,17 +285,39 @@ class PosixModel:
         return self._new_node(user, now, d, name, kind, mode & PERM_BITS & ~user.umask,
                               rdev=rdev if device else 0)
 
-    def op_create(self, user, now, parent, name, mode, exclusive=False):
+    def op_create(self, user, now, parent, name, mode, exclusive=False, inode=0, time_ns=0,
+                  *, session=0):
+        """`inode` set: a delegated create, answered by the client as new at `time_ns`
+        (0: the command's time) with the next inode(s) of its session's range."""
+        if inode:
+            low, end = self.reserved.get(session, (0, 0)) if session else (0, 0)
+            if not low <= inode < end:
+                raise Refused(E.EINVAL, "inode not in the session's unused range")
+            now = time_ns or now
         d = self._parent(user, parent, name)
         if name in d.entries:
             existing = self.nodes[d.entries[name]]
-            if exclusive:
+            if exclusive or inode:
                 raise Refused(E.EEXIST)
             if existing.is_dir:
                 raise Refused(E.EISDIR)
             return self.attr(existing.ino)
         self._may_create(user, d)
-        return self._new_node(user, now, d, name, "reg", mode & PERM_BITS & ~user.umask)
+        attr = self._new_node(user, now, d, name, "reg", mode & PERM_BITS & ~user.umask,
+                              ino=inode)
+        if inode:
+            self.reserved[session] = (inode + 1, end)
+        return attr
+
+    def op_reserve_inodes(self, user, now, count, *, session=0):
+        if not session:
+            raise Refused(E.EINVAL, "reserving inodes needs a session")
+        if not 0 < count <= MAX_RESERVED:
+            raise Refused(E.EINVAL, "reserve count")
+        first = self.next_ino
+        self.next_ino += count
+        self.reserved[session] = (first, first + count)  # the old range is dropped
+        return Outcome(first_inode=first, inode_count=count)
 
     def op_symlink(self, user, now, parent, name, target):
         if not target:
@@ -513,9 +542,14 @@ class PosixModel:
         if session not in self.sessions:
             raise Refused(E.ENOENT, "session")
         del self.sessions[session]
+        self.reserved.pop(session, None)
         return None
 
-    def _run(self, user: User, now: int, op: str, args: dict) -> Outcome:
+    SESSION_OPS = ("create", "reserve_inodes")  # these see the command's session
+
+    def _run(self, user: User, now: int, op: str, args: dict, session: int = 0) -> Outcome:
+        if op in self.SESSION_OPS:
+            args = {**args, "session": session}
         try:
             out = getattr(self, "op_" + op)(user, now, **args)
         except Refused as refused:
@@ -536,7 +570,7 @@ class PosixModel:
             return Outcome(errno=E.EINVAL)
         if seq in s.results:
             return s.results[seq]
-        out = self._run(user, now, op, args)
+        out = self._run(user, now, op, args, session)
         if session in self.sessions:  # not closed by this very command
             s.results[seq] = out
             if acked > s.acked:

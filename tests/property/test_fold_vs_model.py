@@ -30,9 +30,19 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from schemas import namespace_pb2 as pb
 from services.metadata.applier import Applier
 from services.metadata.namespace import reads
+from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
 from services.metadata.projection import open_projection
-from tests.property.posix_model import NOW, ROOT_INO, Attr, Outcome, PosixModel, Refused, User
+from tests.property.posix_model import (
+    MAX_RESERVED,
+    NOW,
+    ROOT_INO,
+    Attr,
+    Outcome,
+    PosixModel,
+    Refused,
+    User,
+)
 
 EXAMPLES = int(os.environ.get("FOLD_MODEL_EXAMPLES", "150"))
 STEPS = int(os.environ.get("FOLD_MODEL_STEPS", "50"))
@@ -72,6 +82,7 @@ OP_CLASSES = {
     "link": pb.Link, "unlink": pb.Unlink, "rmdir": pb.Rmdir, "rename": pb.Rename,
     "setxattr": pb.Setxattr, "removexattr": pb.Removexattr,
     "open_session": pb.OpenSession, "close_session": pb.CloseSession,
+    "reserve_inodes": pb.ReserveInodes,
 }
 
 
@@ -201,14 +212,20 @@ class FoldVsModel(RuleBasedStateMachine):
         client.acked = acked
         return client.sid, seq, acked, client
 
-    def send(self, data, kinds):
+    def send(self, data, kinds, sender: Client | None = None):
         """Send one command of each kind in one apply_many group; compare every result.
-        Each is generated against the model as it is after the ones before it."""
+        Each is generated against the model as it is after the ones before it. A kind
+        is a gen_ method's name or a generator itself; `sender`: all in its session."""
         entries, expected, notes = [], [], []
         for kind in kinds:
-            user, op, args = getattr(self, "gen_" + kind)(data)
+            user, op, args = (kind if callable(kind) else getattr(self, "gen_" + kind))(data)
             now = self.tick(data)
-            session, seq, acked, client = self.route(data)
+            if sender is None:
+                session, seq, acked, client = self.route(data)
+            else:
+                session, seq, acked, client = (sender.sid, sender.next_seq, sender.acked,
+                                               sender)
+                sender.next_seq += 1
             cmd = command(user, now, op, args, session, seq, acked)
             out = self.model.apply(user, now, op, args, session, seq, acked)
             self.index += 1
@@ -225,7 +242,8 @@ class FoldVsModel(RuleBasedStateMachine):
         for out, res, (what, _session, client, sent) in zip(expected, results, notes,
                                                               strict=True):
             self.compare(what, out, res)
-            event(f"{what.split('(')[0]} -> {ename(res.errno)}")
+            delegated = "delegated " if sent.op == "create" and sent.args.get("inode") else ""
+            event(f"{delegated}{what.split('(')[0]} -> {ename(res.errno)}")
             if client is not None:
                 sent.first = pb.Result()
                 sent.first.CopyFrom(res)
@@ -248,6 +266,10 @@ class FoldVsModel(RuleBasedStateMachine):
             assert attr_of(res.attr) == expected.attr, (
                 f"{what}:\n  fold  {attr_of(res.attr)}\n  model {expected.attr}")
         assert res.session == expected.session, f"{what}: session {res.session}"
+        assert (res.first_inode, res.inode_count) == (
+            expected.first_inode, expected.inode_count), (
+            f"{what}: fold reserved {res.first_inode}+{res.inode_count}, model "
+            f"{expected.first_inode}+{expected.inode_count}")
 
     # -- choosing operands --------------------------------------------------------------
     def missing_inodes(self) -> list[int]:
@@ -430,6 +452,30 @@ class FoldVsModel(RuleBasedStateMachine):
         return self.user(data, ino), "removexattr", {
             "inode": ino, "name": self.xattr_name(data, ino)}
 
+    def gen_reserve_inodes(self, data):
+        return self.user(data), "reserve_inodes", {
+            "count": weighted(data, (8, [1, 2, 3, 5]), (1, [0, MAX_RESERVED + 1]),
+                              label="count")}
+
+    def gen_delegated_create(self, data, sid: int):
+        """A create the client of session `sid` answered itself: mostly the next inode
+        of its range, sometimes a later one (skipping some), sometimes one it may not
+        use (used, below, past the range); at the time it told the application."""
+        m = self.model
+        low, end = m.reserved.get(sid, (0, 0))
+        bad = [i for i in (low - 1, end, m.next_ino, 2**64 - 1) if i > 0]
+        inode = weighted(data, (10, [low] if low < end else []), (3, range(low + 1, end)),
+                         (2, bad), label="inode")
+        time_ns = weighted(data, (6, [self.now - 1, self.now - 10**9]), (1, [0]),
+                           (2, EXPLICIT_TIMES), label="time_ns")
+        user = self.user(data)
+        parent = self.new_parent(data, user)
+        return user, "create", {
+            "parent": parent, "name": self.name_in(data, parent),
+            "mode": data.draw(st.sampled_from(FILE_MODES), label="mode"),
+            "exclusive": data.draw(st.booleans(), label="exclusive"),
+            "inode": inode, "time_ns": time_ns}
+
     def gen_open_session(self, data):
         return self.user(data), "open_session", {"client": "host:/mnt"}
 
@@ -471,7 +517,8 @@ class FoldVsModel(RuleBasedStateMachine):
         return [(1, "nothing"), *self.MUTATIONS,
                 (1, "open_session" if sessions < 3 else None),
                 (1, "close_session" if self.clients else None),
-                (3, "resend" if sent else None), (2, "read"), (3, "group")]
+                (3, "resend" if sent else None), (2, "read"), (3, "group"),
+                (3, "delegated")]
 
     @rule(data=st.data())
     def step(self, data):
@@ -490,6 +537,8 @@ class FoldVsModel(RuleBasedStateMachine):
             self.read_as_user(data)
         elif kind == "group":
             self.group(data)
+        elif kind == "delegated":
+            self.delegated(data)
         elif kind != "nothing":
             self.send(data, [kind])
 
@@ -498,6 +547,24 @@ class FoldVsModel(RuleBasedStateMachine):
         mutations = [(w, [k]) for w, k in self.MUTATIONS]
         size = data.draw(st.integers(2, 6), label="group size")
         self.send(data, [weighted(data, *mutations, label="kind") for _ in range(size)])
+
+    def delegated(self, data):
+        """A session's client creates files in a delegated directory without waiting:
+        it reserves inodes when it has none left (or now and then anyway), then sends
+        its creates, each with an inode of the range and its own time, in one group.
+        With no session open, it opens one first."""
+        if not self.model.sessions:
+            self.send(data, ["open_session"])
+            if not self.model.sessions:
+                return
+        sid = weighted(data, (1, sorted(self.model.sessions)), label="session")
+        low, end = self.model.reserved.get(sid, (0, 0))
+        kinds = []
+        if low >= end or data.draw(st.integers(0, 3), label="reserve again") == 0:
+            kinds.append(self.gen_reserve_inodes)
+        creates = data.draw(st.integers(1, 3), label="creates")
+        kinds += [lambda d: self.gen_delegated_create(d, sid)] * creates
+        self.send(data, kinds, self.clients[sid])
 
     def resend(self, data):
         """A client retries a command verbatim (a lost reply, a new leader)."""
@@ -612,6 +679,14 @@ class FoldVsModel(RuleBasedStateMachine):
                     raise AssertionError(f"inode {ino} should not exist")
         fs = reads.statfs(proj)
         assert (fs.inodes, fs.used_bytes) == (len(m.nodes), m.used_bytes())
+
+
+    @invariant()
+    def ranges_agree(self):
+        for sid in set(self.clients) | set(self.model.sessions):
+            found = self.proj.get(r.RESERVED, r.u64(sid))
+            got = None if found is None else r.TWO_U64.unpack(found)
+            assert got == self.model.reserved.get(sid), f"reserved range of session {sid}"
 
 
 # No explain phase: on a failure it replays the shrunk run hundreds of times (minutes)

@@ -15,9 +15,9 @@ from google.protobuf.message import DecodeError
 from schemas import namespace_pb2 as pb
 from services.chunk.parts import MAX_CHUNK_ID
 from services.common import storage_class
+from services.metadata.namespace import delegation_fold, region_fold
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
-from services.metadata.namespace import region_fold
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import (
     XATTR_SIZE_MAX,
@@ -100,19 +100,14 @@ class Namespace:
         self.save(directory)
 
     def new_node(self, directory: r.Inode, mode: int, rdev: int = 0,
-                 target: bytes = b"") -> r.Inode:
-        """Allocate an inode owned by the caller, with setgid-directory inheritance."""
+                 target: bytes = b"", ino: int = 0) -> r.Inode:
+        """Allocate an inode owned by the caller, with setgid-directory inheritance.
+        `ino`: one already reserved (a delegated create), not a new number."""
         caller = self.caller
-        gid = caller.gid
-        if directory.mode & stat.S_ISGID:
-            gid = directory.gid
-            if stat.S_ISDIR(mode):
-                mode |= stat.S_ISGID
-            elif (mode & stat.S_ISGID and mode & stat.S_IXGRP
-                  and not perm.is_root(caller) and not perm.in_group(caller, gid)):
-                mode &= ~stat.S_ISGID
-        ino = self.counter(b"next_inode")
-        self.txn.put(r.META, b"next_inode", r.u64(ino + 1))
+        mode, gid = perm.inherited(caller, directory, mode)
+        if not ino:
+            ino = self.counter(b"next_inode")
+            self.txn.put(r.META, b"next_inode", r.u64(ino + 1))
         self.add_counter(b"inode_count", 1)
         is_dir = stat.S_ISDIR(mode)
         node = r.Inode(ino, mode, caller.uid, gid, 2 if is_dir else 1, len(target),
@@ -145,6 +140,8 @@ class Namespace:
             self.drop_chunks(node.ino, 0)
         self.txn.delete(r.CLASSES, key)
         self.txn.delete(r.ORPHANS, key)
+        if node.is_dir:
+            self.txn.delete(r.DELEGATIONS, key)   # a removed directory is held by nobody
         self.add_counter(b"inode_count", -1)
         if stat.S_ISREG(node.mode) and node.size:
             self.add_used_bytes(-node.size)
@@ -213,10 +210,13 @@ def _mknod(ns: Namespace, op: pb.Mknod) -> pb.Result:
 def _create(ns: Namespace, op: pb.Create, session: int) -> pb.Result:
     if op.open and session == 0:
         raise FsError(errno.EINVAL, "create with open needs a session")
+    if op.inode:        # delegated: answered by the client as new, at its time
+        delegation_fold.claim(ns, session, op.inode)
+        ns.now = op.time_ns or ns.now
     directory = ns.parent(op.parent, op.name)
     existing = ns.child(directory.ino, op.name)
     if existing is not None:
-        if op.exclusive:
+        if op.exclusive or op.inode:
             raise FsError(errno.EEXIST, f"{op.name!r} exists")
         if existing.is_dir:
             raise FsError(errno.EISDIR, f"{op.name!r} is a directory")
@@ -225,7 +225,7 @@ def _create(ns: Namespace, op: pb.Create, session: int) -> pb.Result:
         return _ok(existing)
     perm.may_create(ns.caller, directory)
     mode = stat.S_IFREG | (op.mode & 0o7777 & ~ns.caller.umask)
-    result = _make(ns, directory, op.name, mode)
+    result = _make(ns, directory, op.name, mode, ino=op.inode)
     if op.open:
         ns.count(r.OPENS, r.TWO_U64.pack(session, result.attr.inode), 1)
         ns.count(r.INODE_OPENS, r.u64(result.attr.inode), 1)
@@ -241,8 +241,8 @@ def _symlink(ns: Namespace, op: pb.Symlink) -> pb.Result:
 
 
 def _make(ns: Namespace, directory: r.Inode, name: bytes, mode: int, rdev: int = 0,
-          target: bytes = b"") -> pb.Result:
-    node = ns.new_node(directory, mode, rdev=rdev, target=target)
+          target: bytes = b"", ino: int = 0) -> pb.Result:
+    node = ns.new_node(directory, mode, rdev=rdev, target=target, ino=ino)
     ns.link_entry(directory, name, node)
     ns.touch_dir(directory, entries=1)
     return _ok(node)
@@ -549,6 +549,7 @@ def _close_session(ns: Namespace, op: pb.CloseSession) -> pb.Result:
     for open_key, count in ns.txn.scan(r.OPENS, key):
         for _ in range(r.from_u64(count)):
             ns.release(op.session, r.from_u64(open_key[8:]))
+    delegation_fold.end_session(ns, op.session)
     ns.txn.delete(r.SESSIONS, key)
     ns.txn.delete_range(r.RESULTS, key, r.u64(op.session + 1))
     return pb.Result()
@@ -708,7 +709,10 @@ OPERATIONS = {
 # Operations on a session's own state take its id too.
 SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
                       "begin_write": _begin_write,
-                      "commit_write": _commit_write}
+                      "commit_write": _commit_write,
+                      "delegate": delegation_fold.delegate,
+                      "undelegate": delegation_fold.undelegate,
+                      "reserve_inodes": delegation_fold.reserve_inodes}
 
 
 # -- the fold -----------------------------------------------------------------------

@@ -40,6 +40,21 @@ def search(caller: pb.Caller, directory: Inode) -> None:
     require(caller, directory, X, "no search permission on the directory")
 
 
+def inherited(caller: pb.Caller, directory: Inode, mode: int) -> tuple[int, int]:
+    """The (mode, gid) of a node the caller makes in `directory`: a setgid directory
+    passes on its group (and its setgid bit to subdirectories); a file keeps setgid
+    only if its creator is in that group."""
+    gid = caller.gid
+    if directory.mode & stat.S_ISGID:
+        gid = directory.gid
+        if stat.S_ISDIR(mode):
+            mode |= stat.S_ISGID
+        elif (mode & stat.S_ISGID and mode & stat.S_IXGRP
+              and not is_root(caller) and not in_group(caller, gid)):
+            mode &= ~stat.S_ISGID
+    return mode, gid
+
+
 def may_create(caller: pb.Caller, directory: Inode) -> None:
     require(caller, directory, W | X, "no write permission on the directory")
 

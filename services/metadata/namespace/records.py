@@ -12,6 +12,9 @@ Keys are big-endian so that RocksDB's byte order is numeric order:
   chunks    ino(8) chunk_index(8)       -> chunk id(8) version(4)
   chunk_owners chunk id(8)              -> ino(8) chunk_index(8)  (which file refers to it)
   classes   ino(8)                      -> storage class text ("copies=2"), absent: default
+  committed chunk id(8)                 -> u32 version of its last commit_write
+  delegations dir(8)                    -> session(8) holding it
+  reserved  session(8)                  -> next(8) end(8): its unused inode range
   meta      b"next_inode", ...          -> u64 counters
 """
 
@@ -31,8 +34,10 @@ CHUNK_OWNERS, CLASSES = "chunk_owners", "classes"
 # misses committed data; one at it holds what the file says (the chunk manager
 # repairs versions only then). Absent in projections made before it existed.
 COMMITTED = "committed"
+# Delegated directories and reserved inode ranges (delegation_fold.py).
+DELEGATIONS, RESERVED = "delegations", "reserved"
 COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META, OPENS, INODE_OPENS,
-                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES, COMMITTED)
+                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES, COMMITTED, DELEGATIONS, RESERVED)
 U32 = struct.Struct(">I")
 CHUNK_SIZE = 64 << 20
 

@@ -1,0 +1,302 @@
+"""Directories delegated to this mount's session: creates answered here.
+
+A create normally waits for a quorum of metadata nodes to write it to disk (a few
+milliseconds). When a process creates several files in one directory, the mount asks
+the leader for the directory (Delegate); while it holds it, no other session reads
+or changes it without first recalling it (services/metadata/recalls.py), so the
+mount knows every name in it. It then answers a create at once: the inode comes from
+a range reserved for the session, the attributes are computed as the fold will
+compute them, and the Create (carrying that inode and time) is committed in the
+background with other work, in order on the session stream. What depends on such a
+create waits for it: a read of the file or the directory, fsync, a recall. See
+docs/delegations.md.
+
+Local creates stop when the leader has not been heard from for LIVE_S, so a mount
+cut off from the cluster cannot go on creating files that the leader, having taken
+the directory back after recalls.RECALL_S, no longer expects.
+"""
+
+import asyncio
+import errno
+import logging
+import os
+import stat
+import time
+
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace import permissions as perm
+from services.metadata.namespace import records as r
+from services.metadata.namespace.delegation_fold import MAX_DELEGATED_ENTRIES
+from services.metadata.namespace.errors import FsError
+from services.metadata.namespace.names import check_name
+
+log = logging.getLogger(__name__)
+ASK_AFTER = 2        # creates in a directory within ASK_WINDOW_S before asking for it
+ASK_WINDOW_S = 1.0
+REFUSED_S = 10.0     # after a refusal or a recall, ask for that directory again later
+RESERVE = 4096       # inode numbers reserved at a time
+LIVE_S = 0.5         # local creates only while the leader answered this recently
+MAX_PENDING = 4096   # creates not yet committed; past this a create waits
+READDIR_PAGE = 1000
+
+
+class Held:
+    """A directory this session holds: its attributes and every name in it."""
+    __slots__ = ("attr", "names", "made", "tasks")
+
+    def __init__(self, attr: pb.Attr, names: set[bytes]):
+        self.attr, self.names = attr, names
+        self.made: dict[bytes, int] = {}          # name -> inode: created here, uncommitted
+        self.tasks: set[asyncio.Task] = set()     # their commits
+
+
+class Delegations:
+    def __init__(self, md, on_lost=None):
+        """`md`: the open MetadataClient; `on_lost(parent, name, inode)`: a create
+        answered here failed at the master after all (the kernel must forget it)."""
+        self.md, self.on_lost = md, on_lost
+        self.held: dict[int, Held] = {}
+        self.pending: dict[int, asyncio.Task] = {}    # inode -> its create's commit
+        self.attrs: dict[int, pb.Attr] = {}   # pending inode -> attributes, until changed
+        self._counts: dict[int, tuple[float, int]] = {}
+        self._not_before: dict[int, float] = {}
+        self._asking: dict[int, bool] = {}            # dir -> still wanted
+        self._range = (0, 0)                          # unused reserved inodes [lo, hi)
+        self._reserving: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def attach(self) -> "Delegations":
+        """Be told of every request the session sends, and of recalls."""
+        self.md.before = self.before
+        self.md.on_recall = self.recall
+        return self
+
+    # -- answering here ---------------------------------------------------------------
+    def create(self, caller: pb.Caller, parent: int, name: bytes, mode: int,
+               flags: int) -> pb.Attr | None:
+        """The new file's attributes if this create is answered here, else None (ask
+        the master: it also gives the right error)."""
+        held = self.held.get(parent)
+        if (held is None or name in held.names or not self._live()
+                or len(self.pending) >= MAX_PENDING or not self.md.session):
+            return None
+        directory = _node(held.attr)
+        try:
+            check_name(name)
+            perm.search(caller, directory)
+            perm.may_create(caller, directory)
+        except FsError:
+            return None
+        ino = self._take_inode()
+        if not ino:
+            return None
+        now = time.time_ns()
+        kind_mode, gid = perm.inherited(
+            caller, directory, stat.S_IFREG | (mode & 0o7777 & ~caller.umask))
+        attr = r.Inode(ino, kind_mode, caller.uid, gid, 1, 0, now, now, now).to_attr()
+        held.names.add(name)
+        held.made[name] = ino
+        self.attrs[ino] = attr
+        held.attr.size += 1
+        held.attr.mtime_ns = held.attr.ctime_ns = now
+        task = self.md.mutate_deferred(caller, create=pb.Create(
+            parent=parent, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
+            open=True, open_flags=flags, inode=ino, time_ns=now))
+        self.pending[ino] = task
+        held.tasks.add(task)
+        task.add_done_callback(lambda t: self._committed(t, parent, name, ino))
+        return attr
+
+    def lookup(self, parent: int, name: bytes) -> pb.Attr | None:
+        """A name in a held directory: its attributes if created here and not yet
+        committed; FsError(ENOENT) if it does not exist; None: ask the master."""
+        held = self.held.get(parent)
+        if held is None:
+            return None
+        if name in held.made:
+            return self.attrs.get(held.made[name])
+        if name not in held.names:
+            raise FsError(errno.ENOENT, f"{name!r} is not in directory {parent}")
+        return None
+
+    def getattr(self, inode: int) -> pb.Attr | None:
+        """A held directory's attributes as they are with the creates made here, or
+        a file created here, as long as nothing changed it since."""
+        held = self.held.get(inode)
+        return held.attr if held is not None else self.attrs.get(inode)
+
+    def _committed(self, task: asyncio.Task, parent: int, name: bytes, ino: int) -> None:
+        self.pending.pop(ino, None)
+        self.attrs.pop(ino, None)
+        held = self.held.get(parent)
+        if held is not None:
+            held.tasks.discard(task)
+            held.made.pop(name, None)
+        failure = _failure(task)
+        if failure is not None:
+            log.error("a create answered by this mount failed at the master: %r in "
+                      "directory %d (inode %d): %s", name, parent, ino, failure)
+            self.give_back(parent)
+            if self.on_lost is not None:
+                self.on_lost(parent, name, ino)
+
+    # -- ordering with everything else ---------------------------------------------------
+    def before(self, kind: str, op, mutation: bool) -> list[asyncio.Task]:
+        """Called before every request this session sends: what it must wait for.
+        A read of a file created here, or of a held directory, waits for those
+        creates (reads may overtake commands on the way). A command changing a held
+        directory other than by a create made here ends the delegation: the
+        directory's names are no longer all known here."""
+        if mutation and kind in ("delegate", "undelegate", "reserve_inodes"):
+            return []
+        if mutation and kind == "create" and op.inode:
+            return []
+        waits = []
+        for field in ("parent", "new_parent", "inode"):
+            ino = getattr(op, field, 0)
+            if not ino:
+                continue
+            if ino in self._asking and mutation:
+                self._asking[ino] = False
+            held = self.held.get(ino)
+            if held is not None:
+                if mutation:
+                    self.give_back(ino)
+                else:
+                    waits += held.tasks
+            elif ino in self.pending:
+                if mutation:
+                    self.attrs.pop(ino, None)   # the master's answer is newer
+                else:
+                    waits.append(self.pending[ino])
+        return waits
+
+    async def settled(self, inode: int) -> None:
+        """fsync: the creates of this file, or made in this directory, are committed."""
+        waits = [self.pending[inode]] if inode in self.pending else []
+        held = self.held.get(inode)
+        if held is not None:
+            waits += held.tasks
+        if waits:
+            await asyncio.wait(waits)
+
+    async def drain(self) -> None:
+        if self.pending:
+            await asyncio.wait(list(self.pending.values()))
+
+    # -- taking and giving back ------------------------------------------------------------
+    def created(self, caller: pb.Caller, parent: int, directory_size: int = 0) -> None:
+        """A create in `parent` went to the master: a streak of them is worth asking
+        for the directory."""
+        now = time.monotonic()
+        if parent in self.held or parent in self._asking or not self.md.session:
+            return
+        if self._not_before.get(parent, 0.0) > now or directory_size > MAX_DELEGATED_ENTRIES:
+            return
+        start, count = self._counts.get(parent, (now, 0))
+        if now - start > ASK_WINDOW_S:
+            start, count = now, 0
+        count += 1
+        self._counts[parent] = (start, count)
+        if count >= ASK_AFTER:
+            self._counts.pop(parent, None)
+            self._asking[parent] = True
+            self._spawn(self._ask(caller, parent))
+
+    async def _ask(self, caller: pb.Caller, parent: int) -> None:
+        try:
+            if not self._range[1] - self._range[0]:
+                await self._reserve()
+            attr = (await self.md.mutate(caller, delegate=pb.Delegate(dir=parent))).attr
+            names = await self._names(parent)
+            if not self._asking.get(parent):     # recalled or changed meanwhile
+                self._undelegate(parent)
+                return
+            self.held[parent] = Held(attr, names)
+        except Exception as exc:   # refused (EBUSY, E2BIG, EACCES), or the cluster
+            log.debug("not taking directory %d: %s", parent, exc)
+            self._not_before[parent] = time.monotonic() + REFUSED_S
+        finally:
+            self._asking.pop(parent, None)
+
+    async def _names(self, parent: int) -> set[bytes]:
+        names, cookie = set(), 0
+        while True:
+            reply = await self.md.read(pb.Caller(), readdir=mpb.Readdir(
+                inode=parent, cookie=cookie, limit=READDIR_PAGE))
+            if not reply.entries:
+                return names
+            names.update(e.name for e in reply.entries)
+            cookie = reply.entries[-1].cookie
+
+    def recall(self, directory: int) -> None:
+        """The leader wants the directory back: the creates made in it go first (they
+        are ahead on the stream), then the Undelegate, now."""
+        if directory in self._asking:
+            self._asking[directory] = False
+        self._not_before[directory] = time.monotonic() + REFUSED_S
+        self.held.pop(directory, None)
+        self._undelegate(directory)
+
+    def give_back(self, directory: int) -> None:
+        if self.held.pop(directory, None) is not None:
+            self._undelegate(directory)
+
+    def reset(self) -> None:
+        """The session stream was replaced: a recall may have been missed."""
+        for directory in list(self.held):
+            self.recall(directory)
+
+    def _undelegate(self, directory: int) -> None:
+        self.md.mutate_deferred(pb.Caller(), undelegate=pb.Undelegate(dir=directory))
+        self.md.send_deferred()
+
+    # -- inode numbers -------------------------------------------------------------------
+    def _take_inode(self) -> int:
+        lo, hi = self._range
+        if lo >= hi:
+            if self._reserving is None:
+                self._reserving = self._spawn(self._reserve())
+            return 0
+        self._range = (lo + 1, hi)
+        return lo
+
+    async def _reserve(self) -> None:
+        """A new range replaces the old at the master: the old one is dropped here
+        first, so no create sent after the reservation uses it."""
+        self._range = (0, 0)
+        try:
+            result = await self.md.mutate(pb.Caller(),
+                                          reserve_inodes=pb.ReserveInodes(count=RESERVE))
+            self._range = (result.first_inode, result.first_inode + result.inode_count)
+        finally:
+            self._reserving = None
+
+    def _live(self) -> bool:
+        return time.monotonic() - self.md.last_heard < LIVE_S
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+def _node(attr: pb.Attr) -> r.Inode:
+    return r.Inode(attr.inode, attr.mode, attr.uid, attr.gid, attr.nlink, attr.size,
+                   attr.atime_ns, attr.mtime_ns, attr.ctime_ns)
+
+
+def _failure(task: asyncio.Task) -> str | None:
+    if task.cancelled():
+        return "cancelled"
+    if (exc := task.exception()) is not None:
+        return str(exc)
+    reply = task.result()
+    return f"{errno.errorcode.get(reply.errno, reply.errno)}: {reply.message}" \
+        if reply.errno else None

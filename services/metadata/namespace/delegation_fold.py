@@ -1,0 +1,85 @@
+"""Delegated directories and reserved inode ranges, as the fold keeps them.
+
+A session may take a directory for itself (Delegate). While it holds it, the leader
+recalls it before any other session reads or changes the directory, so the holder
+knows every name in it: it answers lookups of absent names itself and creates files
+there without waiting, each Create carrying an inode from a range reserved for the
+session (ReserveInodes) and the time the application was told. The creates commit
+in the background; nothing here trusts the client: a delegated Create is checked
+like any other, and one whose name exists by then fails with EEXIST.
+
+  delegations  dir(8)      -> session(8)
+  reserved     session(8)  -> next(8) end(8)   (the range still unused)
+See docs/delegations.md.
+"""
+
+import errno
+
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace import permissions as perm
+from services.metadata.namespace import records as r
+from services.metadata.namespace.errors import FsError
+
+MAX_DELEGATED_ENTRIES = 4096   # the holder lists the directory when it takes it
+MAX_RESERVED = 1 << 16
+
+
+def delegate(ns, op: pb.Delegate, session: int) -> pb.Result:
+    if not session:
+        raise FsError(errno.EINVAL, "delegate needs a session")
+    directory = ns.directory(op.dir)
+    perm.may_create(ns.caller, directory)
+    holder = ns.txn.get(r.DELEGATIONS, r.u64(op.dir))
+    if holder is not None and r.from_u64(holder) != session:
+        raise FsError(errno.EBUSY, f"directory {op.dir} is delegated to session "
+                                   f"{r.from_u64(holder)}")
+    if directory.size > MAX_DELEGATED_ENTRIES:
+        raise FsError(errno.E2BIG, f"directory {op.dir} has more than "
+                                   f"{MAX_DELEGATED_ENTRIES} entries to delegate")
+    ns.txn.put(r.DELEGATIONS, r.u64(op.dir), r.u64(session))
+    result = pb.Result()
+    directory.fill_attr(result.attr)
+    return result
+
+
+def undelegate(ns, op: pb.Undelegate, session: int) -> pb.Result:
+    """Give a directory back (its holder), or take it back (the leader, session 0).
+    Giving back what one no longer holds is not an error: a recall may have won."""
+    holder = op.session or session
+    if session and holder != session:
+        raise FsError(errno.EPERM, "a session gives back only its own delegations")
+    found = ns.txn.get(r.DELEGATIONS, r.u64(op.dir))
+    if found is not None and r.from_u64(found) == holder:
+        ns.txn.delete(r.DELEGATIONS, r.u64(op.dir))
+    return pb.Result()
+
+
+def reserve_inodes(ns, op: pb.ReserveInodes, session: int) -> pb.Result:
+    if not session:
+        raise FsError(errno.EINVAL, "reserving inodes needs a session")
+    if not 0 < op.count <= MAX_RESERVED:
+        raise FsError(errno.EINVAL, f"reserve 1 to {MAX_RESERVED} inodes, not {op.count}")
+    first = ns.counter(b"next_inode")
+    ns.txn.put(r.META, b"next_inode", r.u64(first + op.count))
+    ns.txn.put(r.RESERVED, r.u64(session), r.TWO_U64.pack(first, first + op.count))
+    return pb.Result(first_inode=first, inode_count=op.count)
+
+
+def claim(ns, session: int, ino: int) -> None:
+    """A delegated create's inode: the next unused ones of the session's range."""
+    found = ns.txn.get(r.RESERVED, r.u64(session)) if session else None
+    if found is None:
+        raise FsError(errno.EINVAL, f"inode {ino}: session {session} has no reserved range")
+    low, end = r.TWO_U64.unpack(found)
+    if not low <= ino < end:
+        raise FsError(errno.EINVAL, f"inode {ino} is not in session {session}'s unused "
+                                    f"range [{low}, {end})")
+    ns.txn.put(r.RESERVED, r.u64(session), r.TWO_U64.pack(ino + 1, end))
+
+
+def end_session(ns, session: int) -> None:
+    """A closing session's delegations and range go with it."""
+    ns.txn.delete(r.RESERVED, r.u64(session))
+    for key, value in ns.txn.scan(r.DELEGATIONS, b""):
+        if r.from_u64(value) == session:
+            ns.txn.delete(r.DELEGATIONS, key)

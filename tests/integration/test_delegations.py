@@ -1,0 +1,208 @@
+"""Delegated directories (docs/delegations.md) on a real 3-node cluster, as sessions
+see them: a session that creates a streak of files in a directory takes it and
+answers further creates itself; any other session that reads or changes the
+directory first gets everything those creates made, whatever the holder does
+(answers the recall, ignores it, or loses its leader meanwhile)."""
+
+import asyncio
+import errno
+import signal
+import time
+
+import pytest
+
+from fuse_client.delegations import Delegations
+from fuse_client.metadata_client import MetadataClient
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace.errors import FsError
+from services.metadata.recalls import RECALL_S
+from tests.integration.metadata_cluster import MetadataCluster
+
+ROOT = pb.Caller(uid=0, gid=0, umask=0o022)
+USER = pb.Caller(uid=1000, gid=1000, umask=0o022)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = MetadataCluster(str(tmp_path), session_timeout=3.0)
+    c.start_all()
+    c.wait_leader()
+    yield c
+    c.stop_all()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+class Session:
+    """A client session with delegations, as a mount has it."""
+
+    def __init__(self, cluster, name: str):
+        self.md = MetadataClient(list(cluster.addresses.values()), name=name)
+        self.delegations = Delegations(self.md).attach()
+
+    async def __aenter__(self) -> "Session":
+        await self.md.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.delegations.close()
+        await self.md.close()
+
+    async def create(self, parent: int, name: bytes, caller=ROOT) -> pb.Attr:
+        """As the mount does: here if the directory is held, else at the master."""
+        attr = self.delegations.create(caller, parent, name, 0o644, 0)
+        if attr is None:
+            attr = (await self.md.mutate(caller, create=pb.Create(
+                parent=parent, name=name, mode=0o644, open=True))).attr
+            self.delegations.created(caller, parent)
+        return attr
+
+    async def take(self, parent: int, caller=ROOT) -> None:
+        """Create files until the directory is held."""
+        for i in range(50):
+            await self.create(parent, b"streak-%d" % i, caller)
+            for _ in range(20):
+                if parent in self.delegations.held:
+                    return
+                await asyncio.sleep(0.01)
+        raise AssertionError(f"directory {parent} was never delegated")
+
+
+async def mkdir(s: Session, name: bytes, owner=ROOT, mode=0o755) -> int:
+    d = (await s.md.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=name, mode=0o755))).attr.inode
+    await s.md.mutate(ROOT, setattr=pb.Setattr(inode=d, uid=owner.uid, gid=owner.gid,
+                                               mode=mode))
+    return d
+
+
+async def names(s: Session, directory: int) -> set[bytes]:
+    reply = await s.md.read(ROOT, readdir=mpb.Readdir(inode=directory, limit=5000))
+    return {e.name for e in reply.entries}
+
+
+def test_a_streak_of_creates_is_answered_by_the_session_and_committed_as_answered(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d", USER, 0o2775)
+            await a.take(d, USER)
+            local = a.delegations.create(USER, d, b"here", 0o640, 0)
+            assert local is not None, "a held directory's create went to the master"
+            assert a.delegations.pending      # answered before it was committed
+            await a.delegations.settled(local.inode)
+            seen = (await b.md.read(ROOT, lookup=mpb.Lookup(parent=d, name=b"here"))).attr
+            assert seen == local              # the master made what the session said
+            assert seen.mode & 0o7777 == 0o640 and seen.gid == 1000
+            # not absent-by-mistake: names the session knows are asked at the master
+            assert a.delegations.create(USER, d, b"here", 0o640, 0) is None
+    run(scenario())
+
+
+def test_another_session_sees_every_create_the_holder_answered(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.take(d)
+            made = [a.delegations.create(ROOT, d, b"f%d" % i, 0o644, 0) for i in range(200)]
+            assert all(made)
+            listed = await names(b, d)        # recalls the directory first
+            assert {b"f%d" % i for i in range(200)} <= listed
+            assert d not in a.delegations.held
+            with pytest.raises(FsError) as exc:   # the names are taken, for everyone
+                await b.md.mutate(ROOT, create=pb.Create(parent=d, name=b"f7", mode=0o644,
+                                                         exclusive=True))
+            assert exc.value.errno == errno.EEXIST
+    run(scenario())
+
+
+def test_a_lookup_from_another_session_finds_a_file_created_a_moment_before(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.take(d)
+            made = a.delegations.create(ROOT, d, b"x", 0o644, 0)
+            found = await b.md.read(ROOT, lookup=mpb.Lookup(parent=d, name=b"x"))
+            assert found.attr == made
+            # given back: a no longer answers for the directory
+            assert a.delegations.create(ROOT, d, b"y", 0o644, 0) is None
+            with pytest.raises(FsError) as exc:
+                a.delegations.lookup(d, b"y") or await a.md.read(
+                    ROOT, lookup=mpb.Lookup(parent=d, name=b"y"))
+            assert exc.value.errno == errno.ENOENT
+    run(scenario())
+
+
+def test_a_holder_that_ignores_the_recall_loses_the_directory_but_not_its_files(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.take(d)
+            a.md.on_recall = lambda directory: None      # deaf to recalls
+            assert a.delegations.create(ROOT, d, b"late", 0o644, 0) is not None
+            a.md.send_deferred()
+            started = time.monotonic()
+            await b.md.mutate(ROOT, create=pb.Create(parent=d, name=b"from-b", mode=0o644))
+            assert time.monotonic() - started >= RECALL_S * 0.9   # it waited for it
+            assert {b"late", b"from-b"} <= await names(b, d)
+    run(scenario())
+
+
+def test_creates_answered_before_a_leader_dies_are_all_committed_once(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.take(d)
+            lost = []
+            a.delegations.on_lost = lambda *what: lost.append(what)
+            made = {a.delegations.create(ROOT, d, b"g%d" % i, 0o644, 0).inode
+                    for i in range(300)}
+            leader = (await asyncio.to_thread(cluster.wait_leader))["id"]
+            cluster.signal(leader, signal.SIGKILL)
+            await a.delegations.drain()
+            assert not lost
+            reply = await b.md.read(ROOT, readdir=mpb.Readdir(inode=d, limit=5000))
+            by_name = {e.name: e.attr.inode for e in reply.entries}
+            assert {by_name[b"g%d" % i] for i in range(300)} == made
+            cluster.start(leader)
+    run(scenario())
+
+
+def test_a_change_by_the_holder_itself_gives_the_directory_back(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.take(d)
+            assert a.delegations.create(ROOT, d, b"made-here", 0o644, 0) is not None
+            await a.md.mutate(ROOT, unlink=pb.Unlink(parent=d, name=b"made-here"))
+            assert d not in a.delegations.held
+            assert b"made-here" not in await names(b, d)
+            await a.md.mutate(ROOT, create=pb.Create(parent=d, name=b"made-here", mode=0o644))
+            assert b"made-here" in await names(b, d)
+    run(scenario())
+
+
+def test_a_closed_session_holds_nothing(cluster):
+    async def scenario():
+        async with Session(cluster, "b") as b:
+            async with Session(cluster, "a") as a:
+                d = await mkdir(a, b"d")
+                await a.take(d)
+                assert a.delegations.create(ROOT, d, b"last", 0o644, 0) is not None
+            started = time.monotonic()
+            assert b"last" in await names(b, d)      # committed before the session closed
+            assert time.monotonic() - started < RECALL_S   # nobody to recall from
+    run(scenario())
+
+
+def test_a_caller_without_write_permission_is_not_answered_by_the_session(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a:
+            d = await mkdir(a, b"d", ROOT, 0o755)
+            await a.take(d)
+            assert a.delegations.create(USER, d, b"nope", 0o644, 0) is None
+            with pytest.raises(FsError) as exc:
+                await a.md.mutate(USER, create=pb.Create(parent=d, name=b"nope", mode=0o644))
+            assert exc.value.errno == errno.EACCES
+    run(scenario())
