@@ -17,6 +17,7 @@ the directory back after recalls.RECALL_S, no longer expects.
 """
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -38,7 +39,7 @@ REFUSED_S = 10.0     # after a refusal or a recall, ask for that directory again
 RESERVE = 4096       # inode numbers reserved at a time
 LIVE_S = 0.5         # local creates only while the leader answered this recently
 MAX_PENDING = 4096   # creates not yet committed; past this a create waits
-READDIR_PAGE = 1000
+READDIR_PAGE = 10_000
 
 
 class Held:
@@ -63,6 +64,7 @@ class Delegations:
         self._not_before: dict[int, float] = {}
         self._asking: dict[int, bool] = {}            # dir -> still wanted
         self._range = (0, 0)                          # unused reserved inodes [lo, hi)
+        self._next_range = (0, 0)                     # reserved ahead, used after it
         self._reserving: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -79,7 +81,7 @@ class Delegations:
         the master: it also gives the right error)."""
         held = self.held.get(parent)
         if (held is None or name in held.names or not self._live()
-                or len(self.pending) >= MAX_PENDING or not self.md.session):
+                or not self.md.session):
             return None
         directory = _node(held.attr)
         try:
@@ -108,6 +110,16 @@ class Delegations:
         task.add_done_callback(lambda t: self._committed(t, parent, name, ino))
         return attr
 
+    async def room(self, parent: int) -> None:
+        """Before a create: when the cluster falls behind, wait for the oldest ones
+        (what is answered but not committed stays bounded); in a held directory
+        after a quiet spell, hear from the leader first (see LIVE_S)."""
+        while len(self.pending) >= MAX_PENDING:
+            await asyncio.wait([next(iter(self.pending.values()))])
+        if parent in self.held and not self._live():
+            with contextlib.suppress(Exception):   # then the create goes to the master
+                await self.md.ping()
+
     def lookup(self, parent: int, name: bytes) -> pb.Attr | None:
         """A name in a held directory: its attributes if created here and not yet
         committed; FsError(ENOENT) if it does not exist; None: ask the master."""
@@ -119,6 +131,18 @@ class Delegations:
         if name not in held.names:
             raise FsError(errno.ENOENT, f"{name!r} is not in directory {parent}")
         return None
+
+    def closed_unsent(self, inode: int) -> bool:
+        """A file created here is closed before its create was even sent (the usual
+        create-and-close): the create then need not open it at the master, and no
+        Release is needed. False: release it as usual."""
+        reply = self.pending.get(inode)
+        command = self.md.unsent(reply) if reply is not None else None
+        if command is None or not command.create.open:
+            return False
+        command.create.open = False
+        command.create.open_flags = 0
+        return True
 
     def getattr(self, inode: int) -> pb.Attr | None:
         """A held directory's attributes as they are with the creates made here, or
@@ -150,8 +174,8 @@ class Delegations:
         directory's names are no longer all known here."""
         if mutation and kind in ("delegate", "undelegate", "reserve_inodes"):
             return []
-        if mutation and kind == "create" and op.inode:
-            return []
+        if mutation and kind == "create" and (op.inode or self._known(op.parent, op.name)):
+            return []   # made here, or a name that exists: the names stay as known
         waits = []
         for field in ("parent", "new_parent", "inode"):
             ino = getattr(op, field, 0)
@@ -171,6 +195,10 @@ class Delegations:
                 else:
                     waits.append(self.pending[ino])
         return waits
+
+    def _known(self, parent: int, name: bytes) -> bool:
+        held = self.held.get(parent)
+        return held is not None and name in held.names
 
     async def settled(self, inode: int) -> None:
         """fsync: the creates of this file, or made in this directory, are committed."""
@@ -206,7 +234,7 @@ class Delegations:
 
     async def _ask(self, caller: pb.Caller, parent: int) -> None:
         try:
-            if not self._range[1] - self._range[0]:
+            if self._range[0] >= self._range[1] and self._reserving is None:
                 await self._reserve()
             attr = (await self.md.mutate(caller, delegate=pb.Delegate(dir=parent))).attr
             names = await self._names(parent)
@@ -254,22 +282,28 @@ class Delegations:
 
     # -- inode numbers -------------------------------------------------------------------
     def _take_inode(self) -> int:
+        """The next reserved inode (0: none now). The next range is reserved while a
+        quarter of this one is left (the master keeps both valid)."""
         lo, hi = self._range
         if lo >= hi:
-            if self._reserving is None:
-                self._reserving = self._spawn(self._reserve())
+            self._range, self._next_range = self._next_range, (0, 0)
+            lo, hi = self._range
+        if hi - lo < RESERVE // 4 and not self._next_range[1] and self._reserving is None:
+            self._reserving = self._spawn(self._reserve())
+        if lo >= hi:
             return 0
         self._range = (lo + 1, hi)
         return lo
 
     async def _reserve(self) -> None:
-        """A new range replaces the old at the master: the old one is dropped here
-        first, so no create sent after the reservation uses it."""
-        self._range = (0, 0)
         try:
             result = await self.md.mutate(pb.Caller(),
                                           reserve_inodes=pb.ReserveInodes(count=RESERVE))
-            self._range = (result.first_inode, result.first_inode + result.inode_count)
+            new = (result.first_inode, result.first_inode + result.inode_count)
+            if self._range[0] < self._range[1]:
+                self._next_range = new
+            else:
+                self._range = new
         finally:
             self._reserving = None
 

@@ -215,6 +215,10 @@ class MetadataClient:
         reply.add_done_callback(_log_failure)
         return reply
 
+    async def ping(self) -> None:
+        """One round trip to the leader (a heartbeat)."""
+        await self._exchange(mpb.Request(session=self.session, heartbeat=mpb.Heartbeat()))
+
     async def read(self, caller: pb.Caller, follower: bool = False, **op) -> mpb.Reply:
         """One read; linearizable unless `follower` (then at least as new as anything
         this client saw). FsError for a POSIX error."""
@@ -266,6 +270,15 @@ class MetadataClient:
         if self._deferred_flush is None:
             self._deferred_flush = asyncio.get_running_loop().call_later(
                 DEFER_S, self._send_deferred)
+
+    def unsent(self, reply: asyncio.Future) -> pb.Command | None:
+        """The command of a deferred request that has not been sent yet (it may still
+        be changed), by the future mutate_deferred returned; None once sent."""
+        for request in reversed(self._deferred):
+            call = self._calls.get(request.id)
+            if call is not None and call.future is reply:
+                return request.mutation
+        return None
 
     def send_deferred(self) -> None:
         """Send the deferred commands now (someone waits for what follows them)."""

@@ -289,6 +289,7 @@ class Operations(pyfuse3.Operations):
         """One command creates and opens (a new file opens whatever its mode: tar
         writes read-only files it creates)."""
         caller, since = self.callers.of(ctx), self.kernel.epoch
+        await self.delegations.room(parent_inode)
         attr = self.delegations.create(caller, parent_inode, name, mode, flags)
         if attr is None:
             attr = (await self.md.mutate(caller, create=pb.Create(
@@ -373,8 +374,10 @@ class Operations(pyfuse3.Operations):
             if not self.handles.is_open(handle.inode):
                 self.sizes.pop(handle.inode, None)
         # Nobody waits for a release (close(2) returned already): it rides along with
-        # the next request instead of costing a Raft round of its own.
-        self.md.mutate_deferred(handle.caller, release=pb.Release(inode=handle.inode))
+        # the next request instead of costing a Raft round of its own, or is not
+        # needed at all when the create that opened the file has not gone yet.
+        if not self.delegations.closed_unsent(handle.inode):
+            self.md.mutate_deferred(handle.caller, release=pb.Release(inode=handle.inode))
 
     # -- directories ------------------------------------------------------------------------
     @fuse_operation

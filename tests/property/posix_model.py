@@ -137,7 +137,7 @@ class PosixModel:
         self.next_session = 1
         # A session's unused range of reserved inodes [next, end), for its delegated
         # creates: inodes are used in increasing order, skipped ones are lost.
-        self.reserved: dict[int, tuple[int, int]] = {}
+        self.reserved: dict[int, tuple[int, int, int, int]] = {}
 
     # -- derived views ----------------------------------------------------------------
     def directories(self) -> list[int]:
@@ -290,9 +290,13 @@ class PosixModel:
         """`inode` set: a delegated create, answered by the client as new at `time_ns`
         (0: the command's time) with the next inode(s) of its session's range."""
         if inode:
-            low, end = self.reserved.get(session, (0, 0)) if session else (0, 0)
-            if not low <= inode < end:
-                raise Refused(E.EINVAL, "inode not in the session's unused range")
+            low, end, low2, end2 = self.ranges(session)
+            if low <= inode < end:
+                after = (inode + 1, end, low2, end2)
+            elif low2 <= inode < end2:
+                after = (inode + 1, end2, 0, 0)
+            else:
+                raise Refused(E.EINVAL, "inode not in the session's unused ranges")
             now = time_ns or now
         d = self._parent(user, parent, name)
         if name in d.entries:
@@ -306,7 +310,7 @@ class PosixModel:
         attr = self._new_node(user, now, d, name, "reg", mode & PERM_BITS & ~user.umask,
                               ino=inode)
         if inode:
-            self.reserved[session] = (inode + 1, end)
+            self.reserved[session] = after
         return attr
 
     def op_reserve_inodes(self, user, now, count, *, session=0):
@@ -316,8 +320,20 @@ class PosixModel:
             raise Refused(E.EINVAL, "reserve count")
         first = self.next_ino
         self.next_ino += count
-        self.reserved[session] = (first, first + count)  # the old range is dropped
+        low, end, _, _ = self.ranges(session)
+        # kept, with the new range after it; or, used up, replaced by the new one
+        self.reserved[session] = ((low, end, first, first + count) if low < end
+                                  else (first, first + count, 0, 0))
         return Outcome(first_inode=first, inode_count=count)
+
+    def ranges(self, session):
+        """(next, end, next2, end2): the current range's unused part and the one
+        after it; a used-up current range gives way to the next."""
+        low, end, low2, end2 = self.reserved.get(session, (0, 0, 0, 0)) if session \
+            else (0, 0, 0, 0)
+        if low >= end and low2 < end2:
+            return low2, end2, 0, 0
+        return low, end, low2, end2
 
     def op_symlink(self, user, now, parent, name, target):
         if not target:

@@ -29,7 +29,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from schemas import namespace_pb2 as pb
 from services.metadata.applier import Applier
-from services.metadata.namespace import reads
+from services.metadata.namespace import delegation_fold, reads
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
 from services.metadata.projection import open_projection
@@ -462,10 +462,11 @@ class FoldVsModel(RuleBasedStateMachine):
         of its range, sometimes a later one (skipping some), sometimes one it may not
         use (used, below, past the range); at the time it told the application."""
         m = self.model
-        low, end = m.reserved.get(sid, (0, 0))
-        bad = [i for i in (low - 1, end, m.next_ino, 2**64 - 1) if i > 0]
+        low, end, low2, end2 = m.ranges(sid)
+        bad = [i for i in (low - 1, end2 or end, m.next_ino, 2**64 - 1)
+               if i > 0 and not low2 <= i < end2]
         inode = weighted(data, (10, [low] if low < end else []), (3, range(low + 1, end)),
-                         (2, bad), label="inode")
+                         (3, [low2] if low2 < end2 else []), (2, bad), label="inode")
         time_ns = weighted(data, (6, [self.now - 1, self.now - 10**9]), (1, [0]),
                            (2, EXPLICIT_TIMES), label="time_ns")
         user = self.user(data)
@@ -558,7 +559,7 @@ class FoldVsModel(RuleBasedStateMachine):
             if not self.model.sessions:
                 return
         sid = weighted(data, (1, sorted(self.model.sessions)), label="session")
-        low, end = self.model.reserved.get(sid, (0, 0))
+        low, end, _, _ = self.model.ranges(sid)
         kinds = []
         if low >= end or data.draw(st.integers(0, 3), label="reserve again") == 0:
             kinds.append(self.gen_reserve_inodes)
@@ -685,7 +686,7 @@ class FoldVsModel(RuleBasedStateMachine):
     def ranges_agree(self):
         for sid in set(self.clients) | set(self.model.sessions):
             found = self.proj.get(r.RESERVED, r.u64(sid))
-            got = None if found is None else r.TWO_U64.unpack(found)
+            got = None if found is None else delegation_fold.RANGES.unpack(found)
             assert got == self.model.reserved.get(sid), f"reserved range of session {sid}"
 
 

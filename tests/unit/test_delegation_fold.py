@@ -47,8 +47,9 @@ class Session:
 
 
 def reserved(fs, session) -> tuple[int, int] | None:
+    """The session's current unused range."""
     found = fs.proj.get(r.RESERVED, r.u64(session))
-    return None if found is None else r.TWO_U64.unpack(found)
+    return None if found is None else delegation_fold.ranges(found)[:2]
 
 
 def holder(fs, directory) -> int | None:
@@ -84,13 +85,29 @@ def test_a_range_starts_at_the_next_inode_and_later_creates_come_after_it(fs):
     assert fs.mkdir(R, b"d") == a + 12
 
 
-def test_a_new_range_replaces_the_old_one(fs):
+def test_a_range_reserved_ahead_follows_the_current_one(fs):
+    """A client reserves its next range before the current one runs out: creates
+    sent before and after that reservation both find their inodes valid."""
     s = Session(fs)
     first, _ = s.reserve(5)
-    again, _ = s.reserve(3)
-    assert again == first + 5 and reserved(fs, s.sid) == (again, again + 3)
-    assert s.create(R, b"f", first).errno == errno.EINVAL  # the old range is gone
-    assert s.create(R, b"f", again).attr.inode == again
+    ahead, _ = s.reserve(3)
+    assert ahead == first + 5 and reserved(fs, s.sid) == (first, first + 5)
+    assert s.create(R, b"f", first).attr.inode == first
+    assert s.create(R, b"g", ahead).attr.inode == ahead   # leaves the rest of the first
+    assert reserved(fs, s.sid) == (ahead + 1, ahead + 3)
+    assert s.create(R, b"h", first + 1).errno == errno.EINVAL   # passed, gone
+
+
+def test_a_new_range_replaces_one_reserved_ahead_and_a_used_up_one(fs):
+    s = Session(fs)
+    first, _ = s.reserve(1)
+    assert s.create(R, b"f", first).attr.inode == first       # used up
+    second, _ = s.reserve(2)
+    assert reserved(fs, s.sid) == (second, second + 2)
+    third, _ = s.reserve(2)                                    # ahead of the second
+    fourth, _ = s.reserve(2)                                   # replaces the third
+    assert s.create(R, b"g", third).errno == errno.EINVAL
+    assert s.create(R, b"g", fourth).attr.inode == fourth
 
 
 @pytest.mark.parametrize("count", [0, delegation_fold.MAX_RESERVED + 1])
@@ -454,7 +471,7 @@ def test_replaying_delegations_folds_to_the_same_projection(tmp_path):
     codes, _, _, delegations, ranges = first
     assert codes == [0, 0, 0, 0, errno.EBUSY, 0, 0, 0, errno.EINVAL, errno.EEXIST, 0, 0, 0,
                      errno.EPERM, 0, errno.EACCES, 0, 0, 0]
-    assert delegations == [] and ranges == [(r.u64(1), r.TWO_U64.pack(8, 8))]
+    assert delegations == [] and ranges == [(r.u64(1), delegation_fold.RANGES.pack(8, 8, 0, 0))]
 
 
 def test_replaying_from_a_snapshot_gives_the_same_projection(tmp_path):

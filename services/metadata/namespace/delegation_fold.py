@@ -9,19 +9,23 @@ in the background; nothing here trusts the client: a delegated Create is checked
 like any other, and one whose name exists by then fails with EEXIST.
 
   delegations  dir(8)      -> session(8)
-  reserved     session(8)  -> next(8) end(8)   (the range still unused)
+  reserved     session(8)  -> next(8) end(8) next2(8) end2(8): the unused part of the
+                              current range, and the range reserved after it
+                              (0, 0: none), so that a client can reserve ahead
 See docs/delegations.md.
 """
 
 import errno
+import struct
 
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
 
-MAX_DELEGATED_ENTRIES = 4096   # the holder lists the directory when it takes it
+MAX_DELEGATED_ENTRIES = 65_536  # the holder lists the directory when it takes it
 MAX_RESERVED = 1 << 16
+RANGES = struct.Struct(">QQQQ")
 
 
 def delegate(ns, op: pb.Delegate, session: int) -> pb.Result:
@@ -54,27 +58,48 @@ def undelegate(ns, op: pb.Undelegate, session: int) -> pb.Result:
     return pb.Result()
 
 
+def ranges(found: bytes | None) -> tuple[int, int, int, int]:
+    """(next, end, next2, end2) of a session's record; an exhausted current range
+    gives way to the one after it."""
+    if found is None:
+        return 0, 0, 0, 0
+    low, end, low2, end2 = RANGES.unpack(found)
+    if low >= end and low2 < end2:
+        return low2, end2, 0, 0
+    return low, end, low2, end2
+
+
 def reserve_inodes(ns, op: pb.ReserveInodes, session: int) -> pb.Result:
+    """A new range: the current one if the session has used up its own, else the
+    one after it (replacing an earlier one after it)."""
     if not session:
         raise FsError(errno.EINVAL, "reserving inodes needs a session")
     if not 0 < op.count <= MAX_RESERVED:
         raise FsError(errno.EINVAL, f"reserve 1 to {MAX_RESERVED} inodes, not {op.count}")
     first = ns.counter(b"next_inode")
     ns.txn.put(r.META, b"next_inode", r.u64(first + op.count))
-    ns.txn.put(r.RESERVED, r.u64(session), r.TWO_U64.pack(first, first + op.count))
+    low, end, _, _ = ranges(ns.txn.get(r.RESERVED, r.u64(session)))
+    new = (first, first + op.count)
+    record = (low, end, *new) if low < end else (*new, 0, 0)
+    ns.txn.put(r.RESERVED, r.u64(session), RANGES.pack(*record))
     return pb.Result(first_inode=first, inode_count=op.count)
 
 
 def claim(ns, session: int, ino: int) -> None:
-    """A delegated create's inode: the next unused ones of the session's range."""
+    """A delegated create's inode: the next unused ones of the session's current
+    range, or of the range after it (which then becomes the current one)."""
     found = ns.txn.get(r.RESERVED, r.u64(session)) if session else None
     if found is None:
         raise FsError(errno.EINVAL, f"inode {ino}: session {session} has no reserved range")
-    low, end = r.TWO_U64.unpack(found)
-    if not low <= ino < end:
+    low, end, low2, end2 = ranges(found)
+    if low <= ino < end:
+        record = (ino + 1, end, low2, end2)
+    elif low2 <= ino < end2:
+        record = (ino + 1, end2, 0, 0)
+    else:
         raise FsError(errno.EINVAL, f"inode {ino} is not in session {session}'s unused "
-                                    f"range [{low}, {end})")
-    ns.txn.put(r.RESERVED, r.u64(session), r.TWO_U64.pack(ino + 1, end))
+                                    f"ranges [{low}, {end}) and [{low2}, {end2})")
+    ns.txn.put(r.RESERVED, r.u64(session), RANGES.pack(*record))
 
 
 def end_session(ns, session: int) -> None:
