@@ -43,11 +43,12 @@ READDIR_PAGE = 10_000
 
 
 class Held:
-    """A directory this session holds: its attributes and every name in it."""
+    """A directory this session holds: its attributes and every name in it, with the
+    inode and type behind it."""
     __slots__ = ("attr", "names", "made", "tasks")
 
-    def __init__(self, attr: pb.Attr, names: set[bytes]):
-        self.attr, self.names = attr, names
+    def __init__(self, attr: pb.Attr, names: dict[bytes, tuple[int, int]]):
+        self.attr, self.names = attr, names    # name -> (inode, mode)
         self.made: dict[bytes, int] = {}          # name -> inode: created here, uncommitted
         self.tasks: set[asyncio.Task] = set()     # their commits
 
@@ -67,6 +68,7 @@ class Delegations:
         self._next_range = (0, 0)                     # reserved ahead, used after it
         self._reserving: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._answering = False     # sending a command answered here (see before())
 
     def attach(self) -> "Delegations":
         """Be told of every request the session sends, and of recalls."""
@@ -97,18 +99,49 @@ class Delegations:
         kind_mode, gid = perm.inherited(
             caller, directory, stat.S_IFREG | (mode & 0o7777 & ~caller.umask))
         attr = r.Inode(ino, kind_mode, caller.uid, gid, 1, 0, now, now, now).to_attr()
-        held.names.add(name)
+        held.names[name] = (ino, kind_mode)
         held.made[name] = ino
         self.attrs[ino] = attr
         held.attr.size += 1
         held.attr.mtime_ns = held.attr.ctime_ns = now
-        task = self.md.mutate_deferred(caller, create=pb.Create(
+        self._defer(caller, parent, name, ino, create=pb.Create(
             parent=parent, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
             open=True, open_flags=flags, inode=ino, time_ns=now))
-        self.pending[ino] = task
-        held.tasks.add(task)
-        task.add_done_callback(lambda t: self._committed(t, parent, name, ino))
         return attr
+
+    def unlink(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
+        """Unlink a file in a held directory here (True), or leave it to the master:
+        a directory, a sticky directory, a caller without write permission."""
+        held = self.held.get(parent)
+        if held is None or not self._live() or held.attr.mode & stat.S_ISVTX:
+            return False
+        ino, mode = held.names.get(name, (0, 0))
+        if not ino or stat.S_ISDIR(mode):
+            return False
+        try:
+            perm.may_create(caller, _node(held.attr))
+        except FsError:
+            return False
+        now = time.time_ns()
+        del held.names[name]
+        held.made.pop(name, None)
+        self.attrs.pop(ino, None)
+        held.attr.size -= 1
+        held.attr.mtime_ns = held.attr.ctime_ns = now
+        self._defer(caller, parent, name, ino,
+                    unlink=pb.Unlink(parent=parent, name=name, time_ns=now))
+        return True
+
+    def _defer(self, caller: pb.Caller, parent: int, name: bytes, ino: int, **op) -> None:
+        """Send a command answered here; reads of `ino` or `parent` wait for it."""
+        self._answering = True
+        try:
+            reply = self.md.mutate_deferred(caller, **op)
+        finally:
+            self._answering = False
+        self.pending[ino] = reply        # a later command on the inode implies this one
+        self.held[parent].tasks.add(reply)
+        reply.add_done_callback(lambda r: self._committed(r, parent, name, ino))
 
     async def room(self, parent: int) -> None:
         """Before a create: when the cluster falls behind, wait for the oldest ones
@@ -150,16 +183,18 @@ class Delegations:
         held = self.held.get(inode)
         return held.attr if held is not None else self.attrs.get(inode)
 
-    def _committed(self, task: asyncio.Task, parent: int, name: bytes, ino: int) -> None:
-        self.pending.pop(ino, None)
-        self.attrs.pop(ino, None)
+    def _committed(self, task: asyncio.Future, parent: int, name: bytes, ino: int) -> None:
+        if self.pending.get(ino) is task:
+            del self.pending[ino]
+            self.attrs.pop(ino, None)
         held = self.held.get(parent)
         if held is not None:
             held.tasks.discard(task)
-            held.made.pop(name, None)
+            if held.made.get(name) == ino:     # committed: the master answers for it
+                del held.made[name]
         failure = _failure(task)
         if failure is not None:
-            log.error("a create answered by this mount failed at the master: %r in "
+            log.error("a change answered by this mount failed at the master: %r in "
                       "directory %d (inode %d): %s", name, parent, ino, failure)
             self.give_back(parent)
             if self.on_lost is not None:
@@ -174,8 +209,10 @@ class Delegations:
         directory's names are no longer all known here."""
         if mutation and kind in ("delegate", "undelegate", "reserve_inodes"):
             return []
-        if mutation and kind == "create" and (op.inode or self._known(op.parent, op.name)):
-            return []   # made here, or a name that exists: the names stay as known
+        if self._answering:
+            return []   # a command answered here: the names are as it left them
+        if mutation and kind == "create" and self._known(op.parent, op.name):
+            return []   # a name that exists: the names stay as they are
         waits = []
         for field in ("parent", "new_parent", "inode"):
             ino = getattr(op, field, 0)
@@ -214,9 +251,9 @@ class Delegations:
             await asyncio.wait(list(self.pending.values()))
 
     # -- taking and giving back ------------------------------------------------------------
-    def created(self, caller: pb.Caller, parent: int, directory_size: int = 0) -> None:
-        """A create in `parent` went to the master: a streak of them is worth asking
-        for the directory."""
+    def changed(self, caller: pb.Caller, parent: int, directory_size: int = 0) -> None:
+        """A create or unlink in `parent` went to the master: a streak of them is
+        worth asking for the directory."""
         now = time.monotonic()
         if parent in self.held or parent in self._asking or not self.md.session:
             return
@@ -248,14 +285,14 @@ class Delegations:
         finally:
             self._asking.pop(parent, None)
 
-    async def _names(self, parent: int) -> set[bytes]:
-        names, cookie = set(), 0
+    async def _names(self, parent: int) -> dict[bytes, tuple[int, int]]:
+        names, cookie = {}, 0
         while True:
             reply = await self.md.read(pb.Caller(), readdir=mpb.Readdir(
                 inode=parent, cookie=cookie, limit=READDIR_PAGE))
             if not reply.entries:
                 return names
-            names.update(e.name for e in reply.entries)
+            names.update((e.name, (e.attr.inode, e.attr.mode)) for e in reply.entries)
             cookie = reply.entries[-1].cookie
 
     def recall(self, directory: int) -> None:
@@ -268,7 +305,10 @@ class Delegations:
         self._undelegate(directory)
 
     def give_back(self, directory: int) -> None:
+        """This session changes the directory in a way not tracked here (a mkdir, a
+        rename...): give it back; ask again only after a while, not at once."""
         if self.held.pop(directory, None) is not None:
+            self._not_before[directory] = time.monotonic() + REFUSED_S
             self._undelegate(directory)
 
     def reset(self) -> None:

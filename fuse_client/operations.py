@@ -245,8 +245,11 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def unlink(self, parent_inode, name, ctx):
-        await self.md.mutate(self.callers.of(ctx),
-                             unlink=pb.Unlink(parent=parent_inode, name=name))
+        caller = self.callers.of(ctx)
+        if self.delegations.unlink(caller, parent_inode, name):
+            return
+        await self.md.mutate(caller, unlink=pb.Unlink(parent=parent_inode, name=name))
+        self.delegations.changed(caller, parent_inode)
 
     @fuse_operation
     async def rmdir(self, parent_inode, name, ctx):
@@ -295,7 +298,7 @@ class Operations(pyfuse3.Operations):
             attr = (await self.md.mutate(caller, create=pb.Create(
                 parent=parent_inode, name=name, mode=mode,
                 exclusive=bool(flags & os.O_EXCL), open=True, open_flags=flags))).attr
-            self.delegations.created(caller, parent_inode)
+            self.delegations.changed(caller, parent_inode)
         return (self._opened(attr, caller, flags),
                 self._entry(attr, since, parent_inode, name))
 

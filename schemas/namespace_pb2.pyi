@@ -163,12 +163,14 @@ class Link(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., new_parent: _Optional[int] = ..., new_name: _Optional[bytes] = ...) -> None: ...
 
 class Unlink(_message.Message):
-    __slots__ = ("parent", "name")
+    __slots__ = ("parent", "name", "time_ns")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
+    time_ns: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., time_ns: _Optional[int] = ...) -> None: ...
 
 class Rmdir(_message.Message):
     __slots__ = ("parent", "name")

@@ -57,7 +57,7 @@ class Session:
         if attr is None:
             attr = (await self.md.mutate(caller, create=pb.Create(
                 parent=parent, name=name, mode=0o644, open=True))).attr
-            self.delegations.created(caller, parent)
+            self.delegations.changed(caller, parent)
         return attr
 
     async def take(self, parent: int, caller=ROOT) -> None:
@@ -180,6 +180,25 @@ def test_a_change_by_the_holder_itself_gives_the_directory_back(cluster):
             assert b"made-here" not in await names(b, d)
             await a.md.mutate(ROOT, create=pb.Create(parent=d, name=b"made-here", mode=0o644))
             assert b"made-here" in await names(b, d)
+    run(scenario())
+
+
+def test_unlinks_in_a_held_directory_are_answered_by_the_session_too(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.md.mutate(ROOT, mkdir=pb.Mkdir(parent=d, name=b"sub", mode=0o755))
+            await a.md.mutate(ROOT, create=pb.Create(parent=d, name=b"old", mode=0o644))
+            await a.take(d)
+            assert a.delegations.create(ROOT, d, b"new", 0o644, 0) is not None
+            assert a.delegations.unlink(ROOT, d, b"new")     # before it was committed
+            assert a.delegations.unlink(ROOT, d, b"old")     # listed when taken
+            assert not a.delegations.unlink(ROOT, d, b"sub")  # a directory: the master
+            assert not a.delegations.unlink(USER, d, b"streak-0")   # no permission
+            with pytest.raises(FsError):
+                a.delegations.lookup(d, b"old")
+            listed = await names(b, d)
+            assert b"sub" in listed and not {b"new", b"old"} & listed
     run(scenario())
 
 

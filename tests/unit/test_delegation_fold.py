@@ -277,6 +277,19 @@ def test_a_retried_reservation_returns_the_same_range(fs):
 
 # -- Delegate -----------------------------------------------------------------------------
 
+def test_an_unlink_answered_by_the_holder_keeps_the_time_it_told(fs):
+    d = fs.mkdir(R, b"d")
+    fs.create(d, b"f")
+    fs.create(d, b"g")
+    s = Session(fs)
+    assert s.delegate(d).errno == 0
+    assert s.do(unlink=pb.Unlink(parent=d, name=b"f", time_ns=T)).errno == 0
+    assert reads.getattr(fs.proj, d).mtime_ns == T
+    other = Session(fs)   # not the holder: its time is not taken
+    assert other.do(unlink=pb.Unlink(parent=d, name=b"g", time_ns=T + 5)).errno == 0
+    assert reads.getattr(fs.proj, d).mtime_ns == fs.time_ns
+
+
 def test_delegate_takes_a_directory_for_the_session(fs):
     d = fs.mkdir(R, b"d")
     s = Session(fs)

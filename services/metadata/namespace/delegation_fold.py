@@ -46,6 +46,11 @@ def delegate(ns, op: pb.Delegate, session: int) -> pb.Result:
     return result
 
 
+def holds(ns, session: int, directory: int) -> bool:
+    found = ns.txn.get(r.DELEGATIONS, r.u64(directory)) if session else None
+    return found is not None and r.from_u64(found) == session
+
+
 def undelegate(ns, op: pb.Undelegate, session: int) -> pb.Result:
     """Give a directory back (its holder), or take it back (the leader, session 0).
     Giving back what one no longer holds is not an error: a recall may have won."""

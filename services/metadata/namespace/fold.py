@@ -268,7 +268,9 @@ def _link(ns: Namespace, op: pb.Link) -> pb.Result:
     return _ok(node)
 
 
-def _unlink(ns: Namespace, op: pb.Unlink) -> pb.Result:
+def _unlink(ns: Namespace, op: pb.Unlink, session: int) -> pb.Result:
+    if op.time_ns and delegation_fold.holds(ns, session, op.parent):
+        ns.now = op.time_ns
     directory = ns.parent(op.parent, op.name)
     node = _present(ns, directory, op.name)
     perm.may_delete(ns.caller, directory, node)
@@ -701,13 +703,14 @@ def _check_adoptable(ns: Namespace, op: pb.AdoptChunks) -> None:
 
 OPERATIONS = {
     "mkdir": _mkdir, "mknod": _mknod, "symlink": _symlink,
-    "link": _link, "unlink": _unlink, "rmdir": _rmdir, "rename": _rename,
+    "link": _link, "rmdir": _rmdir, "rename": _rename,
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
     "set_class": _set_class, "adopt_chunks": _adopt_chunks,
 }
 # Operations on a session's own state take its id too.
 SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
+                      "unlink": _unlink,
                       "begin_write": _begin_write,
                       "commit_write": _commit_write,
                       "delegate": delegation_fold.delegate,
