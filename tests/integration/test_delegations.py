@@ -6,6 +6,7 @@ directory first gets everything those creates made, whatever the holder does
 
 import asyncio
 import errno
+import random
 import signal
 import time
 
@@ -224,4 +225,41 @@ def test_a_caller_without_write_permission_is_not_answered_by_the_session(cluste
             with pytest.raises(FsError) as exc:
                 await a.md.mutate(USER, create=pb.Create(parent=d, name=b"nope", mode=0o644))
             assert exc.value.errno == errno.EACCES
+    run(scenario())
+
+
+def test_two_sessions_creating_and_unlinking_in_one_directory_agree_with_a_model(cluster):
+    """Both sessions want the directory (it goes back and forth by recalls and
+    refusals); every create and unlink either was answered by its session or went
+    to the master, and the directory ends with exactly the names that should stay."""
+    async def worker(s: Session, d: int, tag: bytes, expected: set, rng) -> None:
+        mine = []
+        for i in range(400):
+            if mine and rng.random() < 0.3:
+                name = mine.pop(rng.randrange(len(mine)))
+                if not s.delegations.unlink(ROOT, d, name):
+                    await s.md.mutate(ROOT, unlink=pb.Unlink(parent=d, name=name))
+                    s.delegations.changed(ROOT, d)
+                expected.discard(name)
+            else:
+                name = b"%s-%d" % (tag, i)
+                await s.create(d, name)
+                mine.append(name)
+                expected.add(name)
+            if rng.random() < 0.05:
+                await asyncio.sleep(0.01)
+
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"shared")
+            expected: set[bytes] = set()
+            lost = []
+            for s in (a, b):
+                s.delegations.on_lost = lambda *what: lost.append(what)
+            await asyncio.gather(worker(a, d, b"a", expected, random.Random(1)),
+                                 worker(b, d, b"b", expected, random.Random(2)))
+            for s in (a, b):
+                await s.delegations.drain()
+            assert not lost
+            assert await names(a, d) == expected == await names(b, d)
     run(scenario())
