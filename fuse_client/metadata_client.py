@@ -305,9 +305,13 @@ class MetadataClient:
         self._outgoing.put_nowait(request)
 
     def _acked_seq(self) -> int:
-        """Every seq at or below this has its reply here: the fold may forget them."""
-        waiting = [c.request.seq for c in self._calls.values() if c.request.seq]
-        return min(waiting) - 1 if waiting else self._seq
+        """Every seq at or below this has its reply here: the fold may forget them.
+        Calls are kept in the order they were made, and a mutation is numbered as it
+        is made, so the first mutation still waiting has the lowest seq."""
+        for call in self._calls.values():
+            if call.request.seq:
+                return call.request.seq - 1
+        return self._seq
 
     # -- the stream -----------------------------------------------------------------------
     async def _keep_connected(self) -> None:
