@@ -81,32 +81,68 @@ class Delegations:
                flags: int) -> pb.Attr | None:
         """The new file's attributes if this create is answered here, else None (ask
         the master: it also gives the right error)."""
+        if not self._may_answer(caller, parent, name):
+            return None
+        attr = self._new(self.held[parent], caller, name,
+                         stat.S_IFREG | (mode & 0o7777 & ~caller.umask))
+        if attr is None:
+            return None
+        self._defer(caller, parent, name, attr.inode, create=pb.Create(
+            parent=parent, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
+            open=True, open_flags=flags, inode=attr.inode, time_ns=attr.ctime_ns))
+        return attr
+
+    def mkdir(self, caller: pb.Caller, parent: int, name: bytes, mode: int
+              ) -> pb.Attr | None:
+        """Like create, for a directory; the new (empty) directory is held too."""
+        if not self._may_answer(caller, parent, name):
+            return None
+        attr = self._new(self.held[parent], caller, name,
+                         stat.S_IFDIR | (mode & 0o1777 & ~caller.umask))
+        if attr is None:
+            return None
+        self._defer(caller, parent, name, attr.inode, mkdir=pb.Mkdir(
+            parent=parent, name=name, mode=mode, inode=attr.inode, time_ns=attr.ctime_ns,
+            delegate=True))
+        self.adopt(attr)
+        return attr
+
+    def adopt(self, attr: pb.Attr) -> None:
+        """A directory this session just made, delegated to it (Mkdir.delegate)."""
+        self.held[attr.inode] = Held(attr, {})
+
+    def _may_answer(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
         held = self.held.get(parent)
         if (held is None or name in held.names or not self._live()
                 or not self.md.session):
-            return None
+            return False
         directory = _node(held.attr)
         try:
             check_name(name)
             perm.search(caller, directory)
             perm.may_create(caller, directory)
         except FsError:
-            return None
+            return False
+        return True
+
+    def _new(self, held: Held, caller: pb.Caller, name: bytes, mode: int
+             ) -> pb.Attr | None:
+        """The attributes the fold will give a node made in `held` (None: no inode
+        number left for now), entered in the directory as known here."""
         ino = self._take_inode()
         if not ino:
             return None
         now = time.time_ns()
-        kind_mode, gid = perm.inherited(
-            caller, directory, stat.S_IFREG | (mode & 0o7777 & ~caller.umask))
-        attr = r.Inode(ino, kind_mode, caller.uid, gid, 1, 0, now, now, now).to_attr()
-        held.names[name] = (ino, kind_mode)
+        mode, gid = perm.inherited(caller, _node(held.attr), mode)
+        is_dir = stat.S_ISDIR(mode)
+        attr = r.Inode(ino, mode, caller.uid, gid, 2 if is_dir else 1, 0, now, now,
+                       now).to_attr()
+        held.names[name] = (ino, mode)
         held.made[name] = ino
         self.attrs[ino] = attr
         held.attr.size += 1
+        held.attr.nlink += is_dir
         held.attr.mtime_ns = held.attr.ctime_ns = now
-        self._defer(caller, parent, name, ino, create=pb.Create(
-            parent=parent, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
-            open=True, open_flags=flags, inode=ino, time_ns=now))
         return attr
 
     def unlink(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
@@ -130,6 +166,31 @@ class Delegations:
         held.attr.mtime_ns = held.attr.ctime_ns = now
         self._defer(caller, parent, name, ino,
                     unlink=pb.Unlink(parent=parent, name=name, time_ns=now))
+        return True
+
+    def rmdir(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
+        """Remove a directory made or held here that is empty, in a held directory
+        (True), or leave it to the master."""
+        held = self.held.get(parent)
+        if held is None or not self._live() or held.attr.mode & stat.S_ISVTX:
+            return False
+        ino, mode = held.names.get(name, (0, 0))
+        child = self.held.get(ino)
+        if not stat.S_ISDIR(mode) or child is None or child.names:
+            return False
+        try:
+            perm.may_create(caller, _node(held.attr))
+        except FsError:
+            return False
+        now = time.time_ns()
+        del held.names[name], self.held[ino]
+        held.made.pop(name, None)
+        self.attrs.pop(ino, None)
+        held.attr.size -= 1
+        held.attr.nlink -= 1
+        held.attr.mtime_ns = held.attr.ctime_ns = now
+        self._defer(caller, parent, name, ino,
+                    rmdir=pb.Rmdir(parent=parent, name=name, time_ns=now))
         return True
 
     def _defer(self, caller: pb.Caller, parent: int, name: bytes, ino: int, **op) -> None:
@@ -196,6 +257,7 @@ class Delegations:
         if failure is not None:
             log.error("a change answered by this mount failed at the master: %r in "
                       "directory %d (inode %d): %s", name, parent, ino, failure)
+            self.held.pop(ino, None)    # a directory made here that was not made
             self.give_back(parent)
             if self.on_lost is not None:
                 self.on_lost(parent, name, ino)
@@ -226,12 +288,24 @@ class Delegations:
                     self.give_back(ino)
                 else:
                     waits += held.tasks
-            elif ino in self.pending:
+            if ino in self.pending:
                 if mutation:
                     self.attrs.pop(ino, None)   # the master's answer is newer
                 else:
                     waits.append(self.pending[ino])
         return waits
+
+    def renaming(self, parent: int, name: bytes, name_of) -> None:
+        """Before a command sent to the master changes what is at (parent, name)
+        (a rename, or an unlink, rmdir or link not answered here): a node made or
+        held here that is there changes at the master (its ctime, its links), so it
+        is no longer answered for here. `name_of(inode)`: where the kernel knows it."""
+        held = self.held.get(parent)
+        ino = held.names.get(name, (0, 0))[0] if held is not None else 0
+        found = {ino} if ino else {i for i in self.held if name_of(i) == (parent, name)}
+        for inode in found:
+            self.attrs.pop(inode, None)
+            self.give_back(inode)
 
     def _known(self, parent: int, name: bytes) -> bool:
         held = self.held.get(parent)
@@ -301,13 +375,18 @@ class Delegations:
         if directory in self._asking:
             self._asking[directory] = False
         self._not_before[directory] = time.monotonic() + REFUSED_S
-        self.held.pop(directory, None)
+        held = self.held.pop(directory, None)
+        for ino in held.made.values() if held is not None else ():
+            self.attrs.pop(ino, None)      # others may change them from now on
         self._undelegate(directory)
 
     def give_back(self, directory: int) -> None:
         """This session changes the directory in a way not tracked here (a mkdir, a
         rename...): give it back; ask again only after a while, not at once."""
-        if self.held.pop(directory, None) is not None:
+        held = self.held.pop(directory, None)
+        if held is not None:
+            for ino in held.made.values():   # their attributes may change at the master
+                self.attrs.pop(ino, None)
             self._not_before[directory] = time.monotonic() + REFUSED_S
             self._undelegate(directory)
 

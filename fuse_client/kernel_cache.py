@@ -38,6 +38,10 @@ class KernelCache:
         if name:
             self._names[inode] = (parent, name)
 
+    def name_of(self, inode: int) -> tuple[int, bytes]:
+        """(parent, name) the kernel last got the inode by; NO_NAME if none."""
+        return self._names.get(inode, NO_NAME)
+
     def forgotten(self, inode: int, count: int) -> None:
         left = self._lookups.get(inode, 0) - count
         if left > 0:

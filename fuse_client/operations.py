@@ -230,8 +230,17 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return await self._made(ctx, parent_inode, name, mkdir=pb.Mkdir(
-            parent=parent_inode, name=name, mode=mode))
+        """A new directory is delegated to this session from the start (see
+        docs/delegations.md); in a held directory it is made here."""
+        caller, since = self.callers.of(ctx), self.kernel.epoch
+        attr = self.delegations.mkdir(caller, parent_inode, name, mode)
+        if attr is None:
+            delegate = bool(self.md.session)
+            attr = (await self.md.mutate(caller, mkdir=pb.Mkdir(
+                parent=parent_inode, name=name, mode=mode, delegate=delegate))).attr
+            if delegate:
+                self.delegations.adopt(attr)
+        return self._entry(attr, since, parent_inode, name)
 
     @fuse_operation
     async def symlink(self, parent_inode, name, target, ctx):
@@ -248,17 +257,22 @@ class Operations(pyfuse3.Operations):
         caller = self.callers.of(ctx)
         if self.delegations.unlink(caller, parent_inode, name):
             return
+        self.delegations.renaming(parent_inode, name, self.kernel.name_of)
         await self.md.mutate(caller, unlink=pb.Unlink(parent=parent_inode, name=name))
         self.delegations.changed(caller, parent_inode)
 
     @fuse_operation
     async def rmdir(self, parent_inode, name, ctx):
-        await self.md.mutate(self.callers.of(ctx),
-                             rmdir=pb.Rmdir(parent=parent_inode, name=name))
+        caller = self.callers.of(ctx)
+        if not self.delegations.rmdir(caller, parent_inode, name):
+            self.delegations.renaming(parent_inode, name, self.kernel.name_of)
+            await self.md.mutate(caller, rmdir=pb.Rmdir(parent=parent_inode, name=name))
 
     @fuse_operation
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags,
                      ctx):
+        for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+            self.delegations.renaming(parent, name, self.kernel.name_of)
         await self.md.mutate(self.callers.of(ctx), rename=pb.Rename(
             parent=parent_inode_old, name=name_old, new_parent=parent_inode_new,
             new_name=name_new, flags=flags))

@@ -45,8 +45,8 @@ def touched(projection, request: mpb.Request) -> set[int]:
     else:
         op, found = getattr(request, kind), set()
     for field in _INODE_FIELDS:
-        if kind == "create" and field == "inode":
-            continue              # a delegated create's new inode
+        if kind in ("create", "mkdir") and field == "inode":
+            continue              # the new inode of a create or mkdir answered by a holder
         value = getattr(op, field, 0)
         if value:
             found.add(value)

@@ -203,6 +203,28 @@ def test_unlinks_in_a_held_directory_are_answered_by_the_session_too(cluster):
     run(scenario())
 
 
+def test_a_tree_made_in_a_held_directory_is_held_and_seen_whole_by_others(cluster):
+    async def scenario():
+        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+            d = await mkdir(a, b"d")
+            await a.take(d)
+            sub = a.delegations.mkdir(ROOT, d, b"sub", 0o750)
+            assert sub is not None and sub.inode in a.delegations.held   # born held
+            deeper = a.delegations.mkdir(ROOT, sub.inode, b"deeper", 0o755)
+            for i in range(10):
+                assert a.delegations.create(ROOT, deeper.inode, b"f%d" % i, 0o644, 0)
+            empty = a.delegations.mkdir(ROOT, sub.inode, b"empty", 0o755)
+            assert a.delegations.rmdir(ROOT, sub.inode, b"empty")
+            assert not a.delegations.rmdir(ROOT, sub.inode, b"deeper")   # not empty
+            seen = (await b.md.read(ROOT, lookup=mpb.Lookup(parent=d, name=b"sub"))).attr
+            assert seen.inode == sub.inode and seen.mode == sub.mode and seen.nlink == 3
+            assert await names(b, sub.inode) == {b"deeper"}
+            assert await names(b, deeper.inode) == {b"f%d" % i for i in range(10)}
+            with pytest.raises(FsError):
+                await b.md.read(ROOT, getattr=mpb.Getattr(inode=empty.inode))
+    run(scenario())
+
+
 def test_a_closed_session_holds_nothing(cluster):
     async def scenario():
         async with Session(cluster, "b") as b:

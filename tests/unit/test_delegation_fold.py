@@ -290,6 +290,35 @@ def test_an_unlink_answered_by_the_holder_keeps_the_time_it_told(fs):
     assert reads.getattr(fs.proj, d).mtime_ns == fs.time_ns
 
 
+def test_a_mkdir_answered_by_the_holder_and_born_delegated(fs):
+    s = Session(fs)
+    first, _ = s.reserve(4)
+    result = s.do(mkdir=pb.Mkdir(parent=R, name=b"d", mode=0o2775, inode=first, time_ns=T,
+                                 delegate=True))
+    assert result.errno == 0, result.message
+    attr = result.attr
+    assert attr.inode == first and attr.nlink == 2 and attr.mtime_ns == T
+    assert stat.S_ISDIR(attr.mode) and attr.mode & 0o7777 == 0o775   # no setgid from mode
+    assert holder(fs, first) == s.sid
+    root = reads.getattr(fs.proj, R)
+    assert root.nlink == 3 and root.mtime_ns == T
+    assert reserved(fs, s.sid) == (first + 1, first + 4)
+    # a directory born delegated needs a session
+    assert fs.do(mkdir=pb.Mkdir(parent=R, name=b"e", mode=0o755, delegate=True)).errno \
+        == errno.EINVAL
+    assert s.do(mkdir=pb.Mkdir(parent=R, name=b"d", mode=0o755, inode=first + 1)).errno \
+        == errno.EEXIST
+
+
+def test_an_rmdir_answered_by_the_holder_keeps_the_time_it_told_and_frees_the_delegation(fs):
+    s = Session(fs)
+    d = s.do(mkdir=pb.Mkdir(parent=R, name=b"d", mode=0o755, delegate=True)).attr.inode
+    sub = s.do(mkdir=pb.Mkdir(parent=d, name=b"sub", mode=0o755, delegate=True)).attr.inode
+    assert holder(fs, sub) == s.sid
+    assert s.do(rmdir=pb.Rmdir(parent=d, name=b"sub", time_ns=T)).errno == 0
+    assert reads.getattr(fs.proj, d).mtime_ns == T and holder(fs, sub) is None
+
+
 def test_delegate_takes_a_directory_for_the_session(fs):
     d = fs.mkdir(R, b"d")
     s = Session(fs)

@@ -40,10 +40,14 @@ def delegate(ns, op: pb.Delegate, session: int) -> pb.Result:
     if directory.size > MAX_DELEGATED_ENTRIES:
         raise FsError(errno.E2BIG, f"directory {op.dir} has more than "
                                    f"{MAX_DELEGATED_ENTRIES} entries to delegate")
-    ns.txn.put(r.DELEGATIONS, r.u64(op.dir), r.u64(session))
+    grant(ns, op.dir, session)
     result = pb.Result()
     directory.fill_attr(result.attr)
     return result
+
+
+def grant(ns, directory: int, session: int) -> None:
+    ns.txn.put(r.DELEGATIONS, r.u64(directory), r.u64(session))
 
 
 def holds(ns, session: int, directory: int) -> bool:

@@ -181,14 +181,21 @@ class Namespace:
 
 # -- operations -------------------------------------------------------------------
 
-def _mkdir(ns: Namespace, op: pb.Mkdir) -> pb.Result:
+def _mkdir(ns: Namespace, op: pb.Mkdir, session: int) -> pb.Result:
+    if op.inode:        # delegated: answered by the client, at its time
+        delegation_fold.claim(ns, session, op.inode)
+        ns.now = op.time_ns or ns.now
+    if op.delegate and not session:
+        raise FsError(errno.EINVAL, "a directory is delegated to a session: open one")
     directory = ns.parent(op.parent, op.name)
     _absent(ns, directory, op.name)
     perm.may_create(ns.caller, directory)
     mode = stat.S_IFDIR | (op.mode & 0o1777 & ~ns.caller.umask)
-    node = ns.new_node(directory, mode)
+    node = ns.new_node(directory, mode, ino=op.inode)
     ns.link_entry(directory, op.name, node)
     ns.touch_dir(directory, entries=1, subdirs=1)
+    if op.delegate:
+        delegation_fold.grant(ns, node.ino, session)
     return _ok(node)
 
 
@@ -282,7 +289,9 @@ def _unlink(ns: Namespace, op: pb.Unlink, session: int) -> pb.Result:
     return pb.Result()
 
 
-def _rmdir(ns: Namespace, op: pb.Rmdir) -> pb.Result:
+def _rmdir(ns: Namespace, op: pb.Rmdir, session: int) -> pb.Result:
+    if op.time_ns and delegation_fold.holds(ns, session, op.parent):
+        ns.now = op.time_ns
     directory = ns.parent(op.parent, op.name)
     node = _present(ns, directory, op.name)
     perm.may_delete(ns.caller, directory, node)
@@ -702,15 +711,15 @@ def _check_adoptable(ns: Namespace, op: pb.AdoptChunks) -> None:
 
 
 OPERATIONS = {
-    "mkdir": _mkdir, "mknod": _mknod, "symlink": _symlink,
-    "link": _link, "rmdir": _rmdir, "rename": _rename,
+    "mknod": _mknod, "symlink": _symlink,
+    "link": _link, "rename": _rename,
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
     "set_class": _set_class, "adopt_chunks": _adopt_chunks,
 }
 # Operations on a session's own state take its id too.
 SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
-                      "unlink": _unlink,
+                      "unlink": _unlink, "mkdir": _mkdir, "rmdir": _rmdir,
                       "begin_write": _begin_write,
                       "commit_write": _commit_write,
                       "delegate": delegation_fold.delegate,
