@@ -30,7 +30,7 @@ from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.delegation_fold import MAX_DELEGATED_ENTRIES
 from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.names import check_name
+from services.metadata.namespace.names import NAME_MAX, check_name
 
 log = logging.getLogger(__name__)
 ASK_AFTER = 2        # creates in a directory within ASK_WINDOW_S before asking for it
@@ -110,6 +110,26 @@ class Delegations:
     def adopt(self, attr: pb.Attr) -> None:
         """A directory this session just made, delegated to it (Mkdir.delegate)."""
         self.held[attr.inode] = Held(attr, {})
+        self._take_inode(ahead=True)
+
+    def attributes_set(self, attr: pb.Attr) -> None:
+        """A held directory's setattr (chmod, chown, utimes) was answered by the
+        master: its names are as they were, its attributes are these."""
+        held = self.held.get(attr.inode)
+        if held is not None:
+            held.attr.CopyFrom(attr)
+
+    def made_at_master(self, parent: int, name: bytes, attr: pb.Attr) -> None:
+        """A create or mkdir in a held directory was made by the master (no inode
+        number was at hand here, or the name existed): the directory's names and
+        attributes follow, as the fold changed them."""
+        held = self.held.get(parent)
+        if held is None or name in held.names:
+            return
+        held.names[name] = (attr.inode, attr.mode)
+        held.attr.size += 1
+        held.attr.nlink += stat.S_ISDIR(attr.mode)
+        held.attr.mtime_ns = held.attr.ctime_ns = attr.ctime_ns
 
     def _may_answer(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
         held = self.held.get(parent)
@@ -214,17 +234,27 @@ class Delegations:
             with contextlib.suppress(Exception):   # then the create goes to the master
                 await self.md.ping()
 
-    def lookup(self, parent: int, name: bytes) -> pb.Attr | None:
+    def lookup(self, caller: pb.Caller, parent: int, name: bytes) -> pb.Attr | None:
         """A name in a held directory: its attributes if created here and not yet
-        committed; FsError(ENOENT) if it does not exist; None: ask the master."""
+        committed; FsError(ENOENT) if it does not exist; None: ask the master. The
+        errors are the master's (ENAMETOOLONG, EACCES before ENOENT)."""
         held = self.held.get(parent)
-        if held is None:
+        if held is None or name in (b".", b".."):
             return None
+        if len(name) > NAME_MAX:
+            raise FsError(errno.ENAMETOOLONG, f"entry name is {len(name)} bytes")
+        perm.search(caller, _node(held.attr))
         if name in held.made:
             return self.attrs.get(held.made[name])
         if name not in held.names:
             raise FsError(errno.ENOENT, f"{name!r} is not in directory {parent}")
         return None
+
+    def made_here(self, inode: int) -> bool:
+        """A node created here, not yet committed and unchanged since: it has no
+        extended attributes (the kernel asks for security.capability before each
+        write)."""
+        return inode in self.attrs
 
     def closed_unsent(self, inode: int) -> bool:
         """A file created here is closed before its create was even sent (the usual
@@ -273,8 +303,10 @@ class Delegations:
             return []
         if self._answering:
             return []   # a command answered here: the names are as it left them
-        if mutation and kind == "create" and self._known(op.parent, op.name):
-            return []   # a name that exists: the names stay as they are
+        if mutation and kind in ("create", "mkdir") and op.parent in self.held:
+            return []   # made_at_master() enters the name
+        if mutation and kind == "setattr" and op.inode in self.held:
+            return []   # attributes_set() takes the master's answer
         waits = []
         for field in ("parent", "new_parent", "inode"):
             ino = getattr(op, field, 0)
@@ -293,6 +325,8 @@ class Delegations:
                     self.attrs.pop(ino, None)   # the master's answer is newer
                 else:
                     waits.append(self.pending[ino])
+        if waits:
+            self.md.send_deferred()     # someone waits for them: no reason to linger
         return waits
 
     def renaming(self, parent: int, name: bytes, name_of) -> None:
@@ -306,10 +340,6 @@ class Delegations:
         for inode in found:
             self.attrs.pop(inode, None)
             self.give_back(inode)
-
-    def _known(self, parent: int, name: bytes) -> bool:
-        held = self.held.get(parent)
-        return held is not None and name in held.names
 
     async def settled(self, inode: int) -> None:
         """fsync: the creates of this file, or made in this directory, are committed."""
@@ -400,16 +430,17 @@ class Delegations:
         self.md.send_deferred()
 
     # -- inode numbers -------------------------------------------------------------------
-    def _take_inode(self) -> int:
-        """The next reserved inode (0: none now). The next range is reserved while a
-        quarter of this one is left (the master keeps both valid)."""
+    def _take_inode(self, ahead: bool = False) -> int:
+        """The next reserved inode (0: none now; `ahead`: take none, only reserve).
+        The next range is reserved while a quarter of this one is left (the master
+        keeps both valid)."""
         lo, hi = self._range
         if lo >= hi:
             self._range, self._next_range = self._next_range, (0, 0)
             lo, hi = self._range
         if hi - lo < RESERVE // 4 and not self._next_range[1] and self._reserving is None:
             self._reserving = self._spawn(self._reserve())
-        if lo >= hi:
+        if lo >= hi or ahead:
             return 0
         self._range = (lo + 1, hi)
         return lo

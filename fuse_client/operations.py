@@ -128,7 +128,7 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx):
         caller, since = self.callers.of(ctx), self.kernel.epoch
         try:
-            here = self.delegations.lookup(parent_inode, name)
+            here = self.delegations.lookup(caller, parent_inode, name)
             if here is not None:
                 return self._entry(here, since, parent_inode, name)
             reply = await self.md.read(caller, lookup=mpb.Lookup(parent=parent_inode, name=name))
@@ -186,6 +186,7 @@ class Operations(pyfuse3.Operations):
         if op is None:
             return self._attrs(await self._getattr(caller, inode), since)
         changed = (await self.md.mutate(caller, setattr=op)).attr
+        self.delegations.attributes_set(changed)
         if fields.update_size:
             self.data.invalidate(inode)
             if inode in self.sizes:
@@ -238,6 +239,7 @@ class Operations(pyfuse3.Operations):
             delegate = bool(self.md.session)
             attr = (await self.md.mutate(caller, mkdir=pb.Mkdir(
                 parent=parent_inode, name=name, mode=mode, delegate=delegate))).attr
+            self.delegations.made_at_master(parent_inode, name, attr)
             if delegate:
                 self.delegations.adopt(attr)
         return self._entry(attr, since, parent_inode, name)
@@ -312,6 +314,7 @@ class Operations(pyfuse3.Operations):
             attr = (await self.md.mutate(caller, create=pb.Create(
                 parent=parent_inode, name=name, mode=mode,
                 exclusive=bool(flags & os.O_EXCL), open=True, open_flags=flags))).attr
+            self.delegations.made_at_master(parent_inode, name, attr)
             self.delegations.changed(caller, parent_inode)
         return (self._opened(attr, caller, flags),
                 self._entry(attr, since, parent_inode, name))
@@ -481,7 +484,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def getxattr(self, inode, name, ctx):
-        if name == CAPABILITY and self.no_caps.get(inode, 0.0) > time.monotonic():
+        if (name == CAPABILITY and self.no_caps.get(inode, 0.0) > time.monotonic()
+                or self.delegations.made_here(inode)):
             raise pyfuse3.FUSEError(errno.ENODATA)
         try:
             return (await self.md.read(self.callers.of(ctx),

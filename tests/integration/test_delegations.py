@@ -58,6 +58,7 @@ class Session:
         if attr is None:
             attr = (await self.md.mutate(caller, create=pb.Create(
                 parent=parent, name=name, mode=0o644, open=True))).attr
+            self.delegations.made_at_master(parent, name, attr)
             self.delegations.changed(caller, parent)
         return attr
 
@@ -129,7 +130,7 @@ def test_a_lookup_from_another_session_finds_a_file_created_a_moment_before(clus
             # given back: a no longer answers for the directory
             assert a.delegations.create(ROOT, d, b"y", 0o644, 0) is None
             with pytest.raises(FsError) as exc:
-                a.delegations.lookup(d, b"y") or await a.md.read(
+                a.delegations.lookup(ROOT, d, b"y") or await a.md.read(
                     ROOT, lookup=mpb.Lookup(parent=d, name=b"y"))
             assert exc.value.errno == errno.ENOENT
     run(scenario())
@@ -197,7 +198,7 @@ def test_unlinks_in_a_held_directory_are_answered_by_the_session_too(cluster):
             assert not a.delegations.unlink(ROOT, d, b"sub")  # a directory: the master
             assert not a.delegations.unlink(USER, d, b"streak-0")   # no permission
             with pytest.raises(FsError):
-                a.delegations.lookup(d, b"old")
+                a.delegations.lookup(ROOT, d, b"old")
             listed = await names(b, d)
             assert b"sub" in listed and not {b"new", b"old"} & listed
     run(scenario())
