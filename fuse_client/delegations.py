@@ -54,10 +54,11 @@ class Held:
 
 
 class Delegations:
-    def __init__(self, md, on_lost=None):
+    def __init__(self, md, on_lost=None, enabled: bool = True):
         """`md`: the open MetadataClient; `on_lost(parent, name, inode)`: a create
-        answered here failed at the master after all (the kernel must forget it)."""
-        self.md, self.on_lost = md, on_lost
+        answered here failed at the master after all (the kernel must forget it);
+        not `enabled` (-o no_delegations): never ask for a directory."""
+        self.md, self.on_lost, self.enabled = md, on_lost, enabled
         self.held: dict[int, Held] = {}
         self.pending: dict[int, asyncio.Task] = {}    # inode -> its create's commit
         self.attrs: dict[int, pb.Attr] = {}   # pending inode -> attributes, until changed
@@ -81,30 +82,33 @@ class Delegations:
                flags: int) -> pb.Attr | None:
         """The new file's attributes if this create is answered here, else None (ask
         the master: it also gives the right error)."""
-        if not self._may_answer(caller, parent, name):
-            return None
-        attr = self._new(self.held[parent], caller, name,
-                         stat.S_IFREG | (mode & 0o7777 & ~caller.umask))
-        if attr is None:
-            return None
-        self._defer(caller, parent, name, attr.inode, create=pb.Create(
-            parent=parent, name=name, mode=mode, exclusive=bool(flags & os.O_EXCL),
-            open=True, open_flags=flags, inode=attr.inode, time_ns=attr.ctime_ns))
-        return attr
+        return self._answer(caller, parent, name,
+                            stat.S_IFREG | (mode & 0o7777 & ~caller.umask),
+                            lambda attr: {"create": pb.Create(
+                                parent=parent, name=name, mode=mode,
+                                exclusive=bool(flags & os.O_EXCL), open=True,
+                                open_flags=flags, inode=attr.inode, time_ns=attr.ctime_ns)})
 
     def mkdir(self, caller: pb.Caller, parent: int, name: bytes, mode: int
               ) -> pb.Attr | None:
         """Like create, for a directory; the new (empty) directory is held too."""
+        attr = self._answer(caller, parent, name,
+                            stat.S_IFDIR | (mode & 0o1777 & ~caller.umask),
+                            lambda attr: {"mkdir": pb.Mkdir(
+                                parent=parent, name=name, mode=mode, inode=attr.inode,
+                                time_ns=attr.ctime_ns, delegate=True)})
+        if attr is not None:
+            self.adopt(attr)
+        return attr
+
+    def _answer(self, caller: pb.Caller, parent: int, name: bytes, mode: int, command
+                ) -> pb.Attr | None:
+        """Make a node here if this session may; `command(attr)`: the one to send."""
         if not self._may_answer(caller, parent, name):
             return None
-        attr = self._new(self.held[parent], caller, name,
-                         stat.S_IFDIR | (mode & 0o1777 & ~caller.umask))
-        if attr is None:
-            return None
-        self._defer(caller, parent, name, attr.inode, mkdir=pb.Mkdir(
-            parent=parent, name=name, mode=mode, inode=attr.inode, time_ns=attr.ctime_ns,
-            delegate=True))
-        self.adopt(attr)
+        attr = self._new(self.held[parent], caller, name, mode)
+        if attr is not None:
+            self._defer(caller, parent, name, attr.inode, **command(attr))
         return attr
 
     def adopt(self, attr: pb.Attr) -> None:
@@ -359,7 +363,8 @@ class Delegations:
         """A create or unlink in `parent` went to the master: a streak of them is
         worth asking for the directory."""
         now = time.monotonic()
-        if parent in self.held or parent in self._asking or not self.md.session:
+        if (parent in self.held or parent in self._asking or not self.md.session
+                or not self.enabled):
             return
         if self._not_before.get(parent, 0.0) > now or directory_size > MAX_DELEGATED_ENTRIES:
             return

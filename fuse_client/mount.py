@@ -95,6 +95,7 @@ async def _serve_restored(config: MountConfig) -> None:
 async def _mount(config: MountConfig, md: MetadataClient) -> None:
     ops = Operations(md, ChunkIO(md), config.options.timeouts,
                      config.options.writeback_cache,
+                     delegations=config.options.delegations,
                      on_init=lambda: set_read_ahead(config.mountpoint,
                                                     config.options.read_ahead_kb))
     invalidator = Invalidator(ops.forget_inode, ops.kernel)

@@ -25,6 +25,7 @@ class MountOptions:
     timeouts: Timeouts
     writeback_cache: bool = False
     read_ahead_kb: int = DEFAULT_READ_AHEAD_KB
+    delegations: bool = True    # docs/delegations.md
 
 
 def parse(given: list[str], as_root: bool) -> MountOptions:
@@ -34,23 +35,27 @@ def parse(given: list[str], as_root: bool) -> MountOptions:
     default = Timeouts()
     times = {"attr_timeout": default.attr, "entry_timeout": default.entry,
              "negative_timeout": None}
-    writeback, read_ahead = False, DEFAULT_READ_AHEAD_KB
+    writeback, read_ahead, delegations = False, DEFAULT_READ_AHEAD_KB, True
     for item in items:
         key, _, value = item.partition("=")
         if key in TIMEOUTS:
             times[key] = _number(key, value, float)
         elif key == "read_ahead_kb":
             read_ahead = int(_number(key, value, int))
-        elif key in ("writeback_cache", "no_writeback_cache"):
-            writeback = key == "writeback_cache"
+        elif key in ("writeback_cache", "no_writeback_cache", "delegations",
+                     "no_delegations"):
             if value:
                 raise MountOptionError(f"-o {item}: {key} takes no value")
+            if key.endswith("writeback_cache"):
+                writeback = key == "writeback_cache"
+            else:
+                delegations = key == "delegations"
         else:
             fuse.add(item)
     negative = times["negative_timeout"]
     timeouts = Timeouts(attr=times["attr_timeout"], entry=times["entry_timeout"],
                         negative=times["entry_timeout"] if negative is None else negative)
-    return MountOptions(frozenset(fuse), timeouts, writeback, read_ahead)
+    return MountOptions(frozenset(fuse), timeouts, writeback, read_ahead, delegations)
 
 
 def _number(key: str, value: str, kind) -> float:

@@ -48,10 +48,12 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
 
     def __init__(self, metadata, chunk_io, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-                 writeback_cache: bool = False, on_init=None):
+                 writeback_cache: bool = False, on_init=None, delegations: bool = True):
         """`metadata`: an open MetadataClient; `chunk_io`: the ChunkIO over it;
         `on_init`: called once the kernel has answered FUSE's INIT (the mount's
-        settings, such as read-ahead, can be tuned from then on)."""
+        settings, such as read-ahead, can be tuned from then on); `delegations`:
+        answer creates and the like in directories the session holds
+        (docs/delegations.md)."""
         super().__init__()
         self.md, self.data, self.timeouts = metadata, chunk_io, timeouts
         self.enable_writeback_cache = writeback_cache
@@ -68,7 +70,8 @@ class Operations(pyfuse3.Operations):
         # the kernel, which may trust it until attr_timeout
         self.no_caps: dict[int, float] = {}   # inode -> until when it has no capability
         self._space: tuple[float, pyfuse3.StatvfsData | None] = (0.0, None)
-        self.delegations = Delegations(metadata, on_lost=self._lost).attach()
+        self.delegations = Delegations(metadata, on_lost=self._lost,
+                                       enabled=delegations).attach()
 
     def init(self) -> None:
         if self.on_init is not None:     # after this returns, INIT's answer is sent
@@ -236,7 +239,7 @@ class Operations(pyfuse3.Operations):
         caller, since = self.callers.of(ctx), self.kernel.epoch
         attr = self.delegations.mkdir(caller, parent_inode, name, mode)
         if attr is None:
-            delegate = bool(self.md.session)
+            delegate = bool(self.md.session) and self.delegations.enabled
             attr = (await self.md.mutate(caller, mkdir=pb.Mkdir(
                 parent=parent_inode, name=name, mode=mode, delegate=delegate))).attr
             self.delegations.made_at_master(parent_inode, name, attr)

@@ -5,6 +5,7 @@ directory first gets everything those creates made, whatever the holder does
 (answers the recall, ignores it, or loses its leader meanwhile)."""
 
 import asyncio
+import contextlib
 import errno
 import random
 import signal
@@ -73,6 +74,15 @@ class Session:
         raise AssertionError(f"directory {parent} was never delegated")
 
 
+@contextlib.asynccontextmanager
+async def holding(cluster):
+    """Sessions a and b, and a directory d that a holds."""
+    async with Session(cluster, "a") as a, Session(cluster, "b") as b:
+        d = await mkdir(a, b"d")
+        await a.take(d)
+        yield a, b, d
+
+
 async def mkdir(s: Session, name: bytes, owner=ROOT, mode=0o755) -> int:
     d = (await s.md.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=name, mode=0o755))).attr.inode
     await s.md.mutate(ROOT, setattr=pb.Setattr(inode=d, uid=owner.uid, gid=owner.gid,
@@ -104,9 +114,7 @@ def test_a_streak_of_creates_is_answered_by_the_session_and_committed_as_answere
 
 def test_another_session_sees_every_create_the_holder_answered(cluster):
     async def scenario():
-        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
-            d = await mkdir(a, b"d")
-            await a.take(d)
+        async with holding(cluster) as (a, b, d):
             made = [a.delegations.create(ROOT, d, b"f%d" % i, 0o644, 0) for i in range(200)]
             assert all(made)
             listed = await names(b, d)        # recalls the directory first
@@ -121,9 +129,7 @@ def test_another_session_sees_every_create_the_holder_answered(cluster):
 
 def test_a_lookup_from_another_session_finds_a_file_created_a_moment_before(cluster):
     async def scenario():
-        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
-            d = await mkdir(a, b"d")
-            await a.take(d)
+        async with holding(cluster) as (a, b, d):
             made = a.delegations.create(ROOT, d, b"x", 0o644, 0)
             found = await b.md.read(ROOT, lookup=mpb.Lookup(parent=d, name=b"x"))
             assert found.attr == made
@@ -138,9 +144,7 @@ def test_a_lookup_from_another_session_finds_a_file_created_a_moment_before(clus
 
 def test_a_holder_that_ignores_the_recall_loses_the_directory_but_not_its_files(cluster):
     async def scenario():
-        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
-            d = await mkdir(a, b"d")
-            await a.take(d)
+        async with holding(cluster) as (a, b, d):
             a.md.on_recall = lambda directory: None      # deaf to recalls
             assert a.delegations.create(ROOT, d, b"late", 0o644, 0) is not None
             a.md.send_deferred()
@@ -153,9 +157,7 @@ def test_a_holder_that_ignores_the_recall_loses_the_directory_but_not_its_files(
 
 def test_creates_answered_before_a_leader_dies_are_all_committed_once(cluster):
     async def scenario():
-        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
-            d = await mkdir(a, b"d")
-            await a.take(d)
+        async with holding(cluster) as (a, b, d):
             lost = []
             a.delegations.on_lost = lambda *what: lost.append(what)
             made = {a.delegations.create(ROOT, d, b"g%d" % i, 0o644, 0).inode
@@ -173,9 +175,7 @@ def test_creates_answered_before_a_leader_dies_are_all_committed_once(cluster):
 
 def test_a_change_by_the_holder_itself_gives_the_directory_back(cluster):
     async def scenario():
-        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
-            d = await mkdir(a, b"d")
-            await a.take(d)
+        async with holding(cluster) as (a, b, d):
             assert a.delegations.create(ROOT, d, b"made-here", 0o644, 0) is not None
             await a.md.mutate(ROOT, unlink=pb.Unlink(parent=d, name=b"made-here"))
             assert d not in a.delegations.held
@@ -206,9 +206,7 @@ def test_unlinks_in_a_held_directory_are_answered_by_the_session_too(cluster):
 
 def test_a_tree_made_in_a_held_directory_is_held_and_seen_whole_by_others(cluster):
     async def scenario():
-        async with Session(cluster, "a") as a, Session(cluster, "b") as b:
-            d = await mkdir(a, b"d")
-            await a.take(d)
+        async with holding(cluster) as (a, b, d):
             sub = a.delegations.mkdir(ROOT, d, b"sub", 0o750)
             assert sub is not None and sub.inode in a.delegations.held   # born held
             deeper = a.delegations.mkdir(ROOT, sub.inode, b"deeper", 0o755)

@@ -19,10 +19,11 @@ def test_our_options_are_taken_and_the_rest_go_to_fuse():
     assert {"ro", "noexec", "default_permissions", "allow_other", "dev", "suid"} <= opts.fuse
     assert not any(o.startswith(("attr_timeout", "writeback")) for o in opts.fuse)
     assert "allow_other" not in parse([], as_root=False).fuse
+    assert opts.delegations and not parse(["no_delegations"], as_root=True).delegations
 
 
 @pytest.mark.parametrize("bad", ["attr_timeout=soon", "negative_timeout=-1",
-                                 "writeback_cache=1"])
+                                 "writeback_cache=1", "no_delegations=yes"])
 def test_bad_options_say_what_is_wrong(bad):
     with pytest.raises(MountOptionError, match=bad.split("=")[0]):
         parse([bad], as_root=True)
