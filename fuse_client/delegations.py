@@ -404,12 +404,14 @@ class Delegations:
             names.update((e.name, (e.attr.inode, e.attr.mode)) for e in reply.entries)
             cookie = reply.entries[-1].cookie
 
-    def recall(self, directory: int) -> None:
-        """The leader wants the directory back: the creates made in it go first (they
-        are ahead on the stream), then the Undelegate, now."""
+    def recall(self, directory: int, wanted: bool = True) -> None:
+        """The leader wants the directory back (another session `wanted` it: ask for
+        it again only after a while): the creates made in it go first (they are
+        ahead on the stream), then the Undelegate, now."""
         if directory in self._asking:
             self._asking[directory] = False
-        self._not_before[directory] = time.monotonic() + REFUSED_S
+        if wanted:
+            self._not_before[directory] = time.monotonic() + REFUSED_S
         held = self.held.pop(directory, None)
         for ino in held.made.values() if held is not None else ():
             self.attrs.pop(ino, None)      # others may change them from now on
@@ -428,7 +430,7 @@ class Delegations:
     def reset(self) -> None:
         """The session stream was replaced: a recall may have been missed."""
         for directory in list(self.held):
-            self.recall(directory)
+            self.recall(directory, wanted=False)
 
     def _undelegate(self, directory: int) -> None:
         self.md.mutate_deferred(pb.Caller(), undelegate=pb.Undelegate(dir=directory))

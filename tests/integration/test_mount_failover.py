@@ -280,3 +280,28 @@ def test_creates_the_mount_answered_are_durable_after_fsync(cluster, other):
                 os.close(descriptor)
     listed = os.listdir(os.path.join(other, name))
     assert "last" in listed and {f"f{i}" for i in range(50)} <= set(listed)
+
+
+def test_a_stopped_mount_gives_its_directory_up_to_the_other_after_a_moment(cluster, both):
+    """The directory was made on A, so A holds it. A freezes (SIGSTOP): B's change in
+    it waits for the recall, which A cannot answer, until the leader takes the
+    directory back; then it goes through, with A's earlier creates in place. A goes
+    on when it wakes up."""
+    a, b = both
+    for i in range(20):
+        write(os.path.join(a, f"f{i}"), b"")
+    time.sleep(0.2)                       # A's creates have gone to the leader
+    a_mount = mount_process(cluster.mountpoint)
+    os.kill(a_mount, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        write(os.path.join(b, "from-b"), b"b")
+        waited = time.monotonic() - started
+        listed = set(os.listdir(b))
+    finally:
+        os.kill(a_mount, signal.SIGCONT)
+    assert 0.5 < waited < 30
+    assert listed == {f"f{i}" for i in range(20)} | {"from-b"}
+    write(os.path.join(a, "after"), b"a")
+    assert read(os.path.join(b, "after")) == b"a"
+    assert read(os.path.join(a, "from-b")) == b"b"
