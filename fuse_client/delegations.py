@@ -464,6 +464,10 @@ class Delegations:
         finally:
             self._reserving = None
 
+    def has_inodes(self) -> bool:
+        """Reserved inode numbers are at hand (creates can be answered here)."""
+        return self._range[0] < self._range[1]
+
     def _live(self) -> bool:
         return time.monotonic() - self.md.last_heard < LIVE_S
 

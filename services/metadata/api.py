@@ -27,6 +27,7 @@ from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads, region_fold
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import check_name, check_xattr_name
+from services.metadata.raft.core import LEADER
 from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.recalls import Recalls
 from services.metadata.sessions import SessionKeeper
@@ -136,7 +137,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         """A request touching directories delegated to another session runs once they
         are given back (recalls.py). A follower cannot recall: the client asks the
         leader instead."""
-        if request.follower_read:
+        if request.follower_read and self.node.core.role != LEADER:
             put(reply_error(request, Status.UNAVAILABLE, "a delegated directory: ask the "
                                                          "leader"))
             return

@@ -63,6 +63,17 @@ class Session:
             self.delegations.changed(caller, parent)
         return attr
 
+    async def held_dir(self, name: bytes) -> int:
+        """A new directory in the root, held from the start (as the mount makes them)."""
+        attr = (await self.md.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=name, mode=0o755,
+                                                           delegate=True))).attr
+        self.delegations.adopt(attr)
+        for _ in range(200):          # its inode numbers are being reserved meanwhile
+            if self.delegations.has_inodes():
+                break
+            await asyncio.sleep(0.01)
+        return attr.inode
+
     async def take(self, parent: int, caller=ROOT) -> None:
         """Create files until the directory is held."""
         for i in range(50):
@@ -283,4 +294,27 @@ def test_two_sessions_creating_and_unlinking_in_one_directory_agree_with_a_model
                 await s.delegations.drain()
             assert not lost
             assert await names(a, d) == expected == await names(b, d)
+    run(scenario())
+
+
+def test_a_follower_read_of_a_held_directory_is_served_after_the_recall(cluster):
+    """A follower cannot recall a directory: it turns the read away and the client
+    asks the leader, which recalls it. Also when the read comes to the leader as a
+    follower read."""
+    async def scenario():
+        leader = (await asyncio.to_thread(cluster.wait_leader))["id"]
+        follower = next(a for i, a in cluster.addresses.items() if i != leader)
+        async with Session(cluster, "a") as a:
+            for i, read_from in enumerate((follower, cluster.addresses[leader])):
+                d = await a.held_dir(b"d%d" % i)
+                assert a.delegations.create(ROOT, d, b"new", 0o644, 0) is not None
+                reader = MetadataClient(list(cluster.addresses.values()), name="reader",
+                                        read_from=read_from)
+                await reader.open()
+                try:
+                    reply = await reader.read(ROOT, follower=True, readdir=mpb.Readdir(
+                        inode=d, limit=1000))
+                    assert [e.name for e in reply.entries] == [b"new"]
+                finally:
+                    await reader.close()
     run(scenario())
