@@ -37,7 +37,8 @@ def _open(path: str) -> Rdict:
 
 
 def show_key(cf: str, key: bytes) -> str:
-    if cf in (r.INODES, r.SESSIONS, r.CLASSES, r.ORPHANS, r.INODE_OPENS) and len(key) == 8:
+    if cf in (r.INODES, r.SESSIONS, r.CLASSES, r.ORPHANS, r.INODE_OPENS, r.DELEGATIONS,
+              r.RESERVED) and len(key) == 8:
         return f"{cf}[{r.from_u64(key)}]"
     if cf == r.DENTRIES and len(key) >= 16:
         name = key[16:].decode("utf-8", "backslashreplace")
