@@ -40,6 +40,7 @@ RESERVE = 4096       # inode numbers reserved at a time
 LIVE_S = 0.5         # local creates only while the leader answered this recently
 MAX_PENDING = 4096   # creates not yet committed; past this a create waits
 READDIR_PAGE = 10_000
+SETTLED = frozenset({"rename", "symlink", "mknod", "link", "unlink", "rmdir"})  # settle()
 
 
 class Held:
@@ -115,6 +116,42 @@ class Delegations:
         """A directory this session just made, delegated to it (Mkdir.delegate)."""
         self.held[attr.inode] = Held(attr, {})
         self._take_inode(ahead=True)
+
+    async def settle(self, entries: list[tuple[int, bytes]]) -> None:
+        """After a command the master made (a rename, symlink, mknod, link, unlink or
+        rmdir) changed these names: learn what they are now in the held directories among them, and
+        those directories' attributes. If that fails, give them back."""
+        dirs = {parent for parent, _ in entries if parent in self.held}
+        try:
+            for parent, name in entries:
+                if parent in self.held:
+                    await self._learn(parent, name)
+            for directory in dirs:
+                attr = (await self.md.read(pb.Caller(), getattr=mpb.Getattr(
+                    inode=directory))).attr
+                if directory in self.held:
+                    self.held[directory].attr.CopyFrom(attr)
+        except Exception as exc:      # the cluster, or a name that is not what it was
+            log.info("giving back directories %s: %s", sorted(dirs), exc)
+            for directory in dirs:
+                self.give_back(directory)
+
+    async def _learn(self, parent: int, name: bytes) -> None:
+        try:
+            attr = (await self.md.read(pb.Caller(), lookup=mpb.Lookup(
+                parent=parent, name=name))).attr
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            attr = None
+        held = self.held.get(parent)
+        if held is None:
+            return
+        held.made.pop(name, None)
+        if attr is None:
+            held.names.pop(name, None)
+        else:
+            held.names[name] = (attr.inode, attr.mode)
 
     def attributes_set(self, attr: pb.Attr) -> None:
         """A held directory's setattr (chmod, chown, utimes) was answered by the
@@ -311,6 +348,9 @@ class Delegations:
             return []   # made_at_master() enters the name
         if mutation and kind == "setattr" and op.inode in self.held:
             return []   # attributes_set() takes the master's answer
+        # settle() learns what these made of the names in held directories
+        kept = (getattr(op, "parent", 0), getattr(op, "new_parent", 0)) \
+            if mutation and kind in SETTLED else ()
         waits = []
         for field in ("parent", "new_parent", "inode"):
             ino = getattr(op, field, 0)
@@ -320,10 +360,10 @@ class Delegations:
                 self._asking[ino] = False
             held = self.held.get(ino)
             if held is not None:
-                if mutation:
-                    self.give_back(ino)
-                else:
+                if not mutation:
                     waits += held.tasks
+                elif ino not in kept:
+                    self.give_back(ino)
             if ino in self.pending:
                 if mutation:
                     self.attrs.pop(ino, None)   # the master's answer is newer

@@ -225,6 +225,7 @@ class Operations(pyfuse3.Operations):
     async def _made(self, ctx, parent: int, name: bytes, **op) -> pyfuse3.EntryAttributes:
         since = self.kernel.epoch
         attr = (await self.md.mutate(self.callers.of(ctx), **op)).attr
+        await self.delegations.settle([(parent, name)])
         return self._entry(attr, since, parent, name)
 
     @fuse_operation
@@ -264,6 +265,7 @@ class Operations(pyfuse3.Operations):
             return
         self.delegations.renaming(parent_inode, name, self.kernel.name_of)
         await self.md.mutate(caller, unlink=pb.Unlink(parent=parent_inode, name=name))
+        await self.delegations.settle([(parent_inode, name)])
         self.delegations.changed(caller, parent_inode)
 
     @fuse_operation
@@ -272,6 +274,7 @@ class Operations(pyfuse3.Operations):
         if not self.delegations.rmdir(caller, parent_inode, name):
             self.delegations.renaming(parent_inode, name, self.kernel.name_of)
             await self.md.mutate(caller, rmdir=pb.Rmdir(parent=parent_inode, name=name))
+            await self.delegations.settle([(parent_inode, name)])
 
     @fuse_operation
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags,
@@ -281,6 +284,8 @@ class Operations(pyfuse3.Operations):
         await self.md.mutate(self.callers.of(ctx), rename=pb.Rename(
             parent=parent_inode_old, name=name_old, new_parent=parent_inode_new,
             new_name=name_new, flags=flags))
+        await self.delegations.settle([(parent_inode_old, name_old),
+                                       (parent_inode_new, name_new)])
 
     # -- open files -------------------------------------------------------------------------
     @fuse_operation

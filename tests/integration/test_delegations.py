@@ -184,15 +184,31 @@ def test_creates_answered_before_a_leader_dies_are_all_committed_once(cluster):
     run(scenario())
 
 
-def test_a_change_by_the_holder_itself_gives_the_directory_back(cluster):
+def test_changes_the_master_makes_for_the_holder_keep_the_directory_once_settled(cluster):
+    """A rename or unlink the holder sends to the master: it learns the names they
+    leave (settle, as the mount does after them) and keeps answering; a change it
+    cannot follow (an xattr of the directory) gives the directory back."""
     async def scenario():
         async with holding(cluster) as (a, b, d):
             assert a.delegations.create(ROOT, d, b"made-here", 0o644, 0) is not None
-            await a.md.mutate(ROOT, unlink=pb.Unlink(parent=d, name=b"made-here"))
+            await a.md.mutate(ROOT, rename=pb.Rename(parent=d, name=b"made-here",
+                                                     new_parent=d, new_name=b"moved"))
+            await a.delegations.settle([(d, b"made-here"), (d, b"moved")])
+            await a.md.mutate(ROOT, unlink=pb.Unlink(parent=d, name=b"streak-0"))
+            await a.delegations.settle([(d, b"streak-0")])
+            assert d in a.delegations.held
+            with pytest.raises(FsError):
+                a.delegations.lookup(ROOT, d, b"made-here")
+            assert a.delegations.create(ROOT, d, b"made-here", 0o644, 0) is not None
+            assert a.delegations.create(ROOT, d, b"moved", 0o644, 0) is None   # exists
+            mine = a.delegations.getattr(d)
+            await a.md.mutate(ROOT, setxattr=pb.Setxattr(inode=d, name=b"user.x",
+                                                         value=b"1"))
             assert d not in a.delegations.held
-            assert b"made-here" not in await names(b, d)
-            await a.md.mutate(ROOT, create=pb.Create(parent=d, name=b"made-here", mode=0o644))
-            assert b"made-here" in await names(b, d)
+            listed = await names(b, d)
+            assert {b"made-here", b"moved"} <= listed and b"streak-0" not in listed
+            seen = (await b.md.read(ROOT, getattr=mpb.Getattr(inode=d))).attr
+            assert (seen.size, seen.nlink) == (mine.size, mine.nlink)
     run(scenario())
 
 

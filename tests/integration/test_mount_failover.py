@@ -305,3 +305,25 @@ def test_a_stopped_mount_gives_its_directory_up_to_the_other_after_a_moment(clus
     write(os.path.join(a, "after"), b"a")
     assert read(os.path.join(b, "after")) == b"a"
     assert read(os.path.join(a, "from-b")) == b"b"
+
+
+def test_renames_links_and_symlinks_in_a_held_directory_keep_both_mounts_right(both):
+    """The master makes these, the holder learns the names they leave and keeps
+    answering creates there (it does not give the directory up for them)."""
+    a, b = both
+    for i in range(5):
+        write(os.path.join(a, f"f{i}"), b"%d" % i)
+    os.rename(os.path.join(a, "f0"), os.path.join(a, "g0"))
+    os.rename(os.path.join(a, "f1"), os.path.join(a, "f2"))          # over a file
+    os.symlink("g0", os.path.join(a, "link-to-g0"))
+    os.link(os.path.join(a, "f3"), os.path.join(a, "hard"))
+    os.unlink(os.path.join(a, "f4"))
+    write(os.path.join(a, "f0"), b"new f0")        # the old name is free again
+    with pytest.raises(FileExistsError):
+        os.open(os.path.join(a, "g0"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    expected = {"f0", "f2", "f3", "g0", "hard", "link-to-g0"}
+    assert set(os.listdir(a)) == expected
+    assert set(os.listdir(b)) == expected
+    assert read(os.path.join(b, "f2")) == b"1" and read(os.path.join(b, "link-to-g0")) == b"0"
+    assert os.stat(os.path.join(b, "hard")).st_nlink == 2
+    assert read(os.path.join(b, "f0")) == b"new f0"
