@@ -209,50 +209,54 @@ class Delegations:
     def unlink(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
         """Unlink a file in a held directory here (True), or leave it to the master:
         a directory, a sticky directory, a caller without write permission."""
-        held = self.held.get(parent)
-        if held is None or not self._live() or held.attr.mode & stat.S_ISVTX:
+        found = self._removable(caller, parent, name)
+        if found is None or stat.S_ISDIR(found[1]):
             return False
-        ino, mode = held.names.get(name, (0, 0))
-        if not ino or stat.S_ISDIR(mode):
-            return False
-        try:
-            perm.may_create(caller, _node(held.attr))
-        except FsError:
-            return False
-        now = time.time_ns()
-        del held.names[name]
-        held.made.pop(name, None)
-        self.attrs.pop(ino, None)
-        held.attr.size -= 1
-        held.attr.mtime_ns = held.attr.ctime_ns = now
-        self._defer(caller, parent, name, ino,
-                    unlink=pb.Unlink(parent=parent, name=name, time_ns=now))
+        self._remove(caller, parent, name, found[0], lambda now: {
+            "unlink": pb.Unlink(parent=parent, name=name, time_ns=now)})
         return True
 
     def rmdir(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
         """Remove a directory made or held here that is empty, in a held directory
         (True), or leave it to the master."""
+        found = self._removable(caller, parent, name)
+        if found is None or not stat.S_ISDIR(found[1]):
+            return False
+        child = self.held.get(found[0])
+        if child is None or child.names:
+            return False
+        del self.held[found[0]]
+        self._remove(caller, parent, name, found[0], lambda now: {
+            "rmdir": pb.Rmdir(parent=parent, name=name, time_ns=now)})
+        return True
+
+    def _removable(self, caller: pb.Caller, parent: int, name: bytes
+                   ) -> tuple[int, int] | None:
+        """(inode, mode) of a name this session may remove here; None: ask the master."""
         held = self.held.get(parent)
         if held is None or not self._live() or held.attr.mode & stat.S_ISVTX:
-            return False
+            return None
         ino, mode = held.names.get(name, (0, 0))
-        child = self.held.get(ino)
-        if not stat.S_ISDIR(mode) or child is None or child.names:
-            return False
+        if not ino:
+            return None
         try:
             perm.may_create(caller, _node(held.attr))
         except FsError:
-            return False
+            return None
+        return ino, mode
+
+    def _remove(self, caller: pb.Caller, parent: int, name: bytes, ino: int,
+                command) -> None:
+        """Take the name out here; `command(now)`: the one to send."""
+        held = self.held[parent]
         now = time.time_ns()
-        del held.names[name], self.held[ino]
+        mode = held.names.pop(name)[1]
         held.made.pop(name, None)
         self.attrs.pop(ino, None)
         held.attr.size -= 1
-        held.attr.nlink -= 1
+        held.attr.nlink -= stat.S_ISDIR(mode)
         held.attr.mtime_ns = held.attr.ctime_ns = now
-        self._defer(caller, parent, name, ino,
-                    rmdir=pb.Rmdir(parent=parent, name=name, time_ns=now))
-        return True
+        self._defer(caller, parent, name, ino, **command(now))
 
     def _defer(self, caller: pb.Caller, parent: int, name: bytes, ino: int, **op) -> None:
         """Send a command answered here; reads of `ino` or `parent` wait for it."""
