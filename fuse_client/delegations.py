@@ -28,7 +28,6 @@ from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
-from services.metadata.namespace.delegation_fold import MAX_DELEGATED_ENTRIES
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import NAME_MAX, check_name
 
@@ -51,7 +50,22 @@ class Held:
     def __init__(self, attr: pb.Attr, names: dict[bytes, tuple[int, int]]):
         self.attr, self.names = attr, names    # name -> (inode, mode)
         self.made: dict[bytes, int] = {}          # name -> inode: created here, uncommitted
-        self.tasks: set[asyncio.Task] = set()     # their commits
+        self.tasks: set[asyncio.Future] = set()   # commits of what was answered here
+
+    def enter(self, name: bytes, ino: int, mode: int, now: int) -> None:
+        """A new name, and the directory's attributes as the fold changes them."""
+        self.names[name] = (ino, mode)
+        self._touch(1, mode, now)
+
+    def take_out(self, name: bytes, now: int) -> None:
+        mode = self.names.pop(name)[1]
+        self.made.pop(name, None)
+        self._touch(-1, mode, now)
+
+    def _touch(self, entries: int, mode: int, now: int) -> None:
+        self.attr.size += entries
+        self.attr.nlink += entries * stat.S_ISDIR(mode)
+        self.attr.mtime_ns = self.attr.ctime_ns = now
 
 
 class Delegations:
@@ -61,7 +75,8 @@ class Delegations:
         not `enabled` (-o no_delegations): never ask for a directory."""
         self.md, self.on_lost, self.enabled = md, on_lost, enabled
         self.held: dict[int, Held] = {}
-        self.pending: dict[int, asyncio.Task] = {}    # inode -> its create's commit
+        self.pending: dict[int, asyncio.Future] = {}  # inode -> the reply to the last
+        # command answered here for it
         self.attrs: dict[int, pb.Attr] = {}   # pending inode -> attributes, until changed
         self._counts: dict[int, tuple[float, int]] = {}
         self._not_before: dict[int, float] = {}
@@ -167,10 +182,7 @@ class Delegations:
         held = self.held.get(parent)
         if held is None or name in held.names:
             return
-        held.names[name] = (attr.inode, attr.mode)
-        held.attr.size += 1
-        held.attr.nlink += stat.S_ISDIR(attr.mode)
-        held.attr.mtime_ns = held.attr.ctime_ns = attr.ctime_ns
+        held.enter(name, attr.inode, attr.mode, attr.ctime_ns)
 
     def _may_answer(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
         held = self.held.get(parent)
@@ -195,15 +207,11 @@ class Delegations:
             return None
         now = time.time_ns()
         mode, gid = perm.inherited(caller, _node(held.attr), mode)
-        is_dir = stat.S_ISDIR(mode)
-        attr = r.Inode(ino, mode, caller.uid, gid, 2 if is_dir else 1, 0, now, now,
-                       now).to_attr()
-        held.names[name] = (ino, mode)
+        nlink = 2 if stat.S_ISDIR(mode) else 1
+        attr = r.Inode(ino, mode, caller.uid, gid, nlink, 0, now, now, now).to_attr()
+        held.enter(name, ino, mode, now)
         held.made[name] = ino
         self.attrs[ino] = attr
-        held.attr.size += 1
-        held.attr.nlink += is_dir
-        held.attr.mtime_ns = held.attr.ctime_ns = now
         return attr
 
     def unlink(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
@@ -248,14 +256,9 @@ class Delegations:
     def _remove(self, caller: pb.Caller, parent: int, name: bytes, ino: int,
                 command) -> None:
         """Take the name out here; `command(now)`: the one to send."""
-        held = self.held[parent]
         now = time.time_ns()
-        mode = held.names.pop(name)[1]
-        held.made.pop(name, None)
+        self.held[parent].take_out(name, now)
         self.attrs.pop(ino, None)
-        held.attr.size -= 1
-        held.attr.nlink -= stat.S_ISDIR(mode)
-        held.attr.mtime_ns = held.attr.ctime_ns = now
         self._defer(caller, parent, name, ino, **command(now))
 
     def _defer(self, caller: pb.Caller, parent: int, name: bytes, ino: int, **op) -> None:
@@ -338,7 +341,7 @@ class Delegations:
                 self.on_lost(parent, name, ino)
 
     # -- ordering with everything else ---------------------------------------------------
-    def before(self, kind: str, op, mutation: bool) -> list[asyncio.Task]:
+    def before(self, kind: str, op, mutation: bool) -> list[asyncio.Future]:
         """Called before every request this session sends: what it must wait for.
         A read of a file created here, or of a held directory, waits for those
         creates (reads may overtake commands on the way). A command changing a held
@@ -403,14 +406,14 @@ class Delegations:
             await asyncio.wait(list(self.pending.values()))
 
     # -- taking and giving back ------------------------------------------------------------
-    def changed(self, caller: pb.Caller, parent: int, directory_size: int = 0) -> None:
+    def changed(self, caller: pb.Caller, parent: int) -> None:
         """A create or unlink in `parent` went to the master: a streak of them is
         worth asking for the directory."""
         now = time.monotonic()
         if (parent in self.held or parent in self._asking or not self.md.session
                 or not self.enabled):
             return
-        if self._not_before.get(parent, 0.0) > now or directory_size > MAX_DELEGATED_ENTRIES:
+        if self._not_before.get(parent, 0.0) > now:
             return
         start, count = self._counts.get(parent, (now, 0))
         if now - start > ASK_WINDOW_S:

@@ -388,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("mountpoint", help="an existing directory")
     mount.add_argument("-o", dest="option", action="append", metavar="OPT[,OPT...]",
                        help="attr_timeout=S, entry_timeout=S, negative_timeout=S (default "
-                            "1 s each), no_writeback_cache, read_ahead_kb=N (default "
-                            "1024); anything else (ro, noexec, ...) goes to FUSE. See "
-                            "docs/mount.md")
+                            "60 s each), writeback_cache (default off), no_delegations "
+                            "(default: delegated directories on), read_ahead_kb=N "
+                            "(default 1024); anything else (ro, noexec, ...) goes to "
+                            "FUSE. See docs/mount.md")
     mount.add_argument("--foreground", action="store_true",
                        help="serve the mount in this process, logging to stderr, until "
                             "it is unmounted or interrupted (for debugging)")

@@ -43,7 +43,6 @@ READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "list
 # Answered from the leader's soft state about chunkservers: never by a follower.
 LEADER_ONLY = frozenset({"locate_chunk", "chunk_health", "locate_chunk_id"})
 MAX_READDIR = 10_000
-DELEGATION_CHANGES = frozenset({"delegate", "undelegate", "close_session"})
 Status = mpb.Reply.Status
 
 
@@ -219,14 +218,11 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         named = named_inodes(self.node.machine.projection, command) \
             if self.subscribers.anyone_but(request.session) else ()
 
-        if kind == "delegate":
-            self.recalls.granting[command.delegate.dir] = request.session
+        delegations_changed = self.recalls.proposing(command, request.session)
 
         def done(outcome) -> None:
-            if kind == "delegate":
-                self.recalls.granting.pop(command.delegate.dir, None)
-            if kind in DELEGATION_CHANGES:
-                self.recalls.changed()
+            if delegations_changed is not None:
+                delegations_changed()
             reply = self._mutation_reply(request, outcome)
             if reply.status == Status.OK and not reply.errno:
                 self.subscribers.publish(request.session, stamped, reply.result, named)

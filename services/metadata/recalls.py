@@ -25,6 +25,7 @@ RECALL_S = 1.0       # how long a holder has to give a directory back
 REPEAT_S = 0.2       # the notice again (a holder's stream may have been replaced)
 POLL_S = 0.05        # changes made outside this servicer (session expiry) are seen so
 _INODE_FIELDS = ("parent", "new_parent", "inode")
+CHANGES = frozenset({"delegate", "undelegate", "close_session"})  # see proposing()
 _OWN_OPS = frozenset({"delegate", "undelegate", "reserve_inodes", "open_session",
                       "close_session", "ship_entries", "promote_region"})
 
@@ -70,6 +71,24 @@ class Recalls:
         """Delegated directories this request must wait for (held by another session)."""
         inodes = touched(self.node.machine.projection, request)
         return [d for d in inodes if self.holder(d) not in (0, request.session)]
+
+    def proposing(self, command: pb.Command, session: int):
+        """Before `session`'s command is proposed. A Delegate counts from now: a
+        request checked before it applies must wait for it too. Returns what to call
+        once the command is applied (or failed) when it changes delegations, so that
+        held requests look again at once; None for any other command."""
+        kind = command.WhichOneof("op")
+        if kind not in CHANGES:
+            return None
+        directory = command.delegate.dir if kind == "delegate" else 0
+        if directory:
+            self.granting[directory] = session
+
+        def applied() -> None:
+            if directory:
+                self.granting.pop(directory, None)
+            self.changed()
+        return applied
 
     def changed(self) -> None:
         """A delegation was granted or given back: held requests look again."""

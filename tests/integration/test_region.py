@@ -5,6 +5,7 @@ the same namespace as A; it refuses writes until `mooseng region promote`, and t
 refuses region A's entries."""
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -53,7 +54,15 @@ class ShipperProcess:
 
 @pytest.fixture
 def regions(tmp_path):
-    a = MetadataCluster(str(tmp_path / "a"))
+    with region_pair(tmp_path) as pair:
+        yield pair
+
+
+@contextlib.contextmanager
+def region_pair(tmp_path, **a_args):
+    """Region A and region B (a following cluster) and a shipper between them, not
+    started; all stopped at the end, also on failure."""
+    a = MetadataCluster(str(tmp_path / "a"), **a_args)
     b = MetadataCluster(str(tmp_path / "b"), extra_args=("--region-follower",))
     os.makedirs(a.root)
     os.makedirs(b.root)
@@ -407,12 +416,7 @@ def wait_compacted(cluster: MetadataCluster, past: int, timeout: float = 60.0) -
 
 @pytest.mark.slow
 def test_region_b_is_seeded_from_a_snapshot_once_a_compacted_past_it(tmp_path):
-    a = MetadataCluster(str(tmp_path / "a"), snapshot_every=100)
-    b = MetadataCluster(str(tmp_path / "b"), extra_args=("--region-follower",))
-    os.makedirs(a.root)
-    os.makedirs(b.root)
-    shipper = ShipperProcess(str(tmp_path), a, b)
-    try:
+    with region_pair(tmp_path, snapshot_every=100) as (a, b, shipper):
         a.start_all()
         b.start_all()
         a.wait_leader()
@@ -454,9 +458,3 @@ def test_region_b_is_seeded_from_a_snapshot_once_a_compacted_past_it(tmp_path):
         assert shipper.stop() == 0
         stop_converged(a, b)
         assert_same_namespace(a, b)
-    finally:
-        try:
-            shipper.stop(signal.SIGKILL)
-        finally:
-            a.stop_all()
-            b.stop_all()
