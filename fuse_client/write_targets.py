@@ -1,9 +1,11 @@
 """Making the targets of a begin_write ready to take writes at the new version.
 
 A target named with a version holds the chunk at that version: it is moved to the new
-one (SET_VERSION). A target with version 0 is new: the chunk is created there and, when
-the chunk already has contents (on other copies, or only as erasure-coded parts), they
-are copied over first, so every target holds the whole chunk before a new byte lands.
+one (SET_VERSION). A target with version 0 is new: the chunk is created there at
+INCOMPLETE and, when the chunk already has contents (on other copies, or only as
+erasure-coded parts), they are copied over and synced; only then is it moved to the
+new version. So every target holds the whole chunk before a new byte lands, and no
+report ever names a copy half filled.
 
 The master learns of copies from chunkserver reports, which lag a little behind the
 writes: a begin_write right after another may name as "new" a server that already
@@ -13,7 +15,6 @@ client itself wrote last count as holders of the contents too.
 """
 
 import asyncio
-import logging
 from dataclasses import dataclass
 
 from fuse_client.chunk_locations import Located, of_copies
@@ -25,7 +26,6 @@ from schemas import namespace_pb2 as pb
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkRequestError
 
-log = logging.getLogger(__name__)
 FILL_PIECE = 4 << 20
 FILL_IN_FLIGHT = 4
 
@@ -58,6 +58,10 @@ async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply,
             _previous(chunk, reply, known)
         if source is not None:
             await _fill(servers, reader, source, chunk, empty)
+            await asyncio.gather(*(servers.call(address, "sync", chunk.id, p.INCOMPLETE)
+                                   for address in empty))
+        await asyncio.gather(*(servers.call(address, "set_version", chunk.id, p.INCOMPLETE,
+                                            chunk.version) for address in empty))
     return Prepared(chunk, tuple(t.address for t in reply.targets), reply.storage_class)
 
 
@@ -78,21 +82,24 @@ async def _move(servers: ChunkServers, chunk: pb.Chunk, target: mpb.ChunkLocatio
 
 
 async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> bool:
-    """Make the chunk at `address`; True when the server turned out to hold its current
-    contents already (the master had not heard yet), which were kept."""
+    """Make the chunk at `address`, at p.INCOMPLETE until it is whole: a writer that dies
+    while filling it leaves a copy no report names, not one a later write would take
+    for the contents. True when the server turned out to hold the current contents
+    already (the master had not heard yet), which were kept."""
     try:
-        await servers.call(address, "create", chunk.id, chunk.version)
+        await servers.call(address, "create", chunk.id, p.INCOMPLETE)
         return False
     except ChunkRequestError as exc:
         if exc.status != p.EXISTS:
             raise
     held, _ = await servers.call(address, "stat", chunk.id)
-    if held == chunk.version - 1:
-        await servers.call(address, "set_version", chunk.id, held, chunk.version)
+    if held in (chunk.version - 1, chunk.version):
+        if held != chunk.version:
+            await servers.call(address, "set_version", chunk.id, held, chunk.version)
         return True
-    # a leftover of another version: wipe it, it is refilled with the contents
+    # a leftover of another version, or half made: wipe it, it is refilled
     await servers.call(address, "delete", chunk.id)
-    await servers.call(address, "create", chunk.id, chunk.version)
+    await servers.call(address, "create", chunk.id, p.INCOMPLETE)
     return False
 
 
@@ -110,9 +117,8 @@ def _previous(chunk: pb.Chunk, reply: mpb.Reply, known: Located | None) -> Locat
     if copies or parts:
         return Located(before, copies=tuple(copies), parts=parts,
                        storage_class=reply.storage_class)
-    if chunk.version > 1:
-        log.warning("chunk %d version %d: the master knows no holder of its contents; "
-                    "writing to it as if it were empty", chunk.id, before.version)
+    # Nothing to copy: a new chunk, or one no write ever committed to (the master
+    # refuses a write to committed contents it knows no holder of).
     return None
 
 
@@ -136,6 +142,6 @@ async def _fill(servers: ChunkServers, reader: ChunkReader, source: Located,
     async def piece(offset: int) -> None:
         async with gate:
             data = await reader.read(source, offset, min(FILL_PIECE, length - offset))
-            await servers.call(fresh[0], "write", chunk.id, chunk.version, offset, data,
+            await servers.call(fresh[0], "write", chunk.id, p.INCOMPLETE, offset, data,
                                chain=tuple(fresh[1:]))
     await asyncio.gather(*(piece(offset) for offset in range(0, length, FILL_PIECE)))

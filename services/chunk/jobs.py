@@ -26,7 +26,7 @@ from services.chunk.store import ChunkStore
 
 log = logging.getLogger(__name__)
 
-INCOMPLETE = 0          # the version of a copy a job is still making
+INCOMPLETE = p.INCOMPLETE
 PIECE = 4 << 20         # bytes per request when copying
 CONCURRENT_JOBS = 4
 

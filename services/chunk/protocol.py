@@ -19,6 +19,9 @@ REQUEST = struct.Struct(">HBBIQIQIH")
 REPLY = struct.Struct(">HBBIIH")
 MAX_DATA = 64 << 20
 MAX_CHAIN = 1024
+# The version of a copy still being made (by a job, or a writer filling a new copy):
+# versions in the log start at 1, reports leave it out, and a restart deletes it.
+INCOMPLETE = 0
 
 READ, WRITE, CREATE, SET_VERSION, DELETE, SYNC, STAT, TRUNCATE = 1, 2, 3, 4, 5, 6, 7, 8
 OPS = {READ: "read", WRITE: "write", CREATE: "create", SET_VERSION: "set_version",

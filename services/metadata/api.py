@@ -21,7 +21,7 @@ from schemas import namespace_pb2 as pb
 from services.common import metrics, tracing
 from services.common.streams import pipelined
 from services.metadata import region_open
-from services.metadata.chunks.manager import ChunkManager
+from services.metadata.chunks.manager import ChunkManager, ContentsUnknownError
 from services.metadata.invalidations import Subscriber, Subscribers, named_inodes
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads, region_fold
@@ -254,11 +254,25 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         sclass = self.chunks.class_of(ino)
         reply.storage_class = str(sclass)
         reply.locations.extend(self.chunks.locations(chunk.id, chunk.version - 1))
-        reply.targets.extend(self.chunks.write_targets(chunk.id, chunk.version, sclass))
+        try:
+            reply.targets.extend(self.chunks.write_targets(chunk.id, chunk.version, sclass))
+        except ContentsUnknownError as exc:
+            return self._contents_unknown(request, exc)
         if not reply.targets:
             reply.errno = errno.ENOSPC
             reply.message = ("no chunkserver with room for another chunk is connected: "
                              "start one, or free space")
+        return reply
+
+    def _contents_unknown(self, request: mpb.Request, exc: ContentsUnknownError) -> mpb.Reply:
+        """The chunk's servers may still be reconnecting to this leader (the client
+        retries, and its write waits), or be gone: once they have had the time a lost
+        server gets, the write fails with EIO rather than wait for ever."""
+        if exc.leading_s < self.chunks.options.lost_after_s:
+            return reply_error(request, Status.UNAVAILABLE, f"{exc}; retry")
+        reply = mpb.Reply(id=request.id, errno=errno.EIO,
+                          message=f"{exc}: its data is unreachable until one comes back")
+        log.warning("write to chunk %d refused: %s", exc.chunk, reply.message)
         return reply
 
     # -- reads ------------------------------------------------------------------------------

@@ -35,6 +35,15 @@ def _parse_class(text: bytes) -> storage_class.StorageClass:
     return storage_class.parse(text.decode())
 
 
+class ContentsUnknownError(Exception):
+    """No connected chunkserver is known to hold a chunk's committed contents."""
+
+    def __init__(self, chunk: int, committed: int, leading_s: float):
+        super().__init__(f"no connected chunkserver holds chunk {chunk} at version "
+                         f"{committed} or newer")
+        self.chunk, self.committed, self.leading_s = chunk, committed, leading_s
+
+
 @dataclass
 class ManagerOptions:
     default_class: str = storage_class.DEFAULT
@@ -309,22 +318,29 @@ class ChunkManager:
 
     def write_targets(self, chunk: int, version: int, sclass) -> list[mpb.ChunkLocation]:
         """Where a writer puts whole copies of the chunk at `version` (just begun).
-        The existing copies with the newest older version carry the chunk's data: the
-        writer moves them to `version` and writes there. A chunk with no copy yet (new,
-        or held only as erasure-coded parts) gets fresh servers, version 0: create."""
+        The existing copies with the newest version carry the chunk's data: the writer
+        moves them to `version` and writes there (a copy already there was moved by an
+        earlier attempt of this write, or by a repair that took its writer for dead).
+        A chunk with no copy yet (new, or held only as erasure-coded parts) gets fresh
+        servers, version 0: create.
+        Raises ContentsUnknownError when the chunk has committed contents that no
+        connected server is known to hold: fresh servers would replace them with zeros."""
         goal = sclass.m + 1 if sclass.is_ec else sclass.copies
+        floor = self._committed(chunk) or 0     # older copies miss committed writes
         held = {c.server: (c.version, c.length) for c in self.registry.of(chunk)
-                if c.part == 0 and c.version < version and not c.damaged
+                if c.part == 0 and floor <= c.version <= version and not c.damaged
                 and self.registry.alive(c)}
         # The last writer's copies, if their reports have not caught up with it yet.
         last_version, last_servers = self.registry.expected.get(chunk, (0, []))
         for server in last_servers:
             if held.get(server, (0, 0))[0] < last_version < version \
-                    and self.registry.servers[server].connected:
+                    and floor <= last_version and self.registry.servers[server].connected:
                 held[server] = (last_version, held.get(server, (0, 0))[1])
         if held:
             newest = max(v for v, _ in held.values())
             chosen = [(s, v, n) for s, (v, n) in held.items() if v == newest]
+        elif floor and not self.locations(chunk, version - 1):
+            raise ContentsUnknownError(chunk, floor, self.clock() - self.since)
         else:
             fresh = planner.spread(chunk, self._room(), self.holders(chunk), goal)
             chosen = [(c.server, 0, 0) for c in fresh]

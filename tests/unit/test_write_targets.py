@@ -1,0 +1,81 @@
+"""Where the leader sends a writer: never to fresh, empty servers while the chunk has
+committed contents, whoever moved its copies last.
+
+The chunk manager reads the committed versions from the projection; here a dict plays
+the projection, and the chunkservers are registry entries fed real report messages.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+
+from schemas import chunkmaster_pb2 as cpb
+from services.common import storage_class
+from services.metadata.chunks.manager import ChunkManager, ContentsUnknownError
+from services.metadata.namespace import records as r
+
+CHUNK = 7
+COPIES2 = storage_class.parse("copies=2")
+
+
+class Projection(dict):
+    def get(self, cf, key, default=None):
+        return super().get((cf, key), default)
+
+
+def manager(committed: int | None, holdings: dict[str, list[tuple[int, int]]]):
+    """A leading manager; `holdings`: server -> [(part, version)] of CHUNK it reports.
+    Two more servers with room hold nothing."""
+    projection = Projection()
+    if committed is not None:
+        projection[(r.COMMITTED, r.u64(CHUNK))] = r.U32.pack(committed)
+    node = SimpleNamespace(core=SimpleNamespace(role="leader", term=1),
+                           machine=SimpleNamespace(projection=projection))
+    chunks = ChunkManager(node)
+    for name in [*holdings, "empty1", "empty2"]:
+        server = chunks.registry.connect(name, f"{name}:1", lambda job: None)
+        held = [cpb.Held(chunk=CHUNK, part=part, version=version, length=1 << 20)
+                for part, version in holdings.get(name, [])]
+        chunks.registry.report(server, cpb.ServerMessage(
+            full_report=True, holding=held, space=cpb.Space(free_bytes=1 << 40)))
+    return chunks
+
+
+def targets(chunks: ChunkManager, version: int) -> list[tuple[str, int]]:
+    return sorted((t.address, t.version)
+                  for t in chunks.write_targets(CHUNK, version, COPIES2))
+
+
+def test_the_copies_holding_the_committed_contents_are_moved_to_the_new_version():
+    chunks = manager(committed=3, holdings={"a": [(0, 3)], "b": [(0, 3)]})
+    assert targets(chunks, 4) == [("a:1", 3), ("b:1", 3)]
+
+
+def test_copies_a_repair_already_moved_to_the_new_version_still_carry_the_contents():
+    # A new leader took the writer, still retrying its begin_write, for dead and moved
+    # the copies on: sending the writer to fresh servers would zero the chunk.
+    chunks = manager(committed=3, holdings={"a": [(0, 4)], "b": [(0, 4)]})
+    assert targets(chunks, 4) == [("a:1", 4), ("b:1", 4)]
+
+
+def test_a_copy_older_than_the_committed_version_is_not_taken_for_the_contents():
+    chunks = manager(committed=3, holdings={"a": [(0, 2)], "b": [(0, 3)]})
+    assert targets(chunks, 4) == [("b:1", 3)]
+
+
+def test_committed_contents_nobody_is_known_to_hold_refuse_the_write():
+    chunks = manager(committed=3, holdings={"a": [(0, 2)]})
+    with pytest.raises(ContentsUnknownError, match="chunk 7 at version 3"):
+        chunks.write_targets(CHUNK, 4, COPIES2)
+    assert CHUNK not in chunks.registry.expected      # no writer was sent anywhere
+
+
+def test_a_chunk_held_only_as_parts_gets_fresh_servers_to_fill_from_them():
+    chunks = manager(committed=3, holdings={"a": [(1, 3)], "b": [(2, 3)], "c": [(3, 3)]})
+    assert [version for _, version in targets(chunks, 4)] == [0, 0]
+
+
+def test_a_new_chunk_gets_fresh_servers():
+    chunks = manager(committed=None, holdings={})
+    chosen = targets(chunks, 1)
+    assert len(chosen) == 2 and all(version == 0 for _, version in chosen)
