@@ -36,27 +36,37 @@ async def get_class(client: MetadataClient, path: str) -> str:
     return (await client.read(ROOT, get_class=mpb.GetClass(inode=attr.inode))).storage_class
 
 
-async def set_class(client: MetadataClient, path: str, text: str, recursive: bool) -> int:
-    """Set the class of `path` (and, recursively, of everything under it); the number
-    of nodes changed."""
+async def set_class(client: MetadataClient, path: str, text: str,
+                    recursive: bool) -> tuple[int, list[str]]:
+    """Set the class of `path` (and, recursively, of everything under it). Returns the
+    number of nodes changed and, when recursive, the files left as they were because
+    their data cannot change shape (EOPNOTSUPP): one such file does not stop the walk."""
     attr = await resolve(client, path)
-    changed = 0
-    pending = [attr]
+    changed, kept = 0, []
+    pending = [(path.rstrip("/") or "/", attr)]
     while pending:
-        node = pending.pop()
-        await client.mutate(ROOT, set_class=pb.SetClass(inode=node.inode, storage_class=text))
+        where, node = pending.pop()
+        try:
+            await client.mutate(ROOT, set_class=pb.SetClass(inode=node.inode,
+                                                            storage_class=text))
+        except FsError as exc:
+            if not recursive or exc.errno != errno.EOPNOTSUPP:
+                raise FsError(exc.errno, f"{where}: {exc.message}") from None
+            kept.append(where)
+            continue
         changed += 1
         if recursive and stat.S_ISDIR(node.mode):
-            pending.extend(await _children(client, node.inode))
-    return changed
+            pending.extend((f"{where.rstrip('/')}/{name.decode(errors='replace')}", child)
+                           for name, child in await _children(client, node.inode))
+    return changed, kept
 
 
-async def _children(client: MetadataClient, ino: int) -> list[pb.Attr]:
+async def _children(client: MetadataClient, ino: int) -> list[tuple[bytes, pb.Attr]]:
     found, cookie = [], 0
     while True:
         reply = await client.read(ROOT, readdir=mpb.Readdir(inode=ino, cookie=cookie,
                                                             limit=1000))
-        found.extend(e.attr for e in reply.entries
+        found.extend((e.name, e.attr) for e in reply.entries
                      if stat.S_ISDIR(e.attr.mode) or stat.S_ISREG(e.attr.mode))
         if not reply.entries:
             return found

@@ -154,9 +154,13 @@ def _class(args) -> int:
         async with MetadataClient(address_list(args.masters), name="mooseng class") as client:
             if args.action == "get":
                 return await classes.get_class(client, args.path)
-            changed = await classes.set_class(client, args.path, args.storage_class or "",
-                                              args.recursive)
-            return f"{args.path}: storage class set on {changed} node(s)"
+            changed, kept = await classes.set_class(client, args.path,
+                                                    args.storage_class or "", args.recursive)
+            for path in kept:
+                print(f"mooseng class: {path}: kept its class: its data is erasure-coded "
+                      "and cannot be re-encoded in place yet", file=sys.stderr)
+            return f"{args.path}: storage class set on {changed} node(s)" + (
+                f", {len(kept)} file(s) kept theirs" if kept else "")
     if args.action == "set" and args.storage_class is None:
         raise AddressError("set needs a CLASS (copies=N or ec=K+M; '' for the default)")
     try:

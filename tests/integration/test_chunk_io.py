@@ -9,6 +9,8 @@ and a file cut short and extended again reads zeros in the gap.
 import asyncio
 import os
 import random
+import subprocess
+import sys
 import time
 
 import pytest
@@ -244,7 +246,23 @@ def test_an_erasure_coded_file_reads_back_once_converted(cluster):
             await reader.io.flush(ROOT, inode)
         async with Mount(md) as other:
             same(await other.read(inode, 0, len(model.data)), model.data)
+        # Its parts cannot be re-encoded: the class stays, a walk goes on, nothing is lost.
+        walk = await asyncio.to_thread(mooseng_class, md, "set", "-r", "/", "copies=2")
+        assert walk.returncode == 0, walk.stderr
+        assert "/coded: kept its class" in walk.stderr and "1 file(s) kept" in walk.stdout
+        direct = await asyncio.to_thread(mooseng_class, md, "set", "/coded", "ec=4+2")
+        assert direct.returncode == 1 and "cannot be re-encoded" in direct.stderr
+        shown = await asyncio.to_thread(mooseng_class, md, "get", "/coded")
+        assert "ec=2+1" in shown.stdout
+        async with Mount(md) as other:
+            same(await other.read(inode, 0, len(model.data)), model.data)
     run(scenario())
+
+
+def mooseng_class(md: MetadataCluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mooseng", "class", *args[:1], "--masters",
+                           ",".join(md.addresses.values()), *args[1:]],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_cut_file_extended_again_reads_zeros_in_the_gap(cluster):

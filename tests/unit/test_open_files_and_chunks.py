@@ -154,6 +154,28 @@ def test_storage_classes_are_checked_and_inherited(fs):
     assert reads.storage_class(fs.proj, f) == ""
 
 
+def test_a_file_whose_data_is_erasure_coded_keeps_its_shape(fs):
+    # No job re-encodes parts: a new shape would read them as lost, or delete some
+    # as extra. Before any data, and for directories, the class is free to change.
+    d = fs.mkdir(R, b"d")
+    fs.ok(set_class=pb.SetClass(inode=d, storage_class="ec=4+2"))
+    f = fs.create(d, b"f")
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=2+1"))
+    c = Client(fs, ROOT)
+    c.do(open=pb.Open(inode=f, flags=O_RDWR))
+    c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=0))
+    for other in ("ec=4+2", "copies=2", ""):
+        refused = fs.do(set_class=pb.SetClass(inode=f, storage_class=other))
+        assert refused.errno == errno.EOPNOTSUPP and "ec=2+1" in refused.message
+    assert reads.storage_class(fs.proj, f) == "ec=2+1"
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=2+1"))   # the same: no change
+    fs.ok(set_class=pb.SetClass(inode=d, storage_class="copies=2"))
+    plain = fs.create(R, b"plain")
+    c.do(open=pb.Open(inode=plain, flags=O_RDWR))
+    c.do(begin_write=pb.BeginWrite(inode=plain, chunk_index=0))
+    fs.ok(set_class=pb.SetClass(inode=plain, storage_class="ec=2+1"))   # copies encode
+
+
 def test_only_the_owner_sets_a_storage_class(fs):
     f = fs.create(R, b"f", 0o666)
     assert fs.do(ALICE, set_class=pb.SetClass(inode=f, storage_class="copies=3")).errno \

@@ -651,17 +651,33 @@ def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
     if not perm.owner_or_root(ns.caller, node):
         raise FsError(errno.EPERM, "only the owner may change a storage class")
     key = r.u64(node.ino)
+    text = ""
     if op.storage_class:
         try:
             text = str(storage_class.parse(op.storage_class))
         except storage_class.StorageClassError as exc:
             raise FsError(errno.EINVAL, str(exc)) from None
+    _keep_encoded_data(ns, node, ns.txn.get(r.CLASSES, key), text)
+    if text:
         ns.txn.put(r.CLASSES, key, text.encode())
     else:
         ns.txn.delete(r.CLASSES, key)
     node.ctime = ns.now
     ns.save(node)
     return _ok(node)
+
+
+def _keep_encoded_data(ns: Namespace, node: r.Inode, old: bytes | None, new: str) -> None:
+    """Chunks kept as erasure-coded parts are read with their file's class, and no job
+    re-encodes parts into another shape: a file with data keeps an ec=K+M class (it
+    would read as lost, and parts of the old shape could be deleted as extra)."""
+    if old is None or old.decode() == new or not stat.S_ISREG(node.mode):
+        return
+    if storage_class.parse(old.decode()).is_ec and ns.txn.scan(r.CHUNKS, r.u64(node.ino)):
+        raise FsError(errno.EOPNOTSUPP,
+                      f"inode {node.ino} holds data stored as {old.decode()}, which cannot "
+                      "be re-encoded in place yet: copy the file (a new file takes its "
+                      "directory's class) and replace it with the copy")
 
 
 def _adopt_chunks(ns: Namespace, op: pb.AdoptChunks) -> pb.Result:
