@@ -157,8 +157,8 @@ def _class(args) -> int:
             changed, kept = await classes.set_class(client, args.path,
                                                     args.storage_class or "", args.recursive)
             for path in kept:
-                print(f"mooseng class: {path}: kept its class: its data is erasure-coded "
-                      "and cannot be re-encoded in place yet", file=sys.stderr)
+                print(f"mooseng class: {path}: kept its class: its data is held as "
+                      "erasure-coded parts, which take no other ec= shape", file=sys.stderr)
             return f"{args.path}: storage class set on {changed} node(s)" + (
                 f", {len(kept)} file(s) kept theirs" if kept else "")
     if args.action == "set" and args.storage_class is None:

@@ -130,8 +130,18 @@ class Rebuild(_message.Message):
     sources: _containers.RepeatedCompositeFieldContainer[PartSource]
     def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., part: _Optional[int] = ..., sources: _Optional[_Iterable[_Union[PartSource, _Mapping]]] = ...) -> None: ...
 
+class Decode(_message.Message):
+    __slots__ = ("k", "m", "sources")
+    K_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    m: int
+    sources: _containers.RepeatedCompositeFieldContainer[PartSource]
+    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., sources: _Optional[_Iterable[_Union[PartSource, _Mapping]]] = ...) -> None: ...
+
 class Job(_message.Message):
-    __slots__ = ("id", "chunk", "version", "replicate", "delete", "set_version", "encode", "rebuild")
+    __slots__ = ("id", "chunk", "version", "replicate", "delete", "set_version", "encode", "rebuild", "decode")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +150,7 @@ class Job(_message.Message):
     SET_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENCODE_FIELD_NUMBER: _ClassVar[int]
     REBUILD_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
     id: int
     chunk: int
     version: int
@@ -148,7 +159,8 @@ class Job(_message.Message):
     set_version: SetVersion
     encode: Encode
     rebuild: Rebuild
-    def __init__(self, id: _Optional[int] = ..., chunk: _Optional[int] = ..., version: _Optional[int] = ..., replicate: _Optional[_Union[Replicate, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., set_version: _Optional[_Union[SetVersion, _Mapping]] = ..., encode: _Optional[_Union[Encode, _Mapping]] = ..., rebuild: _Optional[_Union[Rebuild, _Mapping]] = ...) -> None: ...
+    decode: Decode
+    def __init__(self, id: _Optional[int] = ..., chunk: _Optional[int] = ..., version: _Optional[int] = ..., replicate: _Optional[_Union[Replicate, _Mapping]] = ..., delete: _Optional[_Union[Delete, _Mapping]] = ..., set_version: _Optional[_Union[SetVersion, _Mapping]] = ..., encode: _Optional[_Union[Encode, _Mapping]] = ..., rebuild: _Optional[_Union[Rebuild, _Mapping]] = ..., decode: _Optional[_Union[Decode, _Mapping]] = ...) -> None: ...
 
 class MasterMessage(_message.Message):
     __slots__ = ("jobs", "leader_address", "error")

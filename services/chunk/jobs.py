@@ -1,5 +1,6 @@
 """Jobs the metadata leader gives a chunkserver: copy a chunk here, delete a copy, move
-a copy to a new version, erasure-code a copy, rebuild a lost part.
+a copy to a new version, erasure-code a copy, rebuild a lost part, decode parts back
+into a whole copy.
 
 A copy or part made by a job is written at version 0 (INCOMPLETE), synced, and only
 then moved to the job's version. Versions in the log start at 1, so a copy left half
@@ -275,6 +276,17 @@ class JobRunner:
         rebuilt = await asyncio.to_thread(coder.reconstruct, found, [missing])
         await store_whole(LocalTarget(self.store, store_id(job.chunk, r.part), self.on_change),
                           rebuilt[missing], job.version)
+
+    async def _decode(self, job: pb.Job) -> None:
+        d = job.decode
+        found, failures = await self._fetch_parts(job.chunk, job.version, d.sources)
+        if len(found) < d.k:
+            raise JobError(f"only {len(found)} of the {d.k} parts needed could be read ("
+                           + "; ".join(failures) + ")")
+        coder = ErasureCoder(d.k, d.m, backend_of(next(iter(found.values())), d.k, d.m))
+        data = await asyncio.to_thread(coder.decode, found)
+        await store_whole(LocalTarget(self.store, store_id(job.chunk), self.on_change),
+                          data, job.version)
 
     async def _fetch_parts(self, chunk: int, version: int, sources
                            ) -> tuple[dict[int, bytes], list[str]]:

@@ -252,7 +252,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                                "where chunks are from the chunkservers; retry")
         chunk, ino = reply.result.chunk, reply.result.attr.inode
         sclass = self.chunks.class_of(ino)
-        reply.storage_class = str(sclass)
+        reply.storage_class = str(self.chunks.reading_class(ino))   # to fill from parts
         reply.locations.extend(self.chunks.locations(chunk.id, chunk.version - 1))
         try:
             reply.targets.extend(self.chunks.write_targets(chunk.id, chunk.version, sclass))
@@ -310,7 +310,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         """The parts of a read that come from the chunk manager, not the projection."""
         kind = request.WhichOneof("op")
         if kind == "locate_chunk":
-            reply.storage_class = str(self.chunks.class_of(request.locate_chunk.inode))
+            reply.storage_class = str(self.chunks.reading_class(request.locate_chunk.inode))
             if reply.HasField("chunk"):
                 reply.locations.extend(self.chunks.locations(reply.chunk.id,
                                                              reply.chunk.version))

@@ -246,16 +246,25 @@ def test_an_erasure_coded_file_reads_back_once_converted(cluster):
             await reader.io.flush(ROOT, inode)
         async with Mount(md) as other:
             same(await other.read(inode, 0, len(model.data)), model.data)
-        # Its parts cannot be re-encoded: the class stays, a walk goes on, nothing is lost.
-        walk = await asyncio.to_thread(mooseng_class, md, "set", "-r", "/", "copies=2")
+        # Parts take no other shape: a walk keeps the file as it is and goes on.
+        walk = await asyncio.to_thread(mooseng_class, md, "set", "-r", "/", "ec=4+2")
         assert walk.returncode == 0, walk.stderr
         assert "/coded: kept its class" in walk.stderr and "1 file(s) kept" in walk.stdout
-        direct = await asyncio.to_thread(mooseng_class, md, "set", "/coded", "ec=4+2")
-        assert direct.returncode == 1 and "cannot be re-encoded" in direct.stderr
-        shown = await asyncio.to_thread(mooseng_class, md, "get", "/coded")
-        assert "ec=2+1" in shown.stdout
+        # Back to copies: the master decodes the parts into copies, then drops them.
+        back = await asyncio.to_thread(mooseng_class, md, "set", "/coded", "copies=2")
+        assert back.returncode == 0, back.stderr
+
+        async def decoded() -> bool:
+            replies = [await m.locate(inode, i) for i in (0, 1)]
+            return all(sorted(loc.part for loc in r.locations) == [0, 0] for r in replies)
+        async with Mount(md) as m:
+            deadline = time.monotonic() + 90
+            while not await decoded():
+                assert time.monotonic() < deadline, "the parts were not decoded into copies"
+                await asyncio.sleep(0.5)
         async with Mount(md) as other:
             same(await other.read(inode, 0, len(model.data)), model.data)
+            assert other.io.decoded.decodes == 0
     run(scenario())
 
 

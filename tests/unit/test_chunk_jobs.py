@@ -176,6 +176,25 @@ def test_encode_spreads_parts_and_rebuild_restores_a_lost_one(tmp_path):
     with_nodes(tmp_path, 4, test)
 
 
+def test_decode_makes_a_whole_copy_from_parts_beside_one_of_them(tmp_path):
+    data = os.urandom(3 << 20) + b"tail"
+    parts = ErasureCoder(2, 1).encode(data)
+
+    async def test(nodes):
+        for i, (node, part) in enumerate(zip(nodes, parts, strict=True)):
+            node.put(store_id(13, i + 1), 4, part)
+        nodes[0].store.delete(store_id(13, 1))      # a data part is lost: parity decodes
+        sources = [pb.PartSource(address=n.address, part=i + 1, length=len(parts[i]))
+                   for i, n in enumerate(nodes)]
+        done = await nodes[1].runner.run(pb.Job(id=12, chunk=13, version=4, decode=pb.Decode(
+            k=2, m=1, sources=sources)))
+        assert done.ok, done.message
+        assert nodes[1].held()[13] == (4, len(data))
+        assert nodes[1].store.read(13, 4, 0, len(data)) == data
+        assert store_id(13, 2) in nodes[1].held()                 # its part stays
+    with_nodes(tmp_path, 3, test)
+
+
 def test_rebuild_with_too_few_parts_says_which_failed(tmp_path):
     async def test(nodes):
         source, here = nodes

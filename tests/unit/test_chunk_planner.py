@@ -132,3 +132,51 @@ def test_deletions_never_make_a_readable_chunk_unreadable(text, holders, free):
     assert readable(sclass, left) or not readable(sclass, holders)
     for server, _job in result.jobs:   # jobs go to connected servers only
         assert server in free or any(h.server == server and h.alive for h in holders)
+
+
+# -- a file that was ec=2+1 and is copies=N now: its parts are decoded back -------------
+
+EC21 = parse("ec=2+1")
+
+
+def test_parts_of_a_file_now_kept_as_copies_are_decoded_into_one():
+    holders = [holder("s0", part=1), holder("s1", part=2), holder("s2", part=3)]
+    result = plan(1, V, parse("copies=2"), holders, room("s0", "s1", "s2"),
+                  parts_class=EC21)
+    assert result.state == UNDER
+    [(server, job)] = result.jobs
+    # a server holding a part may take the copy: their store ids differ
+    assert server in ("s0", "s1", "s2") and (job.decode.k, job.decode.m) == (2, 1)
+    assert sorted(s.part for s in job.decode.sources) == [1, 2, 3]
+
+
+def test_the_decoded_copy_is_replicated_beside_parts_and_the_parts_go_at_the_goal():
+    parts = [holder("s0", part=1), holder("s1", part=2), holder("s2", part=3)]
+    result = plan(1, V, parse("copies=2"), [holder("s0"), *parts], room("s0", "s1", "s2"),
+                  parts_class=EC21)
+    [(server, job)] = result.jobs
+    assert server in ("s1", "s2") and job.replicate.sources == ["s0:1"]
+    done = plan(1, V, parse("copies=2"), [holder("s0"), holder("s1"), *parts], room(),
+                parts_class=EC21)
+    assert done.state == HEALTHY
+    assert kinds(done) == [("s0", "delete"), ("s1", "delete"), ("s2", "delete")]
+
+
+def test_too_few_parts_to_decode_make_no_job():
+    result = plan(1, V, parse("copies=2"), [holder("s0", part=1)], room(), parts_class=EC21)
+    assert result.state == MISSING and result.jobs == []
+
+
+def readable_as(sclass, shape, holders) -> bool:
+    return readable(sclass, holders) or readable(shape, holders)
+
+
+@given(st.sampled_from(["copies=1", "copies=2", "copies=3"]), holders_strategy,
+       st.lists(st.sampled_from(SERVERS), unique=True))
+def test_decoding_never_deletes_what_a_chunk_is_readable_from(text, holders, free):
+    sclass = parse(text)
+    result = plan(1, V, sclass, holders, room(*free) if free else [], parts_class=EC21)
+    deleted = {(server, job.delete.part) for server, job in result.jobs
+               if job.WhichOneof("kind") == "delete"}
+    left = [h for h in holders if (h.server, h.part) not in deleted]
+    assert readable_as(sclass, EC21, left) or not readable_as(sclass, EC21, holders)

@@ -154,26 +154,38 @@ def test_storage_classes_are_checked_and_inherited(fs):
     assert reads.storage_class(fs.proj, f) == ""
 
 
-def test_a_file_whose_data_is_erasure_coded_keeps_its_shape(fs):
-    # No job re-encodes parts: a new shape would read them as lost, or delete some
-    # as extra. Before any data, and for directories, the class is free to change.
+def test_erasure_coded_data_goes_back_to_copies_but_takes_no_other_shape(fs):
+    # No job re-encodes parts: read with another shape they are lost, or deleted as
+    # extra. Copies are made back from them with the shape the file keeps for them.
     d = fs.mkdir(R, b"d")
     fs.ok(set_class=pb.SetClass(inode=d, storage_class="ec=4+2"))
     f = fs.create(d, b"f")
-    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=2+1"))
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=2+1"))   # no data yet
     c = Client(fs, ROOT)
     c.do(open=pb.Open(inode=f, flags=O_RDWR))
-    c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=0))
-    for other in ("ec=4+2", "copies=2", ""):
-        refused = fs.do(set_class=pb.SetClass(inode=f, storage_class=other))
-        assert refused.errno == errno.EOPNOTSUPP and "ec=2+1" in refused.message
-    assert reads.storage_class(fs.proj, f) == "ec=2+1"
-    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=2+1"))   # the same: no change
-    fs.ok(set_class=pb.SetClass(inode=d, storage_class="copies=2"))
-    plain = fs.create(R, b"plain")
-    c.do(open=pb.Open(inode=plain, flags=O_RDWR))
-    c.do(begin_write=pb.BeginWrite(inode=plain, chunk_index=0))
-    fs.ok(set_class=pb.SetClass(inode=plain, storage_class="ec=2+1"))   # copies encode
+    chunk = c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=0)).chunk
+    c.do(commit_write=pb.CommitWrite(inode=f, chunk_index=0, chunk_id=chunk.id,
+                                     version=chunk.version, end=1000))
+
+    def refused(text: str) -> str:
+        result = fs.do(set_class=pb.SetClass(inode=f, storage_class=text))
+        assert result.errno == errno.EOPNOTSUPP and "ec=2+1" in result.message
+        return result.message
+    refused("ec=4+2")
+    assert "by name" in refused("")                  # the default may be another shape
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="copies=2"))
+    assert (reads.storage_class(fs.proj, f), reads.parts_class(fs.proj, f)) == \
+        ("copies=2", "ec=2+1")
+    refused("ec=4+2")                                # parts of ec=2+1 may be left
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="copies=3"))
+    assert reads.parts_class(fs.proj, f) == "ec=2+1"
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=2+1"))   # its parts fit again
+    assert reads.parts_class(fs.proj, f) is None
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="copies=2"))
+    fs.ok(setattr=pb.Setattr(inode=f, size=0))        # no chunk left: no parts to mind
+    assert reads.parts_class(fs.proj, f) is None
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="ec=4+2"))
+    assert fs.do(set_class=pb.SetClass(inode=d, storage_class="copies=2")).errno == 0
 
 
 def test_only_the_owner_sets_a_storage_class(fs):

@@ -213,7 +213,7 @@ class ChunkManager:
             return self._fetch(chunk, version, holders) if idle else planner.MISSING
         result = planner.plan(chunk, version, sclass, holders,
                               self._candidates() if idle else [], self._ec_backend(sclass),
-                              self._committed(chunk))
+                              self._committed(chunk), self.parts_class_of(ino, sclass))
         if idle:
             for server, job in result.jobs:
                 self._send(server, job)
@@ -248,6 +248,18 @@ class ChunkManager:
         if found is None:
             return self.default_class
         return _parse_class(found)
+
+    def parts_class_of(self, ino: int, sclass) -> storage_class.StorageClass | None:
+        """The shape parts of the file's chunks may still have, under a copies=N class."""
+        if sclass.is_ec:
+            return None
+        found = reads.parts_class(self.node.machine.projection, ino)
+        return _parse_class(found.encode()) if found is not None else None
+
+    def reading_class(self, ino: int) -> storage_class.StorageClass:
+        """The class a client reads the file's chunks with: the shape of any parts."""
+        sclass = self.class_of(ino)
+        return self.parts_class_of(ino, sclass) or sclass
 
     def _candidates(self) -> list[planner.Candidate]:
         """Servers with room that are not already doing their share of jobs."""

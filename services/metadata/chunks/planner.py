@@ -46,16 +46,36 @@ class Plan:
 
 def plan(chunk: int, version: int, sclass: StorageClass, holders: list[Holder],
          candidates: list[Candidate], backend: str = "",
-         committed: int | None = None) -> Plan:
-    """`committed`: the version of the chunk's last commit (None: not known)."""
+         committed: int | None = None, parts_class: StorageClass | None = None) -> Plan:
+    """`committed`: the version of the chunk's last commit (None: not known).
+    `parts_class`: for a copies=N class, the ec=K+M shape of parts the chunk may still
+    be held in (its file was erasure-coded before): they are decoded back into a copy."""
     good = [h for h in holders if h.alive and not h.damaged and h.version == version]
     copies = [h for h in good if h.part == 0]
     parts = _distinct_parts(h for h in good if h.part)
     if sclass.is_ec:
         return _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend,
                         committed)
+    if not copies and parts_class is not None and len(parts) >= parts_class.k:
+        return _decode(chunk, version, parts_class, holders, parts, candidates)
     return _plan_copies(chunk, version, sclass.copies, holders, copies, candidates,
                         committed)
+
+
+def _decode(chunk, version, shape, holders, parts, candidates) -> Plan:
+    """The chunk is readable from its parts only: make one whole copy from them; once
+    it is there, `_plan_copies` replicates it and deletes the parts at the goal."""
+    targets = spread(chunk, candidates, _copies(holders), 1)
+    sources = [cpb.PartSource(address=h.address, part=h.part, length=h.length)
+               for h in parts.values()]
+    return Plan(UNDER, [(t.server, cpb.Job(chunk=chunk, version=version, decode=cpb.Decode(
+        k=shape.k, m=shape.m, sources=sources))) for t in targets])
+
+
+def _copies(holders) -> list[Holder]:
+    """Holders of whole copies: a server holding only a part may still take a copy
+    (parts and copies have their own store ids)."""
+    return [h for h in holders if h.part == 0]
 
 
 def _plan_copies(chunk, version, goal, holders, copies, candidates, committed) -> Plan:
@@ -63,7 +83,8 @@ def _plan_copies(chunk, version, goal, holders, copies, candidates, committed) -
         return _repair_versions(chunk, version, holders, committed)
     returning = [h for h in holders if not h.alive and h.part == 0 and h.version == version]
     if len(copies) + len(returning) < goal:
-        targets = spread(chunk, candidates, holders, goal - len(copies) - len(returning))
+        targets = spread(chunk, candidates, _copies(holders),
+                         goal - len(copies) - len(returning))
         sources = [h.address for h in copies]
         length = max(h.length for h in copies)
         jobs = [(t.server, cpb.Job(chunk=chunk, version=version, replicate=cpb.Replicate(

@@ -139,6 +139,7 @@ class Namespace:
         if stat.S_ISREG(node.mode):
             self.drop_chunks(node.ino, 0)
         self.txn.delete(r.CLASSES, key)
+        self.txn.delete(r.CLASSES, r.parts_class_key(node.ino))
         self.txn.delete(r.ORPHANS, key)
         if node.is_dir:
             self.txn.delete(r.DELEGATIONS, key)   # a removed directory is held by nobody
@@ -154,6 +155,8 @@ class Namespace:
                 self.txn.delete(r.CHUNK_OWNERS, value[:8])
                 self.txn.delete(r.COMMITTED, value[:8])
                 self.txn.delete(r.CHUNKS, key)
+        if first == 0:
+            self.txn.delete(r.CLASSES, r.parts_class_key(ino))   # no chunk, no parts
 
     def count(self, cf: str, key: bytes, delta: int) -> int:
         """Add `delta` to a u64 count (absent is 0, and 0 is deleted); the new value.
@@ -668,16 +671,28 @@ def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
 
 
 def _keep_encoded_data(ns: Namespace, node: r.Inode, old: bytes | None, new: str) -> None:
-    """Chunks kept as erasure-coded parts are read with their file's class, and no job
-    re-encodes parts into another shape: a file with data keeps an ec=K+M class (it
-    would read as lost, and parts of the old shape could be deleted as extra)."""
-    if old is None or old.decode() == new or not stat.S_ISREG(node.mode):
+    """Erasure-coded parts are read, rebuilt and judged complete with the shape they were
+    encoded in. A file with data may leave its ec=K+M class for copies=N (the chunk
+    manager decodes its parts back into copies, with the shape kept under the file's
+    parts key) or come back to that shape, but not take another one: no job re-encodes
+    parts, and read with another shape they are lost, or deleted as extra."""
+    if not stat.S_ISREG(node.mode):
         return
-    if storage_class.parse(old.decode()).is_ec and ns.txn.scan(r.CHUNKS, r.u64(node.ino)):
-        raise FsError(errno.EOPNOTSUPP,
-                      f"inode {node.ino} holds data stored as {old.decode()}, which cannot "
-                      "be re-encoded in place yet: copy the file (a new file takes its "
-                      "directory's class) and replace it with the copy")
+    parts_key = r.parts_class_key(node.ino)
+    kept = ns.txn.get(r.CLASSES, parts_key)
+    shape = kept.decode() if kept is not None else \
+        old.decode() if old is not None and storage_class.parse(old.decode()).is_ec else None
+    if shape is None or not ns.txn.scan(r.CHUNKS, r.u64(node.ino)) or new == shape:
+        if kept is not None:
+            ns.txn.delete(r.CLASSES, parts_key)
+        return
+    if new and not storage_class.parse(new).is_ec:
+        ns.txn.put(r.CLASSES, parts_key, shape.encode())
+        return
+    raise FsError(errno.EOPNOTSUPP,
+                  f"inode {node.ino} holds data stored as {shape} parts, which cannot be "
+                  f"re-encoded into another shape yet: give it {shape} or a copies=N class"
+                  + ("" if new else " by name (the cluster default may be another shape)"))
 
 
 def _adopt_chunks(ns: Namespace, op: pb.AdoptChunks) -> pb.Result:

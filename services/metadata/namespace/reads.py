@@ -143,6 +143,13 @@ def storage_class(view, ino: int) -> str:
     return found.decode() if found is not None else ""
 
 
+def parts_class(view, ino: int) -> str | None:
+    """The ec=K+M shape the file's chunks may still be held in as parts, when its class
+    changed to copies=N since they were encoded; None when there is none to mind."""
+    found = view.get(r.CLASSES, r.parts_class_key(ino))
+    return found.decode() if found is not None else None
+
+
 def chunk_owner(view, chunk_id: int) -> tuple[int, int] | None:
     """(ino, chunk index) of the file that refers to chunk `chunk_id`, if one does."""
     found = view.get(r.CHUNK_OWNERS, r.u64(chunk_id))

@@ -164,6 +164,12 @@ class SessionRecord:
 CHUNK_VALUE = struct.Struct(">QI")
 
 
+def parts_class_key(ino: int) -> bytes:
+    """The CLASSES key of the ec=K+M shape a file's chunks may still be held in as parts
+    after its class changed to copies=N (the chunk manager decodes them back)."""
+    return U64.pack(ino) + b"/parts"
+
+
 def chunk_key(ino: int, index: int) -> bytes:
     return TWO_U64.pack(ino, index)
 
