@@ -327,7 +327,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                 reply.message = "this leader is still learning where chunks are; retry"
                 return
             op = request.locate_chunk_id
-            reply.storage_class = str(self.chunks.default_class)
+            owner = reads.chunk_owner(self.node.machine.projection, op.chunk_id)
+            reply.storage_class = str(self.chunks.reading_class(owner[0]) if owner
+                                      else self.chunks.default_class)
             # Reported copies only: the servers its last writer was sent to, which
             # locate_chunk also names, may have deleted an orphan since.
             reply.locations.extend(

@@ -397,6 +397,44 @@ def test_file_contents_follow_into_region_b_and_stop_at_promotion(regions_with_c
     assert asyncio.run(read_in(b, b"own")) == second
 
 
+def test_a_chunk_region_a_holds_only_as_parts_is_decoded_into_region_b(regions_with_chunks):
+    a, b, shipper, a_chunks, b_chunks = regions_with_chunks
+    a.start_all()
+    a_chunks.start_all()
+    a.wait_leader()
+    set_root_class = region_cli_class(a, "ec=1+1")
+    assert set_root_class.returncode == 0, set_root_class.stderr
+    data = os.urandom(3 << 20)
+    inode = asyncio.run(write_in(a, b"coded", data))
+    asyncio.run(until_parts_only(a, inode))
+    # Only now B follows: A has no whole copy left to give it.
+    b.start_all()
+    b_chunks.start_all()
+    b.wait_leader()
+    shipper.start()
+    wait_caught_up(a, b)
+    assert asyncio.run(read_in(b, b"coded")) == data
+    assert chunk_files(b_chunks), "B's chunkservers hold nothing of it"
+
+
+def region_cli_class(cluster: MetadataCluster, text: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mooseng", "class", "set", "--masters",
+                           ",".join(masters(cluster)), "/", text],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def until_parts_only(cluster: MetadataCluster, inode: int, timeout: float = 60.0):
+    from fuse_client.metadata_client import MetadataClient
+    async with MetadataClient(masters(cluster)) as md:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = await md.read(nspb.Caller(), locate_chunk=mpb.LocateChunk(inode=inode))
+            if reply.locations and all(loc.part for loc in reply.locations):
+                return
+            await asyncio.sleep(0.3)
+    raise AssertionError("region A did not convert the chunk to parts")
+
+
 def chunk_files(chunks: ChunkCluster) -> list[str]:
     return [name for i in range(chunks.n)
             for _, _, files in os.walk(chunks.data_dir(i)) for name in files

@@ -51,17 +51,44 @@ def test_nothing_is_sent_while_region_a_names_no_copy_or_no_server_has_room():
 def test_answers_are_asked_once_used_once_and_asked_again_when_empty():
     now = [0.0]
     source = RegionSource(["a:1"], clock=lambda: now[0])
-    assert source.sources(7, V) == [] and list(source.wanted) == [(7, V)]
+    assert source.sources(7, V) == ([], None) and list(source.wanted) == [(7, V)]
     copy = mpb.ChunkLocation(address="a0:1", version=V, length=100)
     source.wanted.clear()
-    source.found[(7, V)] = (now[0], [copy])
-    assert source.sources(7, V) == [copy] and not source.wanted
+    source.found[(7, V)] = (now[0], [copy], None)
+    assert source.sources(7, V) == ([copy], None) and not source.wanted
     source.used(7, V)                         # a job went out: ask again next time
-    assert source.sources(7, V) == [] and list(source.wanted) == [(7, V)]
+    assert source.sources(7, V) == ([], None) and list(source.wanted) == [(7, V)]
     source.wanted.clear()
-    source.found[(7, V)] = (now[0], [])       # A held none (it is at another version)
-    assert source.sources(7, V) == [] and not source.wanted
+    source.found[(7, V)] = (now[0], [], None)   # A held none (it is at another version)
+    assert source.sources(7, V) == ([], None) and not source.wanted
     now[0] += RETRY_S
-    assert source.sources(7, V) == [] and list(source.wanted) == [(7, V)]
+    assert source.sources(7, V) == ([], None) and list(source.wanted) == [(7, V)]
     source.forget()
     assert not source.wanted and not source.found
+
+
+def part(address: str, p: int) -> mpb.ChunkLocation:
+    return mpb.ChunkLocation(address=address, part=p, version=V, length=60)
+
+
+def test_a_chunk_region_a_holds_only_as_parts_is_decoded_from_them():
+    parts = [part("a0:1", 1), part("a1:1", 3)]
+    result = fetch(7, V, [], room("b0", "b1"), [], parts, parse("ec=2+1"))
+    [(target, job)] = result.jobs
+    assert target in ("b0", "b1") and (job.decode.k, job.decode.m) == (2, 1)
+    assert [(s.address, s.part) for s in job.decode.sources] == [("a0:1", 1), ("a1:1", 3)]
+    # too few parts, or a shape nobody named, fetch nothing
+    assert fetch(7, V, [], room("b0"), [], parts[:1], parse("ec=2+1")).jobs == []
+    assert fetch(7, V, [], room("b0"), [], parts, None).jobs == []
+    # whole copies, when A has them, are simply copied
+    assert fetch(7, V, [], room("b0"), A, parts, parse("ec=2+1")).jobs[0][1].HasField(
+        "replicate")
+
+
+def test_region_a_s_answer_keeps_copies_or_else_parts_with_their_shape():
+    source = RegionSource(["a:1"])
+    copy, parts = mpb.ChunkLocation(address="a2:1", version=V), [part("a0:1", 1)]
+    assert source._usable((7, V), [copy, *parts], "ec=2+1") == ([copy], None)
+    assert source._usable((7, V), parts, "ec=2+1") == (parts, parse("ec=2+1"))
+    assert source._usable((7, V), parts, "copies=2") == ([], None)   # shape unknown
+    assert source._usable((7, V), [], "ec=2+1") == ([], None)

@@ -227,12 +227,14 @@ class ChunkManager:
 
     def _fetch(self, chunk: int, version: int, holders: list[planner.Holder]) -> str:
         """A following region lacks the chunk's version: a copy from region A's
-        chunkservers (never a stale copy of ours moved on: A wrote since)."""
+        chunkservers, or decoded from its parts there (never a stale copy of ours moved
+        on: A wrote since)."""
         if self.region is None:
             return planner.MISSING   # no --region-follower A_MASTERS: nowhere to fetch from
-        found = self.region.sources(chunk, version)
+        found, shape = self.region.sources(chunk, version)
         result = planner.fetch(chunk, version, holders, self._candidates(),
-                               [(loc.address, loc.length) for loc in found])
+                               [(loc.address, loc.length) for loc in found if not loc.part],
+                               [loc for loc in found if loc.part], shape)
         for server, job in result.jobs:
             self.region.used(chunk, version)
             self._send(server, job)

@@ -137,21 +137,30 @@ def readable(version: int, sclass: StorageClass, holders: list[Holder]) -> bool:
 
 
 def fetch(chunk: int, version: int, holders: list[Holder], candidates: list[Candidate],
-          sources: list[tuple[str, int]]) -> Plan:
+          sources: list[tuple[str, int]], parts=(),
+          shape: StorageClass | None = None) -> Plan:
     """A second region holds no good copy at `version`: copy one from region A's
-    chunkservers (`sources`: address, length). A server of ours with a stale or
-    damaged copy takes it first (the job replaces that copy): stale data is never
-    moved to a newer version here, since region A wrote something else since. Once
-    one copy is here, `plan` brings the chunk to its goal from it."""
-    if not sources:
+    chunkservers (`sources`: address, length), or, when A holds the chunk only as
+    erasure-coded `parts` (locations) of `shape`, decode one from them. A server of
+    ours with a stale or damaged copy takes it first (the job replaces that copy):
+    stale data is never moved to a newer version here, since region A wrote something
+    else since. Once one copy is here, `plan` brings the chunk to its goal from it."""
+    distinct = {loc.part for loc in parts}
+    if not sources and (shape is None or not shape.is_ec or len(distinct) < shape.k):
         return Plan(MISSING, [])
     room = {c.server for c in candidates}
     replaced = [h.server for h in sorted(holders, key=lambda h: h.server)
                 if h.alive and h.part == 0 and h.server in room]
-    targets = replaced[:1] or [c.server for c in spread(chunk, candidates, holders, 1)]
-    job = cpb.Job(chunk=chunk, version=version, replicate=cpb.Replicate(
-        sources=[address for address, _ in sources],
-        length=max(length for _, length in sources)))
+    targets = replaced[:1] or [c.server for c in spread(chunk, candidates, _copies(holders), 1)]
+    if sources:
+        job = cpb.Job(chunk=chunk, version=version, replicate=cpb.Replicate(
+            sources=[address for address, _ in sources],
+            length=max(length for _, length in sources)))
+    else:
+        job = cpb.Job(chunk=chunk, version=version, decode=cpb.Decode(
+            k=shape.k, m=shape.m, sources=[cpb.PartSource(address=loc.address, part=loc.part,
+                                                          length=loc.length)
+                                           for loc in parts]))
     return Plan(MISSING, [(target, job) for target in targets])
 
 

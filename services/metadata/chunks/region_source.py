@@ -20,6 +20,7 @@ from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common.discovery import find_leader
+from services.common.storage_class import StorageClass, StorageClassError, parse
 from services.metadata.raft.transport import GRPC_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -35,21 +36,25 @@ class RegionSource:
     def __init__(self, masters: list[str], clock: Callable[[], float] = time.monotonic):
         self.masters, self.clock = masters, clock
         self.wanted: dict[Key, None] = {}                     # in the order asked
-        self.found: dict[Key, tuple[float, list[mpb.ChunkLocation]]] = {}
+        # key -> (when heard, copies or else parts, the parts' shape)
+        self.found: dict[Key, tuple[float, list[mpb.ChunkLocation],
+                                    StorageClass | None]] = {}
         self._task: asyncio.Task | None = None
         self._complained = 0.0
 
     # -- the manager's side (sync) --------------------------------------------------------
-    def sources(self, chunk: int, version: int) -> list[mpb.ChunkLocation]:
-        """Region A's whole copies of the chunk at `version`, as last heard; [] while
-        not known (the question is queued) or when A held none."""
+    def sources(self, chunk: int, version: int
+                ) -> tuple[list[mpb.ChunkLocation], StorageClass | None]:
+        """Region A's whole copies of the chunk at `version` as last heard, or, when it
+        holds none, its erasure-coded parts and their shape; ([], None) while not known
+        (the question is queued) or when A held nothing usable."""
         key = (chunk, version)
         entry = self.found.get(key)
         if entry is None or (not entry[1] and self.clock() - entry[0] >= RETRY_S):
             self.found.pop(key, None)
             self.wanted[key] = None
-            return []
-        return entry[1]
+            return [], None
+        return entry[1], entry[2]
 
     def used(self, chunk: int, version: int) -> None:
         """A job was sent with the answer: the next attempt asks A again."""
@@ -83,19 +88,20 @@ class RegionSource:
                 log.exception("asking region A where chunks are failed")
                 continue
             now = self.clock()
-            for key, locations in answers.items():
+            for key, (locations, shape) in answers.items():
                 self.wanted.pop(key, None)
-                self.found[key] = (now, locations)
+                self.found[key] = (now, locations, shape)
 
-    async def ask(self, batch: list[Key]) -> dict[Key, list[mpb.ChunkLocation]]:
-        """Ask region A's leader where each (chunk, version) has whole copies; the
-        keys A could not answer yet (its leader still learning) are left out."""
+    async def ask(self, batch: list[Key]
+                  ) -> dict[Key, tuple[list[mpb.ChunkLocation], StorageClass | None]]:
+        """Ask region A's leader where each (chunk, version) has whole copies or parts;
+        the keys A could not answer yet (its leader still learning) are left out."""
         leader = await find_leader(self.masters)
         if not leader:
             raise ConnectionError(f"region A ({', '.join(self.masters)}) has no leader")
         requests = [mpb.Request(id=i + 1, caller=pb.Caller(), locate_chunk_id=mpb.LocateChunkId(
             chunk_id=chunk, version=version)) for i, (chunk, version) in enumerate(batch)]
-        answers: dict[Key, list[mpb.ChunkLocation]] = {}
+        answers: dict[Key, tuple[list[mpb.ChunkLocation], StorageClass | None]] = {}
         async with grpc.aio.insecure_channel(leader, options=GRPC_OPTIONS) as channel:
             call = metadata_pb2_grpc.MetadataStub(channel).Session(
                 iter([mpb.RequestBatch(requests=requests)]), timeout=TIMEOUT_S)
@@ -105,7 +111,8 @@ class RegionSource:
                     for reply in replies.replies:
                         key = batch[reply.id - 1]
                         if reply.status == mpb.Reply.OK:
-                            answers[key] = self._whole(key, reply.locations)
+                            answers[key] = self._usable(key, reply.locations,
+                                                        reply.storage_class)
                         else:
                             self._complain(reply.message)
                     heard += len(replies.replies)
@@ -115,12 +122,22 @@ class RegionSource:
                 call.cancel()
         return answers
 
-    def _whole(self, key: Key, locations) -> list[mpb.ChunkLocation]:
+    def _usable(self, key: Key, locations, text: str
+                ) -> tuple[list[mpb.ChunkLocation], StorageClass | None]:
+        """Whole copies if A has any; else its parts, when their shape is known."""
         copies = [loc for loc in locations if loc.part == 0]
-        if locations and not copies:
+        if copies or not locations:
+            return copies, None
+        try:
+            shape = parse(text)
+        except StorageClassError:
+            shape = None
+        if shape is None or not shape.is_ec:
             self._complain(f"region A holds chunk {key[0]:x} version {key[1]} only as "
-                           "erasure-coded parts: this region fetches whole copies only")
-        return copies
+                           f"erasure-coded parts, but names its class {text!r}: their "
+                           "shape is unknown, so this region cannot decode them")
+            return [], None
+        return [loc for loc in locations if loc.part], shape
 
     def _complain(self, what: str) -> None:
         """A warning at most every 30 s: a lost region A must not flood the log."""
