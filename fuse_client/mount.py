@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyfuse3
 import pyfuse3.asyncio
 
-from fuse_client import mountinfo
+from fuse_client import fuse_wakeups, mountinfo
 from fuse_client.chunk_io import ChunkIO
 from fuse_client.invalidation import Invalidator
 from fuse_client.metadata_client import MetadataClient
@@ -54,6 +54,7 @@ def pid_file(mountpoint: str) -> str:
 def run(config: MountConfig) -> int:
     """Serve the mount until it is unmounted or the process is told to stop."""
     pyfuse3.asyncio.enable()
+    fuse_wakeups.install()
     try:
         import uvloop
         runner = uvloop.run
