@@ -106,7 +106,10 @@ async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> bool:
 def _previous(chunk: pb.Chunk, reply: mpb.Reply, known: Located | None) -> Located | None:
     """Where the chunk's contents at the previous version can be read; None when it has
     none (a new chunk)."""
-    before = pb.Chunk(index=chunk.index, id=chunk.id, version=chunk.version - 1)
+    # The version before, or parts a repair moved on to this one (see the master's
+    # ChunkManager.contents).
+    newest = max((loc.version for loc in reply.locations), default=chunk.version - 1)
+    before = pb.Chunk(index=chunk.index, id=chunk.id, version=newest)
     targets = {t.address for t in reply.targets}
     held = [loc for loc in reply.locations if loc.version == before.version]
     copies = [loc for loc in held if loc.part == 0 and loc.address not in targets]

@@ -253,7 +253,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         chunk, ino = reply.result.chunk, reply.result.attr.inode
         sclass = self.chunks.class_of(ino)
         reply.storage_class = str(self.chunks.reading_class(ino))   # to fill from parts
-        reply.locations.extend(self.chunks.locations(chunk.id, chunk.version - 1))
+        reply.locations.extend(self.chunks.contents(chunk.id, chunk.version))
         try:
             reply.targets.extend(self.chunks.write_targets(chunk.id, chunk.version, sclass))
         except ContentsUnknownError as exc:

@@ -152,6 +152,16 @@ def test_an_ec_file_is_converted_reads_through_a_lost_part_and_rebuilds_it(clust
             io.invalidate(ino)
             assert await io.read(ROOT, ino, 0, len(data), len(data)) == data
             await io.close()
+        # A writer that begins a write into the chunk and dies before writing leaves
+        # every part a version behind: the master moves them on, the data stays.
+        async with MetadataClient(list(meta.addresses.values())) as writer:
+            await writer.mutate(ROOT, open=pb.Open(inode=ino, flags=O_RDWR))
+            await writer.mutate(ROOT, begin_write=pb.BeginWrite(inode=ino, chunk_index=0))
+        async with MetadataClient(list(meta.addresses.values())) as md:
+            await until(lambda: at_goal(md, ino, 0, parts=3), "the parts moved on")
+            io = ChunkIO(md)
+            assert await io.read(ROOT, ino, 0, len(data), len(data)) == data
+            await io.close()
     run(scenario())
 
 

@@ -180,3 +180,20 @@ def test_decoding_never_deletes_what_a_chunk_is_readable_from(text, holders, fre
                if job.WhichOneof("kind") == "delete"}
     left = [h for h in holders if (h.server, h.part) not in deleted]
     assert readable_as(sclass, EC21, left) or not readable_as(sclass, EC21, holders)
+
+
+def test_parts_a_dead_writer_left_behind_are_moved_to_the_current_version():
+    # Writing into a chunk held only as parts begins a new version, then writes whole
+    # copies; a writer that dies in between leaves every part one version behind.
+    parts = [holder("s0", V - 1, part=1), holder("s1", V - 1, part=2),
+             holder("s2", V - 1, part=3)]
+    for sclass, shape in ((parse("ec=2+1"), None), (parse("copies=2"), EC21)):
+        result = plan(1, V, sclass, parts, room(), committed=V - 1, parts_class=shape)
+        assert result.state == MISSING
+        assert kinds(result) == [("s0", "set_version"), ("s1", "set_version"),
+                                 ("s2", "set_version")]
+        assert all(job.set_version.old_version == V - 1 for _, job in result.jobs)
+    # not when they miss a commit, or are too few to read
+    assert plan(1, V, parse("ec=2+1"), parts, room(), committed=V - 2).jobs == []
+    assert plan(1, V, parse("ec=2+1"), parts[:1], room(), committed=V - 1).jobs == []
+    assert plan(1, V, parse("copies=2"), parts, room(), committed=V - 1).jobs == []

@@ -23,16 +23,17 @@ class Projection(dict):
         return super().get((cf, key), default)
 
 
-def manager(committed: int | None, holdings: dict[str, list[tuple[int, int]]]):
+def manager(committed: int | None, holdings: dict[str, list[tuple[int, int]]],
+            spare: int = 2):
     """A leading manager; `holdings`: server -> [(part, version)] of CHUNK it reports.
-    Two more servers with room hold nothing."""
+    `spare` more servers with room hold nothing."""
     projection = Projection()
     if committed is not None:
         projection[(r.COMMITTED, r.u64(CHUNK))] = r.U32.pack(committed)
     node = SimpleNamespace(core=SimpleNamespace(role="leader", term=1),
                            machine=SimpleNamespace(projection=projection))
     chunks = ChunkManager(node)
-    for name in [*holdings, "empty1", "empty2"]:
+    for name in [*holdings, *(f"empty{i}" for i in range(spare))]:
         server = chunks.registry.connect(name, f"{name}:1", lambda job: None)
         held = [cpb.Held(chunk=CHUNK, part=part, version=version, length=1 << 20)
                 for part, version in holdings.get(name, [])]
@@ -78,4 +79,17 @@ def test_a_chunk_held_only_as_parts_gets_fresh_servers_to_fill_from_them():
 def test_a_new_chunk_gets_fresh_servers():
     chunks = manager(committed=None, holdings={})
     chosen = targets(chunks, 1)
+    assert len(chosen) == 2 and all(version == 0 for _, version in chosen)
+
+
+def test_parts_a_repair_moved_to_the_new_version_are_read_to_fill_fresh_copies():
+    chunks = manager(committed=3, holdings={"a": [(1, 4)], "b": [(2, 4)], "c": [(3, 4)]})
+    assert [version for _, version in targets(chunks, 4)] == [0, 0]
+    assert sorted(loc.part for loc in chunks.contents(CHUNK, 4)) == [1, 2, 3]
+
+
+def test_fresh_copies_may_go_beside_parts_when_every_server_holds_one():
+    chunks = manager(committed=3, holdings={"a": [(1, 3)], "b": [(2, 3)], "c": [(3, 3)]},
+                     spare=0)
+    chosen = targets(chunks, 4)
     assert len(chosen) == 2 and all(version == 0 for _, version in chosen)

@@ -353,14 +353,23 @@ class ChunkManager:
         if held:
             newest = max(v for v, _ in held.values())
             chosen = [(s, v, n) for s, (v, n) in held.items() if v == newest]
-        elif floor and not self.locations(chunk, version - 1):
+        elif floor and not self.contents(chunk, version):
             raise ContentsUnknownError(chunk, floor, self.clock() - self.since)
         else:
-            fresh = planner.spread(chunk, self._room(), self.holders(chunk), goal)
+            # beside a part is fine: a copy has its own store id
+            copies = [h for h in self.holders(chunk) if h.part == 0]
+            fresh = planner.spread(chunk, self._room(), copies, goal)
             chosen = [(c.server, 0, 0) for c in fresh]
         self.registry.write_began(chunk, version, [server for server, _, _ in chosen])
         return [mpb.ChunkLocation(address=self.registry.address(server), version=held,
                                   length=length) for server, held, length in chosen]
+
+    def contents(self, chunk: int, version: int) -> list[mpb.ChunkLocation]:
+        """Where a writer that began `version` reads the chunk's contents from when it
+        has no whole copy to move: the copies and parts at the version before, or parts
+        a repair already moved to `version` (it took the writer for dead)."""
+        return self.locations(chunk, version - 1) or [
+            loc for loc in self.locations(chunk, version) if loc.part]
 
     def _room(self) -> list[planner.Candidate]:
         return [planner.Candidate(s.server_id, s.address, s.free_bytes)

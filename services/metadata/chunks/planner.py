@@ -59,7 +59,7 @@ def plan(chunk: int, version: int, sclass: StorageClass, holders: list[Holder],
     if not copies and parts_class is not None and len(parts) >= parts_class.k:
         return _decode(chunk, version, parts_class, holders, parts, candidates)
     return _plan_copies(chunk, version, sclass.copies, holders, copies, candidates,
-                        committed)
+                        committed, parts_class)
 
 
 def _decode(chunk, version, shape, holders, parts, candidates) -> Plan:
@@ -78,9 +78,10 @@ def _copies(holders) -> list[Holder]:
     return [h for h in holders if h.part == 0]
 
 
-def _plan_copies(chunk, version, goal, holders, copies, candidates, committed) -> Plan:
+def _plan_copies(chunk, version, goal, holders, copies, candidates, committed,
+                 parts_class=None) -> Plan:
     if not copies:
-        return _repair_versions(chunk, version, holders, committed)
+        return _repair_versions(chunk, version, holders, committed, parts_class)
     returning = [h for h in holders if not h.alive and h.part == 0 and h.version == version]
     if len(copies) + len(returning) < goal:
         targets = spread(chunk, candidates, _copies(holders),
@@ -117,7 +118,7 @@ def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend
             for t, p in zip(targets, missing, strict=False)]
         return Plan(UNDER, jobs)
     if not copies:
-        return _repair_versions(chunk, version, holders, committed)
+        return _repair_versions(chunk, version, holders, committed, sclass)
     if parts:                    # a conversion that stopped half way: start again
         return Plan(UNDER, [(h.server, _delete(chunk, h)) for h in parts.values()])
     targets = spread(chunk, candidates, [], total)
@@ -164,22 +165,31 @@ def fetch(chunk: int, version: int, holders: list[Holder], candidates: list[Cand
     return Plan(MISSING, [(target, job) for target in targets])
 
 
-def _repair_versions(chunk, version, holders, committed: int | None = None) -> Plan:
+def _repair_versions(chunk, version, holders, committed: int | None = None,
+                     shape: StorageClass | None = None) -> Plan:
     """No good copy at the current version: a write began and never reached the
     copies (its client died). The newest older copies hold the last data written:
     move them to the current version rather than lose the chunk. But only when they
     are at the version of the last commit (when it is known): copies older than that
-    miss committed data, and moving them on would serve old contents as current."""
-    stale = [h for h in holders if h.alive and not h.damaged and h.part == 0
-             and h.version < version]
-    if not stale:
+    miss committed data, and moving them on would serve old contents as current.
+    A chunk held only as parts of `shape` (ec=K+M) is repaired the same way, once K
+    distinct parts are at that version: the writer that died had not touched them."""
+    stale = [h for h in holders if h.alive and not h.damaged and h.version < version]
+    pool = _copies(stale)
+    if not pool and shape is not None and shape.is_ec:
+        pool = [h for h in stale if h.part]
+    if not pool:
         return Plan(MISSING, [])
-    newest = max(h.version for h in stale)
+    newest = max(h.version for h in pool)
     if committed is not None and newest != committed:
         return Plan(MISSING, [])
-    return Plan(MISSING, [(h.server, cpb.Job(chunk=chunk, version=version, set_version=
-                                             cpb.SetVersion(old_version=newest)))
-                          for h in stale if h.version == newest])
+    movers = [h for h in pool if h.version == newest]
+    if movers[0].part and len({h.part for h in movers}) < shape.k:
+        return Plan(MISSING, [])
+    servers = sorted({h.server for h in movers})   # a job moves all it holds of the chunk
+    return Plan(MISSING, [(server, cpb.Job(chunk=chunk, version=version, set_version=
+                                           cpb.SetVersion(old_version=newest)))
+                          for server in servers])
 
 
 def _delete(chunk: int, holder: Holder) -> cpb.Job:
