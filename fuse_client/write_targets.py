@@ -1,11 +1,11 @@
 """Making the targets of a begin_write ready to take writes at the new version.
 
 A target named with a version holds the chunk at that version: it is moved to the new
-one (SET_VERSION). A target with version 0 is new: the chunk is created there at
-INCOMPLETE and, when the chunk already has contents (on other copies, or only as
-erasure-coded parts), they are copied over and synced; only then is it moved to the
-new version. So every target holds the whole chunk before a new byte lands, and no
-report ever names a copy half filled.
+one (SET_VERSION). A target with version 0 is new: the chunk is created there and, when
+it already has contents (on other copies, or only as erasure-coded parts), it is
+made at INCOMPLETE, the contents are copied over and synced, and only then is it
+moved to the new version. So every target holds the whole chunk before a new byte
+lands, and no report ever names a copy half filled.
 
 The master learns of copies from chunkserver reports, which lag a little behind the
 writes: a begin_write right after another may name as "new" a server that already
@@ -50,18 +50,24 @@ async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply,
     moved = [t for t in reply.targets if t.version]
     fresh = [t.address for t in reply.targets if not t.version]
     await asyncio.gather(*(_move(servers, chunk, t) for t in moved))
-    kept = await asyncio.gather(*(_create(servers, chunk, address) for address in fresh))
-    holders = [t.address for t in moved] + [a for a, k in zip(fresh, kept, strict=True) if k]
+    source = of_copies(chunk, tuple(t.address for t in moved)) if moved else \
+        _previous(chunk, reply, known)
+    # A new chunk has nothing to fill: its copies are made at the version at once.
+    made_at = chunk.version if source is None else p.INCOMPLETE
+    kept = await asyncio.gather(*(_create(servers, chunk, address, made_at)
+                                  for address in fresh))
     empty = [a for a, k in zip(fresh, kept, strict=True) if not k]
     if empty:
-        source = of_copies(chunk, tuple(holders)) if holders else \
-            _previous(chunk, reply, known)
+        if source is None and len(empty) < len(fresh):   # a target had the contents
+            source = of_copies(chunk, tuple(a for a, k in zip(fresh, kept, strict=True)
+                                            if k))
         if source is not None:
-            await _fill(servers, reader, source, chunk, empty)
-            await asyncio.gather(*(servers.call(address, "sync", chunk.id, p.INCOMPLETE)
+            await _fill(servers, reader, source, chunk, empty, made_at)
+        if made_at == p.INCOMPLETE:
+            await asyncio.gather(*(servers.call(address, "sync", chunk.id, made_at)
                                    for address in empty))
-        await asyncio.gather(*(servers.call(address, "set_version", chunk.id, p.INCOMPLETE,
-                                            chunk.version) for address in empty))
+            await asyncio.gather(*(servers.call(address, "set_version", chunk.id, made_at,
+                                                chunk.version) for address in empty))
     return Prepared(chunk, tuple(t.address for t in reply.targets), reply.storage_class)
 
 
@@ -81,13 +87,13 @@ async def _move(servers: ChunkServers, chunk: pb.Chunk, target: mpb.ChunkLocatio
             await servers.call(target.address, "set_version", chunk.id, held, chunk.version)
 
 
-async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> bool:
-    """Make the chunk at `address`, at p.INCOMPLETE until it is whole: a writer that dies
-    while filling it leaves a copy no report names, not one a later write would take
-    for the contents. True when the server turned out to hold the current contents
-    already (the master had not heard yet), which were kept."""
+async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str, made_at: int) -> bool:
+    """Make the chunk at `address` at version `made_at`: INCOMPLETE when it is to be
+    filled, so that a writer that dies while filling it leaves a copy no report names,
+    not one a later write would take for the contents. True when the server turned out
+    to hold the current contents already (the master had not heard yet): kept."""
     try:
-        await servers.call(address, "create", chunk.id, p.INCOMPLETE)
+        await servers.call(address, "create", chunk.id, made_at)
         return False
     except ChunkRequestError as exc:
         if exc.status != p.EXISTS:
@@ -99,7 +105,7 @@ async def _create(servers: ChunkServers, chunk: pb.Chunk, address: str) -> bool:
         return True
     # a leftover of another version, or half made: wipe it, it is refilled
     await servers.call(address, "delete", chunk.id)
-    await servers.call(address, "create", chunk.id, p.INCOMPLETE)
+    await servers.call(address, "create", chunk.id, made_at)
     return False
 
 
@@ -138,13 +144,13 @@ async def _length(servers: ChunkServers, reader: ChunkReader, source: Located) -
 
 
 async def _fill(servers: ChunkServers, reader: ChunkReader, source: Located,
-                chunk: pb.Chunk, fresh: list[str]) -> None:
+                chunk: pb.Chunk, fresh: list[str], version: int) -> None:
     length = await _length(servers, reader, source)
     gate = asyncio.Semaphore(FILL_IN_FLIGHT)
 
     async def piece(offset: int) -> None:
         async with gate:
             data = await reader.read(source, offset, min(FILL_PIECE, length - offset))
-            await servers.call(fresh[0], "write", chunk.id, p.INCOMPLETE, offset, data,
+            await servers.call(fresh[0], "write", chunk.id, version, offset, data,
                                chain=tuple(fresh[1:]))
     await asyncio.gather(*(piece(offset) for offset in range(0, length, FILL_PIECE)))
