@@ -299,12 +299,14 @@ class CommitWrite(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ..., chunk_id: _Optional[int] = ..., version: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class SetClass(_message.Message):
-    __slots__ = ("inode", "storage_class")
+    __slots__ = ("inode", "storage_class", "default_class")
     INODE_FIELD_NUMBER: _ClassVar[int]
     STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_CLASS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     storage_class: str
-    def __init__(self, inode: _Optional[int] = ..., storage_class: _Optional[str] = ...) -> None: ...
+    default_class: str
+    def __init__(self, inode: _Optional[int] = ..., storage_class: _Optional[str] = ..., default_class: _Optional[str] = ...) -> None: ...
 
 class AdoptChunks(_message.Message):
     __slots__ = ("inode", "chunks", "size")

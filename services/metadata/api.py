@@ -215,6 +215,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                              seq=request.seq if kind != "open_session" else 0,
                              acked_seq=request.acked_seq)
         getattr(stamped, kind).CopyFrom(getattr(command, kind))
+        if kind == "set_class":
+            stamped.set_class.default_class = str(self.chunks.default_class)
         named = named_inodes(self.node.machine.projection, command) \
             if self.subscribers.anyone_but(request.session) else ()
 

@@ -188,6 +188,25 @@ def test_erasure_coded_data_goes_back_to_copies_but_takes_no_other_shape(fs):
     assert fs.do(set_class=pb.SetClass(inode=d, storage_class="copies=2")).errno == 0
 
 
+def test_a_file_of_an_erasure_coded_cluster_default_keeps_its_parts_shape(fs):
+    # A file with no class of its own has the default the leader stamps on SetClass.
+    f = fs.create(R, b"f")
+    c = Client(fs, ROOT)
+    c.do(open=pb.Open(inode=f, flags=O_RDWR))
+    chunk = c.do(begin_write=pb.BeginWrite(inode=f, chunk_index=0)).chunk
+    c.do(commit_write=pb.CommitWrite(inode=f, chunk_index=0, chunk_id=chunk.id,
+                                     version=chunk.version, end=1000))
+    refused = fs.do(set_class=pb.SetClass(inode=f, storage_class="ec=4+2",
+                                          default_class="ec=2+1"))
+    assert refused.errno == errno.EOPNOTSUPP and "ec=2+1" in refused.message
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="copies=2", default_class="ec=2+1"))
+    assert reads.parts_class(fs.proj, f) == "ec=2+1"
+    fs.ok(set_class=pb.SetClass(inode=f, storage_class="", default_class="ec=2+1"))
+    assert reads.parts_class(fs.proj, f) is None         # back to its parts' shape
+    assert fs.do(set_class=pb.SetClass(inode=f, storage_class="copies=2",
+                                       default_class="nonsense")).errno == 0
+
+
 def test_only_the_owner_sets_a_storage_class(fs):
     f = fs.create(R, b"f", 0o666)
     assert fs.do(ALICE, set_class=pb.SetClass(inode=f, storage_class="copies=3")).errno \

@@ -660,7 +660,7 @@ def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
             text = str(storage_class.parse(op.storage_class))
         except storage_class.StorageClassError as exc:
             raise FsError(errno.EINVAL, str(exc)) from None
-    _keep_encoded_data(ns, node, ns.txn.get(r.CLASSES, key), text)
+    _keep_encoded_data(ns, node, ns.txn.get(r.CLASSES, key), text, op.default_class)
     if text:
         ns.txn.put(r.CLASSES, key, text.encode())
     else:
@@ -670,29 +670,43 @@ def _set_class(ns: Namespace, op: pb.SetClass) -> pb.Result:
     return _ok(node)
 
 
-def _keep_encoded_data(ns: Namespace, node: r.Inode, old: bytes | None, new: str) -> None:
+def _keep_encoded_data(ns: Namespace, node: r.Inode, old: bytes | None, new: str,
+                       default: str) -> None:
     """Erasure-coded parts are read, rebuilt and judged complete with the shape they were
     encoded in. A file with data may leave its ec=K+M class for copies=N (the chunk
     manager decodes its parts back into copies, with the shape kept under the file's
     parts key) or come back to that shape, but not take another one: no job re-encodes
-    parts, and read with another shape they are lost, or deleted as extra."""
+    parts, and read with another shape they are lost, or deleted as extra. `default`:
+    the cluster default the leader stamped ("" in commands from before it did)."""
     if not stat.S_ISREG(node.mode):
         return
     parts_key = r.parts_class_key(node.ino)
     kept = ns.txn.get(r.CLASSES, parts_key)
+    if not _is_class(default):
+        default = ""            # not the leader's stamp: as if none had been made
+    current = old.decode() if old is not None else default
     shape = kept.decode() if kept is not None else \
-        old.decode() if old is not None and storage_class.parse(old.decode()).is_ec else None
-    if shape is None or not ns.txn.scan(r.CHUNKS, r.u64(node.ino)) or new == shape:
+        current if current and storage_class.parse(current).is_ec else None
+    target = new or default
+    if shape is None or not ns.txn.scan(r.CHUNKS, r.u64(node.ino)) or target == shape:
         if kept is not None:
             ns.txn.delete(r.CLASSES, parts_key)
         return
-    if new and not storage_class.parse(new).is_ec:
+    if target and not storage_class.parse(target).is_ec:
         ns.txn.put(r.CLASSES, parts_key, shape.encode())
         return
     raise FsError(errno.EOPNOTSUPP,
                   f"inode {node.ino} holds data stored as {shape} parts, which cannot be "
                   f"re-encoded into another shape yet: give it {shape} or a copies=N class"
-                  + ("" if new else " by name (the cluster default may be another shape)"))
+                  + ("" if target else " by name (the cluster default may be another shape)"))
+
+
+def _is_class(text: str) -> bool:
+    try:
+        storage_class.parse(text)
+    except storage_class.StorageClassError:
+        return False
+    return True
 
 
 def _adopt_chunks(ns: Namespace, op: pb.AdoptChunks) -> pb.Result:
