@@ -56,11 +56,11 @@ async def prepare(servers: ChunkServers, reader: ChunkReader, reply: mpb.Reply,
     made_at = chunk.version if source is None else p.INCOMPLETE
     kept = await asyncio.gather(*(_create(servers, chunk, address, made_at)
                                   for address in fresh))
-    empty = [a for a, k in zip(fresh, kept, strict=True) if not k]
+    had = [a for a, k in zip(fresh, kept, strict=True) if k]
+    empty = [a for a in fresh if a not in had]
     if empty:
-        if source is None and len(empty) < len(fresh):   # a target had the contents
-            source = of_copies(chunk, tuple(a for a, k in zip(fresh, kept, strict=True)
-                                            if k))
+        if source is None and had:     # a target had the contents (the master had not heard)
+            source = of_copies(chunk, tuple(had))
         if source is not None:
             await _fill(servers, reader, source, chunk, empty, made_at)
         if made_at == p.INCOMPLETE:

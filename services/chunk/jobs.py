@@ -268,25 +268,26 @@ class JobRunner:
     async def _rebuild(self, job: pb.Job) -> None:
         r = job.rebuild
         missing = rebuild_part(r.k, r.m, r.part)
-        found, failures = await self._fetch_parts(job.chunk, job.version, r.sources)
-        if len(found) < r.k:
-            raise JobError(f"only {len(found)} of the {r.k} parts needed could be read ("
-                           + "; ".join(failures) + ")")
-        coder = ErasureCoder(r.k, r.m, backend_of(next(iter(found.values())), r.k, r.m))
+        found, coder = await self._enough_parts(job, r.k, r.m, r.sources)
         rebuilt = await asyncio.to_thread(coder.reconstruct, found, [missing])
         await store_whole(LocalTarget(self.store, store_id(job.chunk, r.part), self.on_change),
                           rebuilt[missing], job.version)
 
     async def _decode(self, job: pb.Job) -> None:
-        d = job.decode
-        found, failures = await self._fetch_parts(job.chunk, job.version, d.sources)
-        if len(found) < d.k:
-            raise JobError(f"only {len(found)} of the {d.k} parts needed could be read ("
-                           + "; ".join(failures) + ")")
-        coder = ErasureCoder(d.k, d.m, backend_of(next(iter(found.values())), d.k, d.m))
+        found, coder = await self._enough_parts(job, job.decode.k, job.decode.m,
+                                                job.decode.sources)
         data = await asyncio.to_thread(coder.decode, found)
         await store_whole(LocalTarget(self.store, store_id(job.chunk), self.on_change),
                           data, job.version)
+
+    async def _enough_parts(self, job: pb.Job, k: int, m: int, sources
+                            ) -> tuple[dict[int, bytes], ErasureCoder]:
+        """At least k of the parts, and a coder of the backend that made them."""
+        found, failures = await self._fetch_parts(job.chunk, job.version, sources)
+        if len(found) < k:
+            raise JobError(f"only {len(found)} of the {k} parts needed could be read ("
+                           + "; ".join(failures) + ")")
+        return found, ErasureCoder(k, m, backend_of(next(iter(found.values())), k, m))
 
     async def _fetch_parts(self, chunk: int, version: int, sources
                            ) -> tuple[dict[int, bytes], list[str]]:

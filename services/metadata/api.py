@@ -254,7 +254,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                                "where chunks are from the chunkservers; retry")
         chunk, ino = reply.result.chunk, reply.result.attr.inode
         sclass = self.chunks.class_of(ino)
-        reply.storage_class = str(self.chunks.reading_class(ino))   # to fill from parts
+        # the shape to fill from parts with
+        reply.storage_class = str(self.chunks.parts_class_of(ino, sclass) or sclass)
         reply.locations.extend(self.chunks.contents(chunk.id, chunk.version))
         try:
             reply.targets.extend(self.chunks.write_targets(chunk.id, chunk.version, sclass))

@@ -213,7 +213,9 @@ class ChunkManager:
             return self._fetch(chunk, version, holders) if idle else planner.MISSING
         result = planner.plan(chunk, version, sclass, holders,
                               self._candidates() if idle else [], self._ec_backend(sclass),
-                              self._committed(chunk), self.parts_class_of(ino, sclass))
+                              self._committed(chunk),
+                              self.parts_class_of(ino, sclass)
+                              if any(h.part for h in holders) else None)
         if idle:
             for server, job in result.jobs:
                 self._send(server, job)

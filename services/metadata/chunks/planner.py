@@ -66,10 +66,18 @@ def _decode(chunk, version, shape, holders, parts, candidates) -> Plan:
     """The chunk is readable from its parts only: make one whole copy from them; once
     it is there, `_plan_copies` replicates it and deletes the parts at the goal."""
     targets = spread(chunk, candidates, _copies(holders), 1)
-    sources = [cpb.PartSource(address=h.address, part=h.part, length=h.length)
-               for h in parts.values()]
-    return Plan(UNDER, [(t.server, cpb.Job(chunk=chunk, version=version, decode=cpb.Decode(
-        k=shape.k, m=shape.m, sources=sources))) for t in targets])
+    return Plan(UNDER, [(t.server, _decode_job(chunk, version, shape, parts.values()))
+                        for t in targets])
+
+
+def _decode_job(chunk, version, shape, parts) -> cpb.Job:
+    return cpb.Job(chunk=chunk, version=version, decode=cpb.Decode(
+        k=shape.k, m=shape.m, sources=_part_sources(parts)))
+
+
+def _part_sources(parts) -> list[cpb.PartSource]:
+    """Where parts can be read: holders here, or region A's locations."""
+    return [cpb.PartSource(address=h.address, part=h.part, length=h.length) for h in parts]
 
 
 def _copies(holders) -> list[Holder]:
@@ -111,8 +119,7 @@ def _plan_ec(chunk, version, sclass, holders, copies, parts, candidates, backend
     if len(parts) >= sclass.k:   # readable: rebuild the lost parts elsewhere
         missing = sorted(wanted - set(parts))
         targets = spread(chunk, candidates, [h for h in holders if h.part], len(missing))
-        sources = [cpb.PartSource(address=h.address, part=h.part, length=h.length)
-                   for h in parts.values()]
+        sources = _part_sources(parts.values())
         jobs = [(t.server, cpb.Job(chunk=chunk, version=version, rebuild=cpb.Rebuild(
             k=sclass.k, m=sclass.m, part=p + 1, sources=sources)))
             for t, p in zip(targets, missing, strict=False)]
@@ -158,10 +165,7 @@ def fetch(chunk: int, version: int, holders: list[Holder], candidates: list[Cand
             sources=[address for address, _ in sources],
             length=max(length for _, length in sources)))
     else:
-        job = cpb.Job(chunk=chunk, version=version, decode=cpb.Decode(
-            k=shape.k, m=shape.m, sources=[cpb.PartSource(address=loc.address, part=loc.part,
-                                                          length=loc.length)
-                                           for loc in parts]))
+        job = _decode_job(chunk, version, shape, parts)
     return Plan(MISSING, [(target, job) for target in targets])
 
 
