@@ -41,6 +41,8 @@ READDIR_PAGE = 512
 STATFS_CACHE_S = 1.0
 MAX_TOLD = 1 << 17
 CAPABILITY = b"security.capability"
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
+ZEROS_PIECE = 1 << 20          # a punched range is overwritten this much at a time
 DEFAULT_TIMEOUTS = Timeouts()
 
 
@@ -356,6 +358,33 @@ class Operations(pyfuse3.Operations):
         if end > self.sizes.get(handle.inode, 0):
             self.sizes[handle.inode] = end
         return len(buf)
+
+    @fuse_operation
+    async def fallocate(self, fh, mode, offset, length):
+        """fallocate(2) (through fuse_fallocate.py). Space is not reserved: chunks are
+        allocated as they are written, and a hole reads as zeros, so mode 0 only
+        grows the file; a punched or zeroed range is overwritten with zeros."""
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        handle = self.handles.file(fh)
+        size = max(self.sizes.get(handle.inode, 0), self.data.written_end(handle.inode))
+        if handle.inode not in self.sizes:
+            size = max(size, (await self._getattr(handle.caller, handle.inode)).size)
+        end = offset + length
+        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) and offset < size:
+            await self._write_zeros(fh, offset, min(end, size))
+        if not mode & FALLOC_FL_KEEP_SIZE and end > size:
+            changed = (await self.md.mutate(handle.caller, setattr=pb.Setattr(
+                inode=handle.inode, size=end, via_handle=True))).attr
+            self.delegations.attributes_set(changed)
+            self.sizes[handle.inode] = changed.size
+            if handle.inode in self.cached:
+                self.cached[handle.inode] = (changed.mtime_ns, changed.size)
+
+    async def _write_zeros(self, fh: int, start: int, end: int) -> None:
+        zeros = bytes(min(ZEROS_PIECE, end - start))
+        for at in range(start, end, ZEROS_PIECE):
+            await self.write(fh, at, zeros[:min(ZEROS_PIECE, end - at)])
 
     @fuse_operation
     async def flush(self, fh):

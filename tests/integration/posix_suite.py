@@ -1341,7 +1341,27 @@ def _fallocate(t: Trace):
     t.stat("size grows to the end", "f")
     t.do("zeros at the end", pread, "f", 2 * MiB, 20)
     t.do("on an O_RDONLY fd", allocate, 0, 10 * MiB, os.O_RDONLY)
+    t.do("on an O_WRONLY fd, over data", allocate, 0, 3 * MiB + 100, os.O_WRONLY)
+    t.stat("grown through the write-only fd", "f")
     t.do("a zero length", allocate, 0, 0)
+
+
+@case("fallocate", "fallocate_modes")
+def _fallocate_modes(t: Trace):
+    write_file("f", b"y" * 5000)
+    before = t.clock("f")
+    t.do("mode 0 past the end", fallocate, "f", 0, 4000, 10_000)
+    t.stat("the size grows", "f")
+    t.changed("times after growing", before)
+    t.do("zeros after the old end", pread, "f", 4990, 20)
+    t.do("KEEP_SIZE past the end", fallocate, "f", FALLOC_FL_KEEP_SIZE, 0, 1 << 20)
+    t.stat("the size is kept", "f")
+    t.do("PUNCH_HOLE without KEEP_SIZE", fallocate, "f", FALLOC_FL_PUNCH_HOLE, 0, 10)
+    t.do("a negative offset", fallocate, "f", 0, -1, 10)
+    t.do("a zero length", fallocate, "f", 0, 0, 0)
+    t.do("an unknown mode", fallocate, "f", 0x4000, 0, 10)
+    t.do("on a directory", lambda: _with_fd(".", os.O_RDONLY, lambda fd: os.posix_fallocate(
+        fd, 0, 10)))
 
 
 @case("fallocate", "punch_hole")

@@ -149,7 +149,7 @@ def test_posix_fallocate_extends_the_file_with_zeros(d):
     path = os.path.join(d, "f")
     write(path, b"abc")
     fd = os.open(path, os.O_RDWR)
-    os.posix_fallocate(fd, 0, 3 * MiB)    # no FUSE fallocate: glibc writes instead
+    os.posix_fallocate(fd, 0, 3 * MiB)
     os.close(fd)
     assert os.stat(path).st_size == 3 * MiB
     assert uncached(path) == b"abc" + bytes(3 * MiB - 3)

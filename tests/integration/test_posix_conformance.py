@@ -29,9 +29,7 @@ def target(request):
 
 
 # Differences we know of and cannot remove yet, by target and case.
-KNOWN = {("mooseng", "fallocate-punch_hole"):
-         "pyfuse3 3.5 has no fallocate hook: only posix_fallocate's zero-writing "
-         "fallback works (docs/mount.md)"}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
