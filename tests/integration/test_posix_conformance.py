@@ -6,9 +6,13 @@ Targets: a second tmpfs (which checks the suite itself: two runs of the kernel's
 file system must agree, so every case is deterministic) and the MooseNG mount.
 """
 
+import os
+import tempfile
+
 import pytest
 
 from tests.integration.posix_suite import CASES, differences, run_case
+from tests.integration.random_syscalls import first_difference, run_sequence
 from tests.integration.tmpfs import mounted_tmpfs, tmpfs_dir  # noqa: F401 - a fixture
 
 
@@ -41,6 +45,23 @@ def test_same_as_tmpfs(name, tmpfs_dir, target):  # noqa: F811 - the fixture
     got = run_case(name, target_dir)
     diffs = differences(reference, got, "tmpfs", target_name)
     assert not diffs, f"{name} on {target_name} differs from tmpfs:\n" + "\n".join(diffs)
+
+
+@pytest.mark.parametrize("batch", range(4))
+def test_random_call_sequences_match_tmpfs(batch, tmpfs_dir, target):  # noqa: F811
+    """40 seeded sequences of 40 random calls each per batch (random_syscalls.py)."""
+    target_name, target_dir = target
+    for seed in range(batch * 40, batch * 40 + 40):
+        reference = run_sequence(_fresh(tmpfs_dir), seed)
+        got = run_sequence(_fresh(target_dir), seed)
+        difference = first_difference(reference, got)
+        assert difference is None, f"seed {seed} on {target_name}: {difference}"
+
+
+def _fresh(root: str) -> str:
+    path = tempfile.mkdtemp(prefix="random-", dir=root)
+    os.chmod(path, 0o777)     # the unprivileged steps may create in it
+    return path
 
 
 def test_the_suite_notices_a_difference(tmpfs_dir):  # noqa: F811 - the fixture
