@@ -12,7 +12,8 @@ class DataUnavailableError(OSError):
 
 
 class WriteFailedError(OSError):
-    """Written bytes could not be stored on every copy, even with fresh targets."""
+    """Written bytes could not be stored on every copy, even with fresh targets;
+    ENOSPC when the chunkservers had no room for them, else EIO."""
 
-    def __init__(self, message: str):
-        super().__init__(errno.EIO, message)
+    def __init__(self, message: str, code: int = errno.EIO):
+        super().__init__(code, message)

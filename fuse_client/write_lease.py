@@ -26,6 +26,7 @@ from fuse_client.chunk_reader import ChunkReader, LocationOutdatedError
 from fuse_client.chunk_servers import ChunkServers
 from fuse_client.data_errors import WriteFailedError
 from schemas import namespace_pb2 as pb
+from services.chunk import protocol as p
 from services.chunk.data_client import ChunkRequestError
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.records import CHUNK_SIZE
@@ -195,10 +196,15 @@ class WriteLease:
                 self._failure = exc
             if self._failure is None:
                 return
+        full = isinstance(self._failure, ChunkRequestError) and \
+            self._failure.status == p.NO_SPACE
         raise WriteFailedError(
             f"{self!r}: could not store the written bytes on every copy in "
-            f"{self.ctx.attempts} attempts; last failure: {self._failure}. Check the "
-            "chunkservers (mooseng status); the bytes written since the last flush are lost")
+            f"{self.ctx.attempts} attempts; last failure: {self._failure}. "
+            + ("The chunkservers are out of space: free some, or add chunkservers"
+               if full else "Check the chunkservers (mooseng status)")
+            + "; the bytes written since the last flush are lost",
+            errno.ENOSPC if full else errno.EIO)
 
     async def _begin(self) -> None:
         reply = await self.ctx.metadata.mutate_reply(

@@ -12,6 +12,7 @@ version, detail)` when a request finds a block or header failing its CRC, and
 """
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from services.chunk.errors import (
     ChunkExistsError,
     ChunkIOError,
     ChunkNotFoundError,
+    ChunkStoreFullError,
     StaleVersionError,
 )
 from services.chunk.framing import FramedProtocol
@@ -37,6 +39,9 @@ ERRORS = ((ChunkNotFoundError, p.NOT_FOUND), (StaleVersionError, p.STALE),
 
 
 def status_of(exc: Exception) -> int:
+    if isinstance(exc, ChunkStoreFullError) or (
+            isinstance(exc, ChunkIOError) and exc.cause.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return p.NO_SPACE      # the writer's client answers ENOSPC, not EIO
     for kind, status in ERRORS:
         if isinstance(exc, kind):
             return status
@@ -118,7 +123,10 @@ class DataServer:
                 self.on_damage(chunk, version, str(exc))
             reply = [p.encode_reply(op, ident, status_of(exc), message=str(exc))]
         except (ChunkRequestError, ConnectionError) as exc:
-            reply = [p.encode_reply(op, ident, p.FORWARD_FAILED, message=str(exc))]
+            # A full server further down the chain: the writer must hear "no space".
+            full = isinstance(exc, ChunkRequestError) and exc.status == p.NO_SPACE
+            reply = [p.encode_reply(op, ident, p.NO_SPACE if full else p.FORWARD_FAILED,
+                                    message=str(exc))]
         except (ValueError, OSError) as exc:
             reply = [p.encode_reply(op, ident, p.BAD_REQUEST, message=str(exc))]
         finally:

@@ -71,7 +71,7 @@ class ChunkIOError(ChunkError, OSError):
 
 
 class ChunkStoreFullError(ChunkError):
-    pass
+    """No chunk directory has room for another whole chunk."""
 
 
 class ChunkDirectoryError(ChunkError):

@@ -29,10 +29,12 @@ OPS = {READ: "read", WRITE: "write", CREATE: "create", SET_VERSION: "set_version
 CHAINED = (WRITE, SYNC, TRUNCATE)   # forwarded along the chain of copies
 STAT_REPLY = struct.Struct(">IQ")   # version, length of the stored chunk
 
-OK, NOT_FOUND, STALE, CORRUPT, BAD_REQUEST, EXISTS, IO_ERROR, FORWARD_FAILED = range(8)
+OK, NOT_FOUND, STALE, CORRUPT, BAD_REQUEST, EXISTS, IO_ERROR, FORWARD_FAILED, NO_SPACE = \
+    range(9)
 STATUS = {OK: "ok", NOT_FOUND: "no such chunk", STALE: "stale version",
           CORRUPT: "damaged copy", BAD_REQUEST: "bad request", EXISTS: "chunk exists",
-          IO_ERROR: "disk error", FORWARD_FAILED: "a later copy in the chain failed"}
+          IO_ERROR: "disk error", FORWARD_FAILED: "a later copy in the chain failed",
+          NO_SPACE: "no space left"}
 
 
 class ProtocolError(Exception):

@@ -346,11 +346,15 @@ class ChunkManager:
         held = {c.server: (c.version, c.length) for c in self.registry.of(chunk)
                 if c.part == 0 and floor <= c.version <= version and not c.damaged
                 and self.registry.alive(c)}
-        # The last writer's copies, if their reports have not caught up with it yet.
+        # The last writer's copies, if their reports have not caught up with it yet;
+        # not a new chunk's server that has since reported no room for one (its create
+        # was refused: the writer gets other servers, or ENOSPC).
         last_version, last_servers = self.registry.expected.get(chunk, (0, []))
         for server in last_servers:
+            known = self.registry.servers[server]
             if held.get(server, (0, 0))[0] < last_version < version \
-                    and floor <= last_version and self.registry.servers[server].connected:
+                    and floor <= last_version and known.connected \
+                    and (floor or known.free_bytes >= ROOM):
                 held[server] = (last_version, held.get(server, (0, 0))[1])
         if held:
             newest = max(v for v, _ in held.values())
