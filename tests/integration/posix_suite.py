@@ -1459,6 +1459,9 @@ def _xattr_user(t: Trace):
     t.do("a 256-byte name", os.setxattr, "f", "user." + "n" * 251, b"v")
     t.do("an unknown namespace", os.setxattr, "f", "bogus.a", b"v")
     t.do("an empty name", os.setxattr, "f", "", b"v")
+    t.do("a namespace with no name", os.setxattr, "f", "user.", b"v")
+    t.do("get a namespace with no name", os.getxattr, "f", "user.")
+    t.do("remove a namespace with no name", os.removexattr, "f", "user.")
     t.do("a missing file", os.getxattr, "nope", "user.a")
 
 

@@ -505,6 +505,8 @@ class PosixModel:
         if not (name.startswith(b"user.") or name.startswith(b"trusted.")
                 or name.startswith(b"security.")):
             raise Refused(E.EOPNOTSUPP, "xattr namespace")
+        if name in (b"user.", b"trusted.", b"security."):
+            raise Refused(E.EINVAL, "a namespace with no attribute name")
 
     def _xattr_writable(self, user: User, n: Node, name: bytes) -> None:
         if name.startswith(b"trusted.") or name.startswith(b"security."):

@@ -71,7 +71,8 @@ NODE_TYPES = [0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S
 RDEVS = [0, 0x0801, 2**64 - 1]
 TARGETS = [b"t", b"../a", b"/abs/path", b"", Long(b"l" * 4095), Long(b"l" * 4096)]
 XATTR_NAMES = [b"user.a", b"user.b", b"trusted.t", b"security.s", Long(b"user." + b"n" * 250),
-               b"system.posix_acl_access", b"other.x", b"", Long(b"user." + b"n" * 251)]
+               b"system.posix_acl_access", b"other.x", b"", Long(b"user." + b"n" * 251),
+               b"user."]
 XATTR_VALUES = [b"v", b"", b"w" * 100, b"\0bin\xff", Long(b"b" * 65536), Long(b"b" * 65537)]
 SIZES = [0, 1, 4096, 10**9, 2**57, 2**57 + 1, 2**64 - 1]
 EXPLICIT_TIMES = [0, -1, -(2**31) * 10**9 - 7, 2**31 * 10**9 + 123, 2**33 * 10**9,

@@ -222,6 +222,7 @@ def test_xattr_flags_namespaces_and_permissions(fs):
     assert setx(b"user.a", flags=1) == errno.EEXIST
     assert setx(b"user.a", flags=2, value=b"w") == 0
     assert setx(b"other.a") == errno.EOPNOTSUPP
+    assert setx(b"user.") == setx(b"trusted.", flags=1) == errno.EINVAL
     assert setx(b"user.b", caller=ALICE) == errno.EACCES
     assert setx(b"trusted.t", caller=ALICE) == errno.EPERM
     assert setx(b"trusted.t") == 0

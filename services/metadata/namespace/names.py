@@ -48,3 +48,5 @@ def check_xattr_name(name: bytes) -> None:
         raise FsError(errno.EOPNOTSUPP,
                       f"xattr {name!r}: only the user., trusted. and security. namespaces "
                       "are supported")
+    if name in XATTR_NAMESPACES:
+        raise FsError(errno.EINVAL, f"xattr {name!r} names a namespace, not an attribute")
