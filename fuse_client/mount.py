@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyfuse3
 import pyfuse3.asyncio
 
-from fuse_client import fuse_fallocate, fuse_wakeups, mountinfo
+from fuse_client import fuse_hooks, fuse_wakeups, mountinfo
 from fuse_client.chunk_io import ChunkIO
 from fuse_client.invalidation import Invalidator
 from fuse_client.metadata_client import MetadataClient
@@ -116,7 +116,7 @@ async def _mount(config: MountConfig, md: MetadataClient) -> None:
         await ops.shutdown()
         raise MountError(f"mounting {config.mountpoint} failed ({exc}); FUSE's own "
                          "message is above") from None
-    fuse_fallocate.install(ops)
+    fuse_hooks.install(ops)
     _write_pid(config.mountpoint)
     _on_signals(config.mountpoint)
     try:

@@ -361,7 +361,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def fallocate(self, fh, mode, offset, length):
-        """fallocate(2) (through fuse_fallocate.py). Space is not reserved: chunks are
+        """fallocate(2) (through fuse_hooks.py). Space is not reserved: chunks are
         allocated as they are written, and a hole reads as zeros, so mode 0 only
         grows the file; a punched or zeroed range is overwritten with zeros."""
         if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
@@ -546,12 +546,12 @@ class Operations(pyfuse3.Operations):
                                         listxattr=mpb.Listxattr(inode=inode))).names)
 
     @fuse_operation
-    async def setxattr(self, inode, name, value, ctx):
-        # pyfuse3 checks XATTR_CREATE / XATTR_REPLACE itself (with getxattr) and
-        # passes no flags on
+    async def setxattr(self, inode, name, value, ctx, flags=0):
+        # `flags` (XATTR_CREATE / XATTR_REPLACE) come through fuse_hooks.py: pyfuse3
+        # alone checks them with a getxattr and passes none on
         self.no_caps.pop(inode, None)
         await self.md.mutate(self.callers.of(ctx), setxattr=pb.Setxattr(
-            inode=inode, name=name, value=value))
+            inode=inode, name=name, value=value, flags=flags))
 
     @fuse_operation
     async def removexattr(self, inode, name, ctx):

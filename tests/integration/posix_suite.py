@@ -1504,6 +1504,16 @@ def _xattr_perms(t: Trace):
     t.do("a non-writer removes", os.removexattr, "f", "user.a", user=MEMBER)
     os.chmod("f", 0o600)
     t.do("a non-reader gets", os.getxattr, "f", "user.a", user=MEMBER)
+    os.chmod("f", 0o620)     # the group may write but not read
+    t.do("a writer who may not read creates one", os.setxattr, "f", "user.w", b"w",
+         os.XATTR_CREATE, user=MEMBER)
+    t.do("and replaces it", os.setxattr, "f", "user.w", b"W", os.XATTR_REPLACE, user=MEMBER)
+    t.do("but cannot create it again", os.setxattr, "f", "user.w", b"x", os.XATTR_CREATE,
+         user=MEMBER)
+    t.do("nor replace a missing one", os.setxattr, "f", "user.none", b"x",
+         os.XATTR_REPLACE, user=MEMBER)
+    t.do("the owner reads it", os.getxattr, "f", "user.w", user=OWNER)
+    os.chmod("f", 0o600)
     t.do("a user sets trusted.*", os.setxattr, "f", "trusted.x", b"x", user=OWNER)
     os.mkdir("s")
     os.chmod("s", 0o1777)

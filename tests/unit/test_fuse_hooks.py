@@ -1,10 +1,10 @@
-"""Finding pyfuse3's FUSE operations table (the mount's fallocate hook relies on it;
-tests/integration/test_posix_conformance.py checks fallocate itself on a mount)."""
+"""Finding pyfuse3's FUSE operations table (the mount's fallocate and setxattr hooks
+rely on it; tests/integration/test_posix_conformance.py checks both on a mount)."""
 
 import pyfuse3
 import pytest
 
-from fuse_client import fuse_fallocate as ff
+from fuse_client import fuse_hooks as ff
 
 
 def test_the_pinned_pyfuse3_names_what_the_hook_needs():
@@ -24,4 +24,4 @@ def test_a_file_that_is_not_elf_is_refused_clearly(tmp_path):
 def test_without_a_session_nothing_is_patched():
     # pyfuse3.init() has not run in this process: the hook says so and is not added.
     with pytest.raises(ff.NotInstalled, match="has not made a session"):
-        ff._fallocate_slot()
+        ff._session_ops()

@@ -1,0 +1,173 @@
+"""FUSE requests pyfuse3 3.5 does not pass on whole, answered by Operations.
+
+- **fallocate**: pyfuse3 has no hook, so libfuse answers ENOSYS, the kernel stops
+  asking and fallocate(2) fails with EOPNOTSUPP. glibc's posix_fallocate then falls
+  back to writing a byte into every block, which cannot work on a write-only file
+  descriptor (it reads first): EBADF where a local file system succeeds.
+- **setxattr flags**: pyfuse3 checks XATTR_CREATE / XATTR_REPLACE itself with a
+  getxattr and passes no flags on: not atomic against another client, and a user
+  who may write an attribute but not read it gets EACCES from the check. The fold
+  takes the flags and decides in one command.
+
+So after pyfuse3.init() we set these two entries of the session's copy of libfuse's
+`struct fuse_lowlevel_ops`. pyfuse3 keeps its own copy and the session pointer in
+module statics; their addresses come from the module's ELF symbol table. The
+session's copy is found by content (the bytes of pyfuse3's copy), so nothing
+depends on libfuse's private session layout; if anything does not line up, the
+mount goes on with pyfuse3's behaviour, as before, and says so in the log.
+"""
+
+import asyncio
+import ctypes
+import errno
+import logging
+import struct
+from types import SimpleNamespace
+
+import pyfuse3
+
+log = logging.getLogger(__name__)
+
+# struct fuse_lowlevel_ops of libfuse 3.x (fuse_lowlevel.h): 44 function pointers.
+# Checked against the header (offsetof) when this was written.
+OPS_SIZE = 44 * 8
+SETXATTR_OFFSET = 25 * 8
+FALLOCATE_OFFSET = 40 * 8
+FH_OFFSET = 16                 # struct fuse_file_info: flags, bit fields, padding, fh
+SESSION_SCAN = 256             # the ops sit near the start of struct fuse_session
+
+OPS_SYMBOL = b"__pyx_v_7pyfuse3_fuse_ops"
+SESSION_SYMBOL = b"__pyx_v_7pyfuse3_session"
+INIT_SYMBOL = b"PyInit_pyfuse3"    # exported: gives the module's load address
+
+# void fallocate(fuse_req_t, fuse_ino_t, int mode, off_t, off_t, struct fuse_file_info *)
+_FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+# void setxattr(fuse_req_t, fuse_ino_t, const char *name, const char *value, size_t, int)
+_SETXATTR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+class _FuseCtx(ctypes.Structure):
+    """struct fuse_ctx: who sent the request."""
+    _fields_ = [("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32),
+                ("pid", ctypes.c_int32), ("umask", ctypes.c_uint32)]
+
+
+_installed: dict = {}          # keeps the C callbacks and the pending answers alive
+
+
+class NotInstalled(Exception):
+    """The handlers could not be added; the message says why."""
+
+
+def install(operations) -> bool:
+    """Answer FUSE fallocate with `await operations.fallocate(fh, mode, offset,
+    length)` and setxattr with `await operations.setxattr(inode, name, value, ctx,
+    flags)`. Call between pyfuse3.init() and pyfuse3.main(), in the loop that serves
+    the mount. Returns whether it worked."""
+    try:
+        ops = _session_ops()
+    except (NotInstalled, OSError, ValueError, struct.error) as exc:
+        log.warning("fallocate(2) will answer EOPNOTSUPP and XATTR_CREATE/REPLACE are "
+                    "checked apart from the change on this mount: %s", exc)
+        return False
+    libfuse = ctypes.CDLL("libfuse3.so.3")
+    libfuse.fuse_reply_err.argtypes = (ctypes.c_void_p, ctypes.c_int)
+    libfuse.fuse_req_ctx.argtypes = (ctypes.c_void_p,)
+    libfuse.fuse_req_ctx.restype = ctypes.POINTER(_FuseCtx)
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task] = set()
+
+    async def answer(req: int, call) -> None:
+        try:
+            await call
+            code = 0
+        except pyfuse3.FUSEError as exc:
+            code = exc.errno
+        except Exception:   # noqa: BLE001 (the kernel must get an answer)
+            log.exception("a FUSE request failed unexpectedly; answering EIO")
+            code = errno.EIO
+        libfuse.fuse_reply_err(req, code)
+
+    def start(req: int, make_call) -> None:
+        """Run the operation in the loop; never raise into C."""
+        try:
+            task = loop.create_task(answer(req, make_call()))
+        except Exception:   # noqa: BLE001
+            log.exception("a FUSE request could not be started; answering EIO")
+            libfuse.fuse_reply_err(req, errno.EIO)
+            return
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    def fallocate(req, _ino, mode, offset, length, fi):
+        start(req, lambda: operations.fallocate(
+            ctypes.c_uint64.from_address(fi + FH_OFFSET).value, mode, offset, length))
+
+    def setxattr(req, ino, name, value, size, flags):
+        def call():
+            ctx = libfuse.fuse_req_ctx(req).contents
+            who = SimpleNamespace(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
+            data = ctypes.string_at(value, size) if size else b""
+            return operations.setxattr(ino, name, data, who, flags)
+        start(req, call)
+
+    callbacks = {FALLOCATE_OFFSET: _FALLOCATE(fallocate), SETXATTR_OFFSET: _SETXATTR(setxattr)}
+    _installed.update(callbacks=callbacks, pending=pending, libfuse=libfuse)
+    for offset, callback in callbacks.items():
+        ctypes.c_void_p.from_address(ops + offset).value = \
+            ctypes.cast(callback, ctypes.c_void_p).value
+    return True
+
+
+def _session_ops() -> int:
+    """The address of the session's copy of the FUSE operations."""
+    path = pyfuse3.__file__
+    symbols = elf_symbols(path, (OPS_SYMBOL, SESSION_SYMBOL, INIT_SYMBOL))
+    missing = [n.decode() for n in (OPS_SYMBOL, SESSION_SYMBOL, INIT_SYMBOL)
+               if n not in symbols]
+    if missing:
+        raise NotInstalled(f"{path} does not name {', '.join(missing)} (a stripped or "
+                           "different pyfuse3 build)")
+    module = ctypes.CDLL(path)
+    base = ctypes.cast(module.PyInit_pyfuse3, ctypes.c_void_p).value - symbols[INIT_SYMBOL]
+    session = ctypes.c_void_p.from_address(base + symbols[SESSION_SYMBOL]).value
+    if not session:
+        raise NotInstalled("pyfuse3.init() has not made a session yet")
+    ops = ctypes.string_at(base + symbols[OPS_SYMBOL], OPS_SIZE)
+    if ops[FALLOCATE_OFFSET:FALLOCATE_OFFSET + 8] != bytes(8):
+        raise NotInstalled("pyfuse3 has a fallocate handler of its own (another version)")
+    if ops[SETXATTR_OFFSET:SETXATTR_OFFSET + 8] == bytes(8):
+        raise NotInstalled("pyfuse3 has no setxattr handler where one is expected")
+    around = ctypes.string_at(session, SESSION_SCAN + OPS_SIZE)
+    found = [at for at in range(0, SESSION_SCAN, 8) if around[at:at + OPS_SIZE] == ops]
+    if len(found) != 1:
+        raise NotInstalled(f"the session's copy of the FUSE operations was found "
+                           f"{len(found)} times, not once")
+    return session + found[0]
+
+
+def elf_symbols(path: str, names: tuple[bytes, ...]) -> dict[bytes, int]:
+    """Values (addresses relative to the load address) of `names` in the symbol
+    table (.symtab) of the 64-bit little-endian ELF file at `path`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:5] != b"\x7fELF\x02" or data[5] != 1:
+        raise NotInstalled(f"{path} is not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
+                for i in range(shnum)]
+    wanted, found = set(names), {}
+    for _, kind, _, _, offset, size, link, _, _, entsize in sections:
+        if kind != 2 or not entsize:        # SHT_SYMTAB
+            continue
+        strings = sections[link][4]
+        for at in range(offset, offset + size, entsize):
+            name_at, _, _, _, value, _ = struct.unpack_from("<IBBHQQ", data, at)
+            end = data.index(b"\0", strings + name_at)
+            name = data[strings + name_at:end]
+            if name in wanted:
+                found[name] = value
+    return found
