@@ -41,13 +41,17 @@ class MetadataCluster:
         log = open(os.path.join(self.root, f"node{i}.log"), "ab")  # noqa: SIM115
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "mooseng", "metadata", "--id", str(i), "--data",
-             self.data(i), "--listen", self.addresses[i], "--peers", self.peers,
+             self.data(i), "--listen", self.addresses[i], "--peers", self.peers_of(i),
              "--tick-ms", str(TICK_MS), "--snapshot-every", str(self.snapshot_every),
              "--session-timeout", str(self.session_timeout), *(["--join"] if join else []),
              *(["--metrics-listen", self.metrics[i]] if i in self.metrics else []),
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def peers_of(self, i: int) -> str:
+        """The --peers node i is started with: how it reaches the others."""
+        return self.peers
 
     def members(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -1,0 +1,148 @@
+"""Network partitions between real metadata nodes (links through LinkProxy).
+
+A leader cut off from the other nodes (clients can still reach it) must step down,
+the others must elect a new leader and go on, and once the link heals the old leader
+must follow again: nothing acknowledged is lost, nothing is applied twice, and every
+node ends with the same projection."""
+
+import asyncio
+import errno
+import signal
+import time
+
+import pytest
+
+from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as nspb
+from services.metadata.namespace.errors import FsError
+from tests.integration.link_proxy import LinkProxy
+from tests.integration.metadata_cluster import MetadataCluster
+from tests.integration.test_raft_cluster import (
+    logged_names,
+    names_in_root,
+    projection_digest,
+    propose_names,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class ProxiedCluster(MetadataCluster):
+    """Every node reaches every other through its own LinkProxy."""
+
+    def __init__(self, root, n: int = 3, extra_args: tuple[str, ...] = ()):
+        super().__init__(root, n, extra_args=extra_args)
+        self.links = {(i, j): LinkProxy(self.addresses[j])
+                      for i in self.addresses for j in self.addresses if i != j}
+
+    def peers_of(self, i: int) -> str:
+        return ",".join(f"{j}={a if j == i else self.links[i, j].address}"
+                        for j, a in self.addresses.items())
+
+    def isolate(self, i: int) -> None:
+        for (a, b), link in self.links.items():
+            if i in (a, b):
+                link.cut()
+
+    def heal(self) -> None:
+        for link in self.links.values():
+            link.heal()
+
+    def close(self) -> None:
+        self.stop_all()
+        for link in self.links.values():
+            link.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = ProxiedCluster(str(tmp_path))
+    yield c
+    c.close()
+
+
+def test_an_isolated_leader_steps_down_and_nothing_acknowledged_is_lost(cluster):
+    cluster.start_all()
+    first = cluster.wait_leader()
+    seen = {}
+
+    async def partition_then_heal(acked_so_far):
+        if acked_so_far >= 300 and "cut_at" not in seen:
+            seen["cut_at"] = acked_so_far
+            cluster.isolate(first["id"])
+        elif acked_so_far >= seen.get("cut_at", 10**9) + 300 and "healed" not in seen:
+            seen["healed"] = True
+            seen["roles"] = {n["id"]: n["role"] for n in await asyncio.to_thread(
+                cluster.status)}
+            cluster.heal()
+
+    names = [b"n%05d" % i for i in range(1500)]
+    acked, unknown = asyncio.run(propose_names(cluster, names, workers=8,
+                                               on_progress=partition_then_heal))
+    assert seen.get("healed"), f"no progress after the leader was cut off: {seen}"
+    others = {i: role for i, role in seen["roles"].items() if i != first["id"]}
+    assert "leader" in others.values(), f"the others elected no leader: {seen['roles']}"
+    assert seen["roles"][first["id"]] != "leader", "the cut-off leader did not step down"
+    assert len(acked) > 1000, f"only {len(acked)} proposals succeeded around the partition"
+
+    cluster.wait_converged()
+    for i in list(cluster.procs):
+        assert cluster.signal(i, signal.SIGTERM) == 0
+    digests = set()
+    for i in cluster.addresses:
+        present = set(names_in_root(cluster.data(i)))
+        assert acked <= present, f"node {i} lost acknowledged proposals"
+        assert present <= acked | unknown, f"node {i} holds names never proposed"
+        twice = [n for n, c in logged_names(cluster.data(i)).items() if c > 1]
+        assert not twice, f"node {i} has commands in its log twice: {twice[:5]}"
+        digests.add(projection_digest(cluster.data(i)))
+    assert len(digests) == 1, "the nodes' projections differ"
+
+
+ROOT = nspb.Caller(uid=0, gid=0)
+
+
+@pytest.mark.parametrize("reads", ["read-index", "lease"])
+def test_a_cut_off_leader_answers_no_stale_read(tmp_path, reads):
+    """Clients can still reach a leader the other nodes cannot: once the others have
+    elected a new leader and made a directory, a read on the old one must find the
+    directory or fail, never answer ENOENT (with leases too: a lease must run out
+    before another node can be elected)."""
+    c = ProxiedCluster(str(tmp_path), extra_args=("--lease-reads",) if reads == "lease"
+                       else ())
+    try:
+        c.start_all()
+        old = c.wait_leader()["id"]
+        asyncio.run(_stale_read_check(c, old))
+    finally:
+        c.close()
+
+
+async def _stale_read_check(c: ProxiedCluster, old: int) -> None:
+    cut_off = MetadataClient([c.addresses[old]], deadline_s=2.0)
+    rest = MetadataClient(list(c.addresses.values()), deadline_s=30.0)
+    await cut_off.open(session=False)
+    await rest.open()
+    try:
+        lookup = mpb.Lookup(parent=1, name=b"made-elsewhere")
+        with pytest.raises(FsError, match="ENOENT"):
+            await cut_off.read(ROOT, lookup=lookup)      # the old leader answers
+        c.isolate(old)
+        await rest.mutate(ROOT, mkdir=nspb.Mkdir(parent=1, name=b"made-elsewhere",
+                                                 mode=0o755))
+        answers, until = [], time.monotonic() + 3.0
+        while time.monotonic() < until:
+            try:
+                await cut_off.read(ROOT, lookup=lookup)
+                answers.append("found")
+            except FsError as exc:
+                assert exc.errno != errno.ENOENT, (
+                    f"the cut-off leader answered a stale read: {exc} (after {answers})")
+                answers.append(exc.errno)
+            except ClusterUnavailableError as exc:      # no answer: fine
+                answers.append(type(exc).__name__)
+    finally:
+        c.heal()
+        await cut_off.close()
+        await rest.close()
