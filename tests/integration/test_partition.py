@@ -146,3 +146,51 @@ async def _stale_read_check(c: ProxiedCluster, old: int) -> None:
         c.heal()
         await cut_off.close()
         await rest.close()
+
+
+def test_session_clients_ride_through_a_partition_of_the_leader(cluster):
+    """Eight session clients' mkdirs (exactly-once retries) while the leader is cut off:
+    none fails, none is lost, and the waits are a failover's, not a request deadline's
+    (a deposed leader hands its waiting proposals back at once)."""
+    cluster.start_all()
+    acked, errors, waits = asyncio.run(_mkdirs_through_partition(cluster))
+    assert not errors, f"{len(errors)} mkdirs failed: {errors[:3]}"
+    assert len(acked) == 8 * 300
+    assert max(waits) < 5.0, f"a request waited {max(waits):.1f} s through the failover"
+    cluster.wait_converged()
+    for i in list(cluster.procs):
+        assert cluster.signal(i, signal.SIGTERM) == 0
+    for i in cluster.addresses:
+        lost = set(acked) - set(names_in_root(cluster.data(i)))
+        assert not lost, f"node {i} lost {len(lost)} acknowledged mkdirs"
+
+
+async def _mkdirs_through_partition(c: ProxiedCluster):
+    old = (await asyncio.to_thread(c.wait_leader))["id"]
+    md = MetadataClient(list(c.addresses.values()), deadline_s=60.0)
+    await md.open()
+    acked, errors, waits, phase = [], [], [], {}
+
+    async def worker(w: int) -> None:
+        for i in range(300):
+            started = time.monotonic()
+            try:
+                await md.mutate(ROOT, mkdir=nspb.Mkdir(parent=1, name=b"w%d-%d" % (w, i),
+                                                       mode=0o755))
+                acked.append(b"w%d-%d" % (w, i))
+            except Exception as exc:   # noqa: BLE001 (counted and reported)
+                errors.append(repr(exc))
+            waits.append(time.monotonic() - started)
+            if len(acked) >= 500 and "cut" not in phase:
+                phase["cut"] = len(acked)
+                c.isolate(old)
+            elif len(acked) >= phase.get("cut", 10**9) + 800 and "healed" not in phase:
+                phase["healed"] = True
+                c.heal()
+
+    try:
+        await asyncio.gather(*(worker(w) for w in range(8)))
+    finally:
+        c.heal()
+        await md.close()
+    return acked, errors, waits

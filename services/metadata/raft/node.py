@@ -87,6 +87,11 @@ class ProposalLostError(Exception):
     """Leadership changed before the proposal committed; it was not applied."""
 
 
+class LeadershipLostError(TimeoutError):
+    """This node stopped leading before the proposal applied. Whether a later leader
+    commits it is unknown: a retry with the same request numbers is safe."""
+
+
 @dataclass(frozen=True)
 class NodeOptions:
     tick_s: float = 0.05             # election timeout = election_ticks * tick_s
@@ -265,6 +270,8 @@ class RaftNode:
             self.leader_changes += bool(core.leader)
         if ticks:
             self._expire_proposals()
+        if self._deadlines and core.role != LEADER:
+            self._abandon_proposals()
         self._take_proposals()
         self._take_reads()
 
@@ -296,6 +303,14 @@ class RaftNode:
         deadlines = self._deadlines
         while deadlines and (deadlines[0].finished or deadlines[0].deadline < now):
             deadlines.popleft().fail(TimeoutError("not applied before the deadline"))
+
+    def _abandon_proposals(self) -> None:
+        """No longer the leader (cut off, or deposed): the clients waiting on proposals
+        hear it now and retry elsewhere, instead of waiting out their deadlines."""
+        lost = LeadershipLostError("this node stopped leading before the proposal "
+                                   "applied; its outcome is unknown: retry")
+        while self._deadlines:
+            self._deadlines.popleft().fail(lost)
 
     def _take_reads(self) -> None:
         """Reads wait for the ReadIndex round in flight to finish, then all that
