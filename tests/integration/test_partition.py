@@ -1,21 +1,26 @@
-"""Network partitions between real metadata nodes (links through LinkProxy).
+"""Network partitions between real processes (links through LinkProxy).
 
 A leader cut off from the other nodes (clients can still reach it) must step down,
 the others must elect a new leader and go on, and once the link heals the old leader
 must follow again: nothing acknowledged is lost, nothing is applied twice, and every
-node ends with the same projection."""
+node ends with the same projection. A chunkserver cut off from the masters (clients
+can still reach it) must cost no write and no data."""
 
 import asyncio
 import errno
+import os
 import signal
 import time
 
 import pytest
 
+from fuse_client.chunk_io import ChunkIO
 from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient
+from mooseng import classes
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as nspb
 from services.metadata.namespace.errors import FsError
+from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.link_proxy import LinkProxy
 from tests.integration.metadata_cluster import MetadataCluster
 from tests.integration.test_raft_cluster import (
@@ -194,3 +199,78 @@ async def _mkdirs_through_partition(c: ProxiedCluster):
         c.heal()
         await md.close()
     return acked, errors, waits
+
+
+def test_a_chunkserver_cut_off_from_the_masters_loses_no_data(tmp_path):
+    """cs0's control links to the masters stall (clients still reach its data port)
+    while a client writes copies=2 files: no write fails or hangs, and once the links
+    heal every file reads back and every chunk is back at its goal."""
+    meta = MetadataCluster(str(tmp_path / "m"), extra_args=(
+        "--replicate-after", "3", "--chunk-quiet", "1"))
+    os.makedirs(meta.root)
+    links = [LinkProxy(a) for a in meta.addresses.values()]
+    chunks = _ChunksWithOneBehind(tmp_path / "c", list(meta.addresses.values()), links)
+    try:
+        meta.start_all()
+        chunks.start_all()
+        meta.wait_leader()
+        asyncio.run(_write_through_cut(list(meta.addresses.values()), links))
+    finally:
+        chunks.stop_all()
+        meta.stop_all()
+        for link in links:
+            link.close()
+
+
+class _ChunksWithOneBehind(ChunkCluster):
+    """Three chunkservers; server 0 reaches the masters through `links`."""
+
+    def __init__(self, root, masters: list[str], links: list[LinkProxy]):
+        super().__init__(root, masters, n=3)
+        self.links = links
+
+    def start(self, i: int) -> None:
+        direct = self.masters
+        if i == 0:
+            self.masters = [link.address for link in self.links]
+        try:
+            super().start(i)
+        finally:
+            self.masters = direct
+
+
+async def _write_through_cut(masters: list[str], links: list[LinkProxy]) -> None:
+    async with MetadataClient(masters, deadline_s=60.0) as md:
+        while sum(s.connected for s in (await classes.health(md)).servers) < 3:
+            await asyncio.sleep(0.1)
+        io = ChunkIO(md)
+        files: dict[int, bytes] = {}
+
+        async def write(name: bytes, data: bytes) -> None:
+            made = await md.mutate(ROOT, create=nspb.Create(
+                parent=1, name=name, mode=0o644, open=True, open_flags=os.O_RDWR))
+            await io.write(ROOT, made.attr.inode, 0, data)
+            await io.flush(ROOT, made.attr.inode)
+            await md.mutate(ROOT, release=nspb.Release(inode=made.attr.inode))
+            files[made.attr.inode] = data
+
+        try:
+            for i in range(4):
+                await write(b"before%d" % i, os.urandom(3 << 20))
+            for link in links:
+                link.cut()
+            for i in range(40):
+                await write(b"during%d" % i, os.urandom(1 << 20))
+            for link in links:
+                link.heal()
+            for inode, data in files.items():
+                assert await io.read(ROOT, inode, 0, len(data), len(data)) == data
+            deadline = time.monotonic() + 60
+            while True:
+                health = await classes.health(md)
+                if health.settled and not (health.under_goal or health.missing):
+                    break
+                assert time.monotonic() < deadline, f"chunks not back at goal: {health}"
+                await asyncio.sleep(0.5)
+        finally:
+            await io.close()
