@@ -6,14 +6,22 @@ stale bytes. An entry is dropped when a server says the copy is stale or gone (t
 chunk was rewritten, truncated or moved), and entries expire after a few seconds so
 that writes by other clients are seen; holes expire sooner, as another client may
 fill them at any moment.
+
+A read-only client of a region that follows another's log also remembers which
+chunk (id and version) each (inode, index) was: when the other region deletes a
+file this client still reads, the inode is gone from the log, but its chunks are
+retained for the retention window and are found by id (locate_chunk_id), so the
+reader goes on as with an unlinked open file.
 """
 
+import errno
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.metadata.namespace.errors import FsError
 
 ENTRY_TTL_S = 5.0
 HOLE_TTL_S = 0.5
@@ -67,6 +75,8 @@ class LocationCache:
         self.metadata = metadata
         self.ttl_s, self.hole_ttl_s = ttl_s, hole_ttl_s
         self._entries: OrderedDict[tuple[int, int], Located] = OrderedDict()
+        self._chunks: OrderedDict[tuple[int, int], pb.Chunk] = OrderedDict()  # what
+        # each (inode, index) was last located as, for a file deleted while read
         self.lookups = 0   # locate_chunk calls made, for tests and benchmarks
 
     async def get(self, caller: pb.Caller, inode: int, index: int) -> Located:
@@ -76,10 +86,24 @@ class LocationCache:
             self._entries.move_to_end(key)
             return found
         self.lookups += 1
-        reply = await self.metadata.read(
-            caller, locate_chunk=mpb.LocateChunk(inode=inode, chunk_index=index))
+        try:
+            reply = await self.metadata.read(
+                caller, locate_chunk=mpb.LocateChunk(inode=inode, chunk_index=index))
+        except FsError as exc:
+            known = self._chunks.get(key)
+            if exc.errno != errno.ENOENT or known is None or \
+                    not getattr(self.metadata, "read_only", False):
+                raise
+            reply = await self.metadata.read(caller, locate_chunk_id=mpb.LocateChunkId(
+                chunk_id=known.id, version=known.version))
+            reply.chunk.CopyFrom(known)
         located = from_reply(reply)
         self.put(inode, index, located)
+        if located.chunk is not None:
+            self._chunks[key] = located.chunk
+            self._chunks.move_to_end(key)
+            while len(self._chunks) > MAX_ENTRIES:
+                self._chunks.popitem(last=False)
         return located
 
     def peek(self, inode: int, index: int) -> Located | None:

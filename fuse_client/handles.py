@@ -18,6 +18,7 @@ class OpenFile:
     caller: pb.Caller
     flags: int
     wrote: bool = False     # written through since the last flush
+    attr: pb.Attr | None = None   # as it was opened
 
 
 @dataclass

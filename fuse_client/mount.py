@@ -21,6 +21,7 @@ import pyfuse3
 import pyfuse3.asyncio
 
 from fuse_client import fuse_hooks, fuse_wakeups, mountinfo
+from fuse_client.attrs import Timeouts
 from fuse_client.chunk_io import ChunkIO
 from fuse_client.invalidation import Invalidator
 from fuse_client.metadata_client import MetadataClient
@@ -29,6 +30,7 @@ from fuse_client.operations import Operations
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT_S = 60.0
+FOLLOWER_TIMEOUTS = Timeouts(attr=1.0, entry=1.0, negative=1.0)
 PID_DIR = os.path.join(tempfile.gettempdir(), "mooseng-mounts")
 _libc = ctypes.CDLL(None, use_errno=True)    # ctypes lets go of the GIL in calls
 
@@ -108,6 +110,12 @@ async def _mount(config: MountConfig, md: MetadataClient) -> None:
     md.on_reset = reset
     log.info("opening a session with the metadata cluster (%s)", ", ".join(config.masters))
     await md.open()
+    if md.read_only and config.options.timeouts == Timeouts():
+        # A region that follows another's log pushes no invalidations for what
+        # arrives from there: the kernel may trust what it was told only briefly.
+        ops.timeouts = FOLLOWER_TIMEOUTS
+        log.info("a following region: the kernel trusts attributes and names for %g s",
+                 FOLLOWER_TIMEOUTS.attr)
     log.info("session %d with %s; mounting %s (%s)", md.session, md.leader,
              config.mountpoint, type(asyncio.get_running_loop()).__module__)
     try:

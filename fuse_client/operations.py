@@ -156,7 +156,7 @@ class Operations(pyfuse3.Operations):
         try:
             return self._attrs(await self._getattr(self.callers.of(ctx), inode), since)
         except FsError as exc:
-            removed = self._removed_open_dir(inode)
+            removed = self._removed_open_dir(inode) or self._removed_open_file(inode)
             if exc.errno != errno.ENOENT or removed is None:
                 raise
             return self._attrs(removed, since)
@@ -290,6 +290,21 @@ class Operations(pyfuse3.Operations):
                                        (parent_inode_new, name_new)])
 
     # -- open files -------------------------------------------------------------------------
+    def _removed_open_file(self, inode: int) -> pb.Attr | None:
+        """In a region that follows another's log (a read-only client), a file the
+        other region deleted while it is open here: it stays readable, with no links,
+        as an unlinked open file does (its chunks are retained; chunk_locations.py).
+        A primary keeps such files itself (the session records the open)."""
+        if not getattr(self.md, "read_only", False):
+            return None
+        for handle in self.handles.files.values():
+            if handle.inode == inode and handle.attr is not None:
+                gone = pb.Attr()
+                gone.CopyFrom(handle.attr)
+                gone.nlink = 0
+                return gone
+        return None
+
     @fuse_operation
     async def open(self, inode, flags, ctx):
         caller = self.callers.of(ctx)
@@ -336,7 +351,7 @@ class Operations(pyfuse3.Operations):
         keep = self.cached.get(attr.inode) == version
         self.cached[attr.inode] = version
         self.sizes[attr.inode] = attr.size
-        fh = self.handles.add_file(OpenFile(attr.inode, caller, flags))
+        fh = self.handles.add_file(OpenFile(attr.inode, caller, flags, attr=attr))
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @fuse_operation
@@ -344,7 +359,13 @@ class Operations(pyfuse3.Operations):
         handle = self.handles.file(fh)
         known = self.sizes.get(handle.inode)
         if known is None:            # another client changed it: ask again
-            known = (await self._getattr(handle.caller, handle.inode)).size
+            try:
+                known = (await self._getattr(handle.caller, handle.inode)).size
+            except FsError as exc:
+                gone = self._removed_open_file(handle.inode)
+                if exc.errno != errno.ENOENT or gone is None:
+                    raise
+                known = gone.size
             self.sizes[handle.inode] = known
         file_size = max(known, self.data.written_end(handle.inode))
         return await self.data.read(handle.caller, handle.inode, off, size, file_size)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -496,3 +497,88 @@ def test_region_b_is_seeded_from_a_snapshot_once_a_compacted_past_it(tmp_path):
         assert shipper.stop() == 0
         stop_converged(a, b)
         assert_same_namespace(a, b)
+
+
+def test_a_file_region_a_deletes_stays_readable_for_a_reader_in_region_b(
+        regions_with_chunks):
+    """An unlinked open file keeps its data: in region B too, where the open is not
+    in the log (B's log is A's), the reader goes on by chunk id (the chunks are
+    retained) once A's unlink has arrived."""
+    a, b, shipper, a_chunks, b_chunks = regions_with_chunks
+    for cluster, chunks in ((a, a_chunks), (b, b_chunks)):
+        cluster.start_all()
+        chunks.start_all()
+    a.wait_leader()
+    b.wait_leader()
+    shipper.start()
+    data = os.urandom(3 << 20)
+    asyncio.run(write_in(a, b"doomed", data))
+    wait_caught_up(a, b)
+    asyncio.run(_read_across_a_delete(a, b, data))
+
+
+async def _read_across_a_delete(a: MetadataCluster, b: MetadataCluster, data: bytes):
+    from fuse_client.chunk_io import ChunkIO
+    from fuse_client.metadata_client import MetadataClient
+    root = nspb.Caller(uid=0, gid=0)
+    async with MetadataClient(masters(b)) as reader:
+        assert reader.read_only
+        found = await reader.read(root, lookup=mpb.Lookup(parent=1, name=b"doomed"))
+        await reader.mutate(root, open=nspb.Open(inode=found.attr.inode, flags=os.O_RDONLY))
+        io = ChunkIO(reader)
+        try:
+            first = await io.read(root, found.attr.inode, 0, 1 << 20, len(data))
+            async with MetadataClient(masters(a)) as writer:
+                await writer.mutate(root, unlink=nspb.Unlink(parent=1, name=b"doomed"))
+            await asyncio.to_thread(wait_caught_up, a, b)
+            io.invalidate(found.attr.inode)     # as a mount does when told of a change
+            rest = await io.read(root, found.attr.inode, 1 << 20, len(data) - (1 << 20),
+                                 len(data))
+        finally:
+            await io.close()
+    assert first + rest == data
+
+
+def test_a_reader_on_a_mount_in_region_b_keeps_a_file_region_a_deletes(
+        regions_with_chunks):
+    """The same through a mount of region B: after A's unlink has arrived, the name
+    is gone (the mount trusts names and attributes for 1 s only in a following
+    region: no invalidation comes for what A changed), the open file still reads to
+    its end, and fstat says it has no links."""
+    from tests.integration.mount_fixture import second_mount
+    a, b, shipper, a_chunks, b_chunks = regions_with_chunks
+    for cluster, chunks in ((a, a_chunks), (b, b_chunks)):
+        cluster.start_all()
+        chunks.start_all()
+    a.wait_leader()
+    b.wait_leader()
+    shipper.start()
+    data = os.urandom(3 << 20)
+    asyncio.run(write_in(a, b"doomed", data))
+    wait_caught_up(a, b)
+    region_b = SimpleNamespace(root=b.root, masters=",".join(masters(b)),
+                               mooseng=lambda *args, timeout=120: subprocess.run(
+                                   [sys.executable, "-m", "mooseng", *args],
+                                   capture_output=True, text=True, timeout=timeout))
+    with second_mount(region_b, "b-mnt") as point:
+        fd = os.open(os.path.join(point, "doomed"), os.O_RDONLY)
+        try:
+            first = os.pread(fd, 1 << 20, 0)
+            asyncio.run(_unlink_in(a, b"doomed"))
+            wait_caught_up(a, b)
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3")                # no page of it left in the kernel
+            time.sleep(6)                   # nor a name, attribute or chunk location
+            assert not os.path.exists(os.path.join(point, "doomed"))
+            rest = os.pread(fd, len(data), 1 << 20)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    assert first + rest == data
+    assert (st.st_nlink, st.st_size) == (0, len(data))
+
+
+async def _unlink_in(cluster: MetadataCluster, name: bytes) -> None:
+    from fuse_client.metadata_client import MetadataClient
+    async with MetadataClient(masters(cluster)) as md:
+        await md.mutate(nspb.Caller(uid=0, gid=0), unlink=nspb.Unlink(parent=1, name=name))
