@@ -359,8 +359,8 @@ async def read_in(cluster: MetadataCluster, name: bytes) -> bytes:
             await io.close()
 
 
-@pytest.mark.slow
-def test_file_contents_follow_into_region_b_and_stop_at_promotion(regions_with_chunks):
+def start_following(regions_with_chunks) -> None:
+    """Both regions and their chunkservers up, and the shipper following A."""
     a, b, shipper, a_chunks, b_chunks = regions_with_chunks
     for cluster, chunks in ((a, a_chunks), (b, b_chunks)):
         cluster.start_all()
@@ -368,6 +368,12 @@ def test_file_contents_follow_into_region_b_and_stop_at_promotion(regions_with_c
     a.wait_leader()
     b.wait_leader()
     shipper.start()
+
+
+@pytest.mark.slow
+def test_file_contents_follow_into_region_b_and_stop_at_promotion(regions_with_chunks):
+    a, b, shipper, a_chunks, b_chunks = regions_with_chunks
+    start_following(regions_with_chunks)
     first = os.urandom(3 << 20)
     asyncio.run(write_in(a, b"data", first))
     wait_caught_up(a, b)
@@ -505,12 +511,7 @@ def test_a_file_region_a_deletes_stays_readable_for_a_reader_in_region_b(
     in the log (B's log is A's), the reader goes on by chunk id (the chunks are
     retained) once A's unlink has arrived."""
     a, b, shipper, a_chunks, b_chunks = regions_with_chunks
-    for cluster, chunks in ((a, a_chunks), (b, b_chunks)):
-        cluster.start_all()
-        chunks.start_all()
-    a.wait_leader()
-    b.wait_leader()
-    shipper.start()
+    start_following(regions_with_chunks)
     data = os.urandom(3 << 20)
     asyncio.run(write_in(a, b"doomed", data))
     wait_caught_up(a, b)
@@ -547,12 +548,7 @@ def test_a_reader_on_a_mount_in_region_b_keeps_a_file_region_a_deletes(
     its end, and fstat says it has no links."""
     from tests.integration.mount_fixture import second_mount
     a, b, shipper, a_chunks, b_chunks = regions_with_chunks
-    for cluster, chunks in ((a, a_chunks), (b, b_chunks)):
-        cluster.start_all()
-        chunks.start_all()
-    a.wait_leader()
-    b.wait_leader()
-    shipper.start()
+    start_following(regions_with_chunks)
     data = os.urandom(3 << 20)
     asyncio.run(write_in(a, b"doomed", data))
     wait_caught_up(a, b)
