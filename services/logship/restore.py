@@ -8,10 +8,12 @@ to start from the directory (`mooseng metadata --data DIR`): a snapshot checkpoi
 its membership, and a Raft log compacted up to the restored index.
 """
 
+import contextlib
+import gc
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from services.logship.archive import (
@@ -84,17 +86,33 @@ def fold_range(archive: Archive, applier: Applier, lo: int, hi: int,
     Returns how many entries were folded."""
     done = 0
     pending: list[ArchivedEntry] = []
-    for block in archive.batches(lo, hi):
-        pending += block
-        if len(pending) >= BATCH:
+    with _fewer_collections():
+        for block in archive.batches(lo, hi):
+            pending += block
+            if len(pending) >= BATCH:
+                done += _apply(applier, pending, on_results)
+                pending = []
+        if pending:
             done += _apply(applier, pending, on_results)
-            pending = []
-    if pending:
-        done += _apply(applier, pending, on_results)
     if applier.projection.applied_index != hi:
         raise ArchiveError(f"{archive.directory}: entries up to {hi} were expected, the "
                            f"archive gave up to {applier.projection.applied_index}")
     return done
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """A replay allocates millions of short-lived objects and keeps big caches: the
+    cycle collector's default pace (a young collection every 700 allocations, and
+    full passes over the caches) took about a tenth of the time."""
+    before = gc.get_threshold()
+    gc.freeze()                       # what exists now is not scanned again
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def _apply(applier: Applier, entries: list[ArchivedEntry], on_results) -> int:
