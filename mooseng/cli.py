@@ -104,6 +104,7 @@ def _chunkserver(args) -> int:
     import logging
 
     from mooseng.addresses import address_list, host_port
+    from services.chunk.control import MAX_HEARTBEAT_S
     from services.chunk.errors import ChunkError
     from services.chunk.server import ChunkServerError, Options, serve
 
@@ -115,6 +116,9 @@ def _chunkserver(args) -> int:
             raise AddressError(f"{flag} {value}: must be above 0")
     if args.scrub_interval_s < 0:
         raise AddressError(f"--scrub-interval-s {args.scrub_interval_s}: must not be negative")
+    if args.heartbeat_s > MAX_HEARTBEAT_S:
+        raise AddressError(f"--heartbeat-s {args.heartbeat_s}: at most {MAX_HEARTBEAT_S:g} "
+                           "(the master takes a server silent for 10 s as gone)")
     options = Options(directories, address_list(args.masters), host_port(args.listen),
                       args.heartbeat_s, args.scrub_mibps, args.scrub_interval_s)
     logging.basicConfig(level=logging.INFO,
@@ -344,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     chunk.add_argument("--listen", required=True, metavar="HOST:PORT",
                        help="data port, and the address clients and peers are told")
     chunk.add_argument("--heartbeat-s", type=float, default=1.0, metavar="SECONDS",
-                       help="report space and changes to the master this often (default 1)")
+                       help="report space and changes to the master this often (default 1, "
+                            "at most 3)")
     chunk.add_argument("--scrub-mibps", type=float, default=64.0, metavar="MIB_PER_S",
                        help="read chunks back for damage at most this fast (default 64)")
     chunk.add_argument("--scrub-interval-s", type=float, default=3600.0, metavar="SECONDS",

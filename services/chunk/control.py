@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 GRPC_OPTIONS = [("grpc.keepalive_time_ms", 10_000)]
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.2, 1.0
 CHANGE_DELAY_S = 0.01
+# The master takes a server silent for 10 s as gone (services/metadata/chunks/control.py):
+# a heartbeat must come well within that.
+MAX_HEARTBEAT_S = 3.0
 REDIRECT_PAUSE_S = 0.05
 USED_BYTES_EVERY_S = 10.0   # counting used bytes stats every chunk file
 

@@ -212,6 +212,7 @@ def test_a_follower_sends_the_chunkserver_to_the_leader(tmp_path, master):
     (["--listen", "0.0.0.0:9422"], "not a wildcard"),
     (["--listen", "nowhere"], "is not HOST:PORT"),
     (["--scrub-mibps", "0"], "--scrub-mibps 0"),
+    (["--heartbeat-s", "5"], "--heartbeat-s 5.0: at most 3"),
 ])
 def test_bad_arguments_are_refused_clearly(tmp_path, args, complaint):
     base = {"--data": str(tmp_path), "--masters": "127.0.0.1:1", "--listen": "127.0.0.1:0"}

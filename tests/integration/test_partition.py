@@ -7,6 +7,7 @@ node ends with the same projection. A chunkserver cut off from the masters (clie
 can still reach it) must cost no write and no data."""
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -274,3 +275,70 @@ async def _write_through_cut(masters: list[str], links: list[LinkProxy]) -> None
                 await asyncio.sleep(0.5)
         finally:
             await io.close()
+
+
+def test_a_hung_chunkserver_is_taken_as_gone_and_writes_go_on(tmp_path):
+    """SIGSTOP: a chunkserver whose connections stay open but answer nothing (a
+    partition as everyone sees it). The master takes it as gone once it has been
+    silent for a while (it used to count it connected for as long as the stream
+    stayed open), writes go on without it, and it comes back after SIGCONT."""
+    meta = MetadataCluster(str(tmp_path / "m"), extra_args=(
+        "--replicate-after", "3", "--chunk-quiet", "1"))
+    os.makedirs(meta.root)
+    chunks = ChunkCluster(tmp_path / "c", list(meta.addresses.values()), n=3)
+    try:
+        meta.start_all()
+        chunks.start_all()
+        meta.wait_leader()
+        asyncio.run(_write_while_hung(list(meta.addresses.values()), chunks))
+    finally:
+        for proc in chunks.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+        chunks.stop_all()
+        meta.stop_all()
+
+
+async def _connected(md, address: str) -> bool:
+    servers = (await classes.health(md)).servers
+    return any(s.address == address and s.connected for s in servers)
+
+
+async def _until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        await asyncio.sleep(0.2)
+
+
+async def _write_while_hung(masters: list[str], chunks: ChunkCluster) -> None:
+    hung = chunks.address(0)
+    async with MetadataClient(masters, deadline_s=60.0) as md:
+        await _until(lambda: _connected(md, hung), 30, "the chunkservers connecting")
+        io = ChunkIO(md)
+        files: dict[int, bytes] = {}
+
+        async def write(name: bytes, data: bytes) -> None:
+            made = await md.mutate(ROOT, create=nspb.Create(
+                parent=1, name=name, mode=0o644, open=True, open_flags=os.O_RDWR))
+            await io.write(ROOT, made.attr.inode, 0, data)
+            await io.flush(ROOT, made.attr.inode)
+            await md.mutate(ROOT, release=nspb.Release(inode=made.attr.inode))
+            files[made.attr.inode] = data
+
+        try:
+            os.kill(chunks.procs[0].pid, signal.SIGSTOP)
+            await _until(lambda: _not(_connected(md, hung)), 25, "taking the hung server "
+                                                                 "as gone")
+            for i in range(10):
+                await write(b"while-hung%d" % i, os.urandom(1 << 20))
+            os.kill(chunks.procs[0].pid, signal.SIGCONT)
+            await _until(lambda: _connected(md, hung), 30, "the server coming back")
+            for inode, data in files.items():
+                assert await io.read(ROOT, inode, 0, len(data), len(data)) == data
+        finally:
+            await io.close()
+
+
+async def _not(check) -> bool:
+    return not await check

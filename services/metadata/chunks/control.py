@@ -4,6 +4,12 @@ A chunkserver's first message says who it is and what it holds. While the stream
 is open the server reports changes, space, damage and finished jobs, and receives
 jobs. A node that is not the leader answers with the leader's address and ends
 the stream; so does a leader that stops leading.
+
+A server that says nothing for SILENT_S is taken as gone and its stream ended (it
+sends at least every --heartbeat-s, at most services.chunk.control.MAX_HEARTBEAT_S).
+Hung, or cut off by a partition that leaves the connection open, it would otherwise
+be offered to writers, who would wait on it, until TCP keepalive noticed half a
+minute later. It reconnects with a full report when it can.
 """
 
 import asyncio
@@ -17,6 +23,7 @@ from services.metadata.chunks.manager import ChunkManager
 
 log = logging.getLogger(__name__)
 CHECK_LEADER_S = 0.5
+SILENT_S = 10.0       # more than three of the slowest heartbeats (MAX_HEARTBEAT_S)
 
 
 class ChunkMasterServicer(chunkmaster_pb2_grpc.ChunkMasterServicer):
@@ -78,12 +85,16 @@ class ChunkMasterServicer(chunkmaster_pb2_grpc.ChunkMasterServicer):
 
     async def _read(self, server, request_iterator, outbox: asyncio.Queue) -> None:
         try:
-            async for message in request_iterator:
+            while True:
+                message = await asyncio.wait_for(anext(request_iterator), SILENT_S)
                 self.manager.registry.report(server, message)
                 for done in message.done:
                     self.manager.job_done(server, done)
-        except grpc.RpcError:
+        except (StopAsyncIteration, grpc.RpcError):
             pass
+        except TimeoutError:
+            log.warning("chunkserver %s at %s said nothing for %g s: taken as gone",
+                        server.server_id, server.address, SILENT_S)
         except Exception:
             log.exception("chunkserver %s sent a report that could not be used",
                           server.address)
