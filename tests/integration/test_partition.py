@@ -240,32 +240,42 @@ class _ChunksWithOneBehind(ChunkCluster):
             self.masters = direct
 
 
+class _Files:
+    """Files written through the client library, kept to be read back."""
+
+    def __init__(self, md: MetadataClient, io: ChunkIO):
+        self.md, self.io = md, io
+        self.contents: dict[int, bytes] = {}
+
+    async def write(self, name: bytes, data: bytes) -> None:
+        made = await self.md.mutate(ROOT, create=nspb.Create(
+            parent=1, name=name, mode=0o644, open=True, open_flags=os.O_RDWR))
+        await self.io.write(ROOT, made.attr.inode, 0, data)
+        await self.io.flush(ROOT, made.attr.inode)
+        await self.md.mutate(ROOT, release=nspb.Release(inode=made.attr.inode))
+        self.contents[made.attr.inode] = data
+
+    async def check(self) -> None:
+        for inode, data in self.contents.items():
+            assert await self.io.read(ROOT, inode, 0, len(data), len(data)) == data
+
+
 async def _write_through_cut(masters: list[str], links: list[LinkProxy]) -> None:
     async with MetadataClient(masters, deadline_s=60.0) as md:
         while sum(s.connected for s in (await classes.health(md)).servers) < 3:
             await asyncio.sleep(0.1)
         io = ChunkIO(md)
-        files: dict[int, bytes] = {}
-
-        async def write(name: bytes, data: bytes) -> None:
-            made = await md.mutate(ROOT, create=nspb.Create(
-                parent=1, name=name, mode=0o644, open=True, open_flags=os.O_RDWR))
-            await io.write(ROOT, made.attr.inode, 0, data)
-            await io.flush(ROOT, made.attr.inode)
-            await md.mutate(ROOT, release=nspb.Release(inode=made.attr.inode))
-            files[made.attr.inode] = data
-
+        files = _Files(md, io)
         try:
             for i in range(4):
-                await write(b"before%d" % i, os.urandom(3 << 20))
+                await files.write(b"before%d" % i, os.urandom(3 << 20))
             for link in links:
                 link.cut()
             for i in range(40):
-                await write(b"during%d" % i, os.urandom(1 << 20))
+                await files.write(b"during%d" % i, os.urandom(1 << 20))
             for link in links:
                 link.heal()
-            for inode, data in files.items():
-                assert await io.read(ROOT, inode, 0, len(data), len(data)) == data
+            await files.check()
             deadline = time.monotonic() + 60
             while True:
                 health = await classes.health(md)
@@ -316,26 +326,16 @@ async def _write_while_hung(masters: list[str], chunks: ChunkCluster) -> None:
     async with MetadataClient(masters, deadline_s=60.0) as md:
         await _until(lambda: _connected(md, hung), 30, "the chunkservers connecting")
         io = ChunkIO(md)
-        files: dict[int, bytes] = {}
-
-        async def write(name: bytes, data: bytes) -> None:
-            made = await md.mutate(ROOT, create=nspb.Create(
-                parent=1, name=name, mode=0o644, open=True, open_flags=os.O_RDWR))
-            await io.write(ROOT, made.attr.inode, 0, data)
-            await io.flush(ROOT, made.attr.inode)
-            await md.mutate(ROOT, release=nspb.Release(inode=made.attr.inode))
-            files[made.attr.inode] = data
-
+        files = _Files(md, io)
         try:
             os.kill(chunks.procs[0].pid, signal.SIGSTOP)
             await _until(lambda: _not(_connected(md, hung)), 25, "taking the hung server "
                                                                  "as gone")
             for i in range(10):
-                await write(b"while-hung%d" % i, os.urandom(1 << 20))
+                await files.write(b"while-hung%d" % i, os.urandom(1 << 20))
             os.kill(chunks.procs[0].pid, signal.SIGCONT)
             await _until(lambda: _connected(md, hung), 30, "the server coming back")
-            for inode, data in files.items():
-                assert await io.read(ROOT, inode, 0, len(data), len(data)) == data
+            await files.check()
         finally:
             await io.close()
 
