@@ -140,7 +140,8 @@ class ControlLink:
         self._wake = asyncio.Event()
         self._jobs: dict[int, asyncio.Task] = {}
         self.space = pb.Space()
-        self._used_at = float("-inf")
+        self._used, self._used_at = 0, float("-inf")
+        self._counting: asyncio.Task | None = None
 
     # -- what the rest of the chunkserver calls -------------------------------------------
 
@@ -255,13 +256,23 @@ class ControlLink:
         return message
 
     async def _measure_space(self) -> pb.Space:
-        used = self.space.used_bytes
-        if time.monotonic() - self._used_at >= USED_BYTES_EVERY_S:
-            used, self._used_at = await asyncio.to_thread(self.store.used_bytes), \
-                time.monotonic()
+        """Free space now (statvfs: quick), used space as last counted. Counting stats
+        every chunk file, which on a big server can take longer than the master waits
+        for a heartbeat: after the first count it runs apart from the messages."""
+        if self._used_at == float("-inf"):
+            await self._count_used()
+        elif self._counting is None and \
+                time.monotonic() - self._used_at >= USED_BYTES_EVERY_S:
+            self._counting = asyncio.create_task(self._count_used())
         free = await asyncio.to_thread(self.store.free_bytes)
-        self.space = pb.Space(free_bytes=free, used_bytes=used, chunks=len(self.store))
+        self.space = pb.Space(free_bytes=free, used_bytes=self._used, chunks=len(self.store))
         return self.space
+
+    async def _count_used(self) -> None:
+        try:
+            self._used = await asyncio.to_thread(self.store.used_bytes)
+        finally:
+            self._used_at, self._counting = time.monotonic(), None
 
 
 async def _write(call, message: pb.ServerMessage) -> None:

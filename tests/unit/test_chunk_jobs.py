@@ -280,3 +280,41 @@ def test_the_scrubber_keeps_to_its_rate_without_saving_up_idle_time():
     assert pace.delay(64 << 20, now=200.0) == 1.0     # idle for a while: no burst after
     with pytest.raises(ValueError, match="above 0"):
         Pace(0)
+
+
+def test_a_slow_count_of_used_space_does_not_hold_up_heartbeats(tmp_path):
+    """Counting used bytes stats every chunk file; on a big server that takes longer
+    than the master waits for a heartbeat. After the first count, messages carry the
+    last count and the next one runs apart."""
+    import threading
+
+    from services.chunk import control
+
+    class SlowCount:
+        used, counted = 100, threading.Event()
+
+        def used_bytes(self):
+            self.counted.wait(5)      # a count that takes as long as the test wants
+            return self.used
+
+        def free_bytes(self):
+            return 1 << 30
+
+        def __len__(self):
+            return 3
+
+    async def run():
+        store = SlowCount()
+        store.counted.set()
+        link = control.ControlLink(["127.0.0.1:1"], "id", "127.0.0.1:2", store, None)
+        first = await link._measure_space()          # the first report waits for it
+        store.used = 200
+        store.counted.clear()                         # the next count hangs
+        link._used_at -= control.USED_BYTES_EVERY_S
+        second = await link._measure_space()          # must not wait for it
+        store.counted.set()
+        await asyncio.sleep(0.2)
+        third = await link._measure_space()
+        return first.used_bytes, second.used_bytes, third.used_bytes
+
+    assert asyncio.run(run()) == (100, 100, 200)
