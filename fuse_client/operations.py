@@ -191,14 +191,19 @@ class Operations(pyfuse3.Operations):
         if op is None:
             return self._attrs(await self._getattr(caller, inode), since)
         changed = (await self.md.mutate(caller, setattr=op)).attr
-        self.delegations.attributes_set(changed)
         if fields.update_size:
             self.data.invalidate(inode)
-            if inode in self.sizes:
-                self.sizes[inode] = changed.size
-        if inode in self.cached:       # our own change: the kernel's pages follow it
-            self.cached[inode] = (changed.mtime_ns, changed.size)
+        self._attributes_set(changed, resized=fields.update_size)
         return self._attrs(changed, since)
+
+    def _attributes_set(self, changed: pb.Attr, resized: bool) -> None:
+        """A setattr of ours the master answered: the delegations, the size known here
+        and the version of the kernel's pages (our own change) follow it."""
+        self.delegations.attributes_set(changed)
+        if resized and changed.inode in self.sizes:
+            self.sizes[changed.inode] = changed.size
+        if changed.inode in self.cached:
+            self.cached[changed.inode] = (changed.mtime_ns, changed.size)
 
     async def _before_resize(self, caller: pb.Caller, inode: int, size: int) -> None:
         """Before a file shrinks: commit pending writes, and zero the cut chunk's tail
@@ -397,10 +402,7 @@ class Operations(pyfuse3.Operations):
         if not mode & FALLOC_FL_KEEP_SIZE and end > size:
             changed = (await self.md.mutate(handle.caller, setattr=pb.Setattr(
                 inode=handle.inode, size=end, via_handle=True))).attr
-            self.delegations.attributes_set(changed)
-            self.sizes[handle.inode] = changed.size
-            if handle.inode in self.cached:
-                self.cached[handle.inode] = (changed.mtime_ns, changed.size)
+            self._attributes_set(changed, resized=True)
 
     async def _write_zeros(self, fh: int, start: int, end: int) -> None:
         zeros = bytes(min(ZEROS_PIECE, end - start))

@@ -35,13 +35,12 @@ log = logging.getLogger(__name__)
 
 ERRORS = ((ChunkNotFoundError, p.NOT_FOUND), (StaleVersionError, p.STALE),
           (ChunkCorruptError, p.CORRUPT), (ChunkExistsError, p.EXISTS),
-          (ChunkIOError, p.IO_ERROR))
+          (ChunkStoreFullError, p.NO_SPACE), (ChunkIOError, p.IO_ERROR))
 
 
 def status_of(exc: Exception) -> int:
-    if isinstance(exc, ChunkStoreFullError) or (
-            isinstance(exc, ChunkIOError) and exc.cause.errno in (errno.ENOSPC, errno.EDQUOT)):
-        return p.NO_SPACE      # the writer's client answers ENOSPC, not EIO
+    if isinstance(exc, ChunkIOError) and exc.cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return p.NO_SPACE      # a full disk, not a bad one: the writer answers ENOSPC
     for kind, status in ERRORS:
         if isinstance(exc, kind):
             return status

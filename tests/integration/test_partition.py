@@ -206,21 +206,36 @@ def test_a_chunkserver_cut_off_from_the_masters_loses_no_data(tmp_path):
     """cs0's control links to the masters stall (clients still reach its data port)
     while a client writes copies=2 files: no write fails or hangs, and once the links
     heal every file reads back and every chunk is back at its goal."""
+    links: list[LinkProxy] = []
+
+    def chunkservers(masters: list[str]) -> ChunkCluster:
+        links.extend(LinkProxy(a) for a in masters)
+        return _ChunksWithOneBehind(tmp_path / "c", masters, links)
+    try:
+        with _with_chunkservers(tmp_path, chunkservers) as (masters, _):
+            asyncio.run(_write_through_cut(masters, links))
+    finally:
+        for link in links:
+            link.close()
+
+
+@contextlib.contextmanager
+def _with_chunkservers(tmp_path, make_chunkservers):
+    """Three metadata nodes (quick to re-replicate) and the chunkservers
+    `make_chunkservers(masters)` gives, running; all stopped at the end."""
     meta = MetadataCluster(str(tmp_path / "m"), extra_args=(
         "--replicate-after", "3", "--chunk-quiet", "1"))
     os.makedirs(meta.root)
-    links = [LinkProxy(a) for a in meta.addresses.values()]
-    chunks = _ChunksWithOneBehind(tmp_path / "c", list(meta.addresses.values()), links)
+    masters = list(meta.addresses.values())
+    chunks = make_chunkservers(masters)
     try:
         meta.start_all()
         chunks.start_all()
         meta.wait_leader()
-        asyncio.run(_write_through_cut(list(meta.addresses.values()), links))
+        yield masters, chunks
     finally:
         chunks.stop_all()
         meta.stop_all()
-        for link in links:
-            link.close()
 
 
 class _ChunksWithOneBehind(ChunkCluster):
@@ -292,21 +307,14 @@ def test_a_hung_chunkserver_is_taken_as_gone_and_writes_go_on(tmp_path):
     partition as everyone sees it). The master takes it as gone once it has been
     silent for a while (it used to count it connected for as long as the stream
     stayed open), writes go on without it, and it comes back after SIGCONT."""
-    meta = MetadataCluster(str(tmp_path / "m"), extra_args=(
-        "--replicate-after", "3", "--chunk-quiet", "1"))
-    os.makedirs(meta.root)
-    chunks = ChunkCluster(tmp_path / "c", list(meta.addresses.values()), n=3)
-    try:
-        meta.start_all()
-        chunks.start_all()
-        meta.wait_leader()
-        asyncio.run(_write_while_hung(list(meta.addresses.values()), chunks))
-    finally:
-        for proc in chunks.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGCONT)
-        chunks.stop_all()
-        meta.stop_all()
+    with _with_chunkservers(tmp_path, lambda masters: ChunkCluster(
+            tmp_path / "c", masters, n=3)) as (masters, chunks):
+        try:
+            asyncio.run(_write_while_hung(masters, chunks))
+        finally:
+            for proc in chunks.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
 
 
 async def _connected(md, address: str) -> bool:
