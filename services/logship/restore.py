@@ -1,7 +1,10 @@
 """Point-in-time restore: the projection as it was at an index (or a time), built from
 an archive: the nearest snapshot at or before it, then the archived commands after it
 folded through the same Applier the metadata nodes use, so the result is byte for
-byte what a node had at that index (same content, same running digest).
+byte what a node had at that index (same content, same running digest). Where the
+metalogger's effects builder has recorded what a group of commands did
+(services.logship.effects), the restore writes that instead of folding them again;
+a group is used only if it continues the running digest the projection has.
 
 `replay` builds just the projection; `restore` also writes what a metadata node needs
 to start from the directory (`mooseng metadata --data DIR`): a snapshot checkpoint,
@@ -11,6 +14,7 @@ its membership, and a Raft log compacted up to the restored index.
 import contextlib
 import gc
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +27,19 @@ from services.logship.archive import (
     SnapshotInfo,
     copy_checkpoint,
 )
+from services.logship.effects import (
+    EffectsError,
+    EffectsIndex,
+    Group,
+    effects_dir,
+    entries_digest,
+)
 from services.metadata.applier import Applier, ApplyError
 from services.metadata.projection import Projection, ProjectionError, open_projection
 from services.metadata.raft.log_store import LogStore
 from services.metadata.raft.messages import CONFIG, NORMAL, Config
+
+log = logging.getLogger(__name__)
 
 BATCH = 2048   # entries per WriteBatch: big batches amortize the write, the fold dominates
 
@@ -81,23 +94,104 @@ def _earliest(archive: Archive) -> str:
 
 
 def fold_range(archive: Archive, applier: Applier, lo: int, hi: int,
-               on_results: OnResults | None = None) -> int:
-    """Fold archived entries lo..hi into the applier's projection, in big batches.
-    Returns how many entries were folded."""
-    done = 0
-    pending: list[ArchivedEntry] = []
+               on_results: OnResults | None = None, effects: "Effects | None" = None) -> int:
+    """Bring the applier's projection from lo - 1 to hi: the archive's effects where
+    a group continues the projection (`effects`, unless results are wanted), the
+    archived commands folded in big batches elsewhere. Returns how many entries."""
+    proj = applier.projection
+    entries = _Entries(archive, lo, hi)
     with _fewer_collections():
-        for block in archive.batches(lo, hi):
-            pending += block
-            if len(pending) >= BATCH:
-                done += _apply(applier, pending, on_results)
-                pending = []
-        if pending:
-            done += _apply(applier, pending, on_results)
-    if applier.projection.applied_index != hi:
+        while proj.applied_index < hi:
+            start = proj.applied_index + 1
+            stop = hi
+            if effects is not None and on_results is None:
+                if effects.write(proj, hi, entries):
+                    continue
+                stop = (effects.next_start(start, hi) or hi + 1) - 1
+            batch = entries.take(min(BATCH, stop - start + 1))
+            if not batch:
+                break
+            _apply(applier, batch, on_results)
+    if proj.applied_index != hi:
         raise ArchiveError(f"{archive.directory}: entries up to {hi} were expected, the "
-                           f"archive gave up to {applier.projection.applied_index}")
-    return done
+                           f"archive gave up to {proj.applied_index}")
+    return hi - lo + 1
+
+
+class _Entries:
+    """The archived entries lo..hi, read once, in order, taken as needed."""
+
+    def __init__(self, archive: Archive, lo: int, hi: int):
+        self._blocks = archive.batches(lo, hi)
+        self._block: list[ArchivedEntry] = []
+        self._pos = 0
+
+    def take(self, count: int) -> list[ArchivedEntry]:
+        out: list[ArchivedEntry] = []
+        while len(out) < count:
+            if self._pos == len(self._block):
+                self._block, self._pos = next(self._blocks, []), 0
+                if not self._block:
+                    break
+            part = self._block[self._pos:self._pos + count - len(out)]
+            out += part
+            self._pos += len(part)
+        return out
+
+    def unread(self, entries: list[ArchivedEntry]) -> None:
+        self._block, self._pos = entries + self._block[self._pos:], 0
+
+
+# Groups of effects written together: one WriteBatch of about this many keys.
+EFFECT_BATCH_KEYS = 200_000
+
+
+class Effects:
+    """The archive's effects as a restore uses them: a group is written if it
+    continues the projection's running digest and was made from the very entries the
+    archive holds; a group in trouble is logged, and its commands folded instead."""
+
+    def __init__(self, archive: Archive):
+        self.index = EffectsIndex(effects_dir(archive.directory))
+        for problem in self.index.problems:
+            log.warning("archive effects: %s; those commands are folded instead", problem)
+        self.entries = 0          # how many entries were written from effects
+
+    def write(self, proj: Projection, hi: int, entries: _Entries) -> int:
+        """Write the groups that continue `proj`, up to hi, taking their entries from
+        `entries`; how many entries that covered (0: no group continues it here)."""
+        covered, batch, keys = 0, [], 0
+        last = after = None
+        for group in self.index.chain(proj.applied_index + 1, hi, proj.applied_digest):
+            taken = entries.take(group.last - group.first + 1)
+            try:
+                ranges, writes = self._checked(group, taken)
+            except EffectsError as exc:
+                log.warning("archive effects: %s; its commands are folded instead", exc)
+                del self.index.groups[group.first]
+                entries.unread(taken)
+                break
+            batch.append((ranges, writes))
+            keys += sum(map(len, writes.values()))
+            covered += len(taken)
+            last, after = group.last, group.after
+            if keys >= EFFECT_BATCH_KEYS:
+                proj.write_groups(batch, last, after)
+                batch, keys = [], 0
+        if batch:
+            proj.write_groups(batch, last, after)
+        self.entries += covered
+        return covered
+
+    def _checked(self, group: Group, taken: list[ArchivedEntry]) -> tuple[list, dict]:
+        if len(taken) != group.last - group.first + 1 or \
+                entries_digest(taken) != group.commands:
+            raise EffectsError(f"the group of entries {group.first}..{group.last} in "
+                               f"{group.path} was not made from the archived commands")
+        return self.index.load(group)
+
+    def next_start(self, start: int, hi: int) -> int | None:
+        return self.index.next_start(start, hi)
 
 
 @contextlib.contextmanager
@@ -115,7 +209,7 @@ def _fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _apply(applier: Applier, entries: list[ArchivedEntry], on_results) -> int:
+def _apply(applier: Applier, entries: list[ArchivedEntry], on_results) -> None:
     try:
         results = applier.apply_many(
             [(e.index, e.data if e.kind == NORMAL else None) for e in entries])
@@ -123,13 +217,15 @@ def _apply(applier: Applier, entries: list[ArchivedEntry], on_results) -> int:
         raise ArchiveError(f"replay stopped: {exc}") from None
     if on_results is not None:
         on_results(entries, results)
-    return len(entries)
 
 
 def replay(archive: Archive, projection_dir: str, index: int | None = None,
-           at_ns: int | None = None, on_results: OnResults | None = None) -> dict:
+           at_ns: int | None = None, on_results: OnResults | None = None,
+           use_effects: bool = True) -> dict:
     """Build a projection in `projection_dir` (new, or empty) as it was at the target.
-    Returns a summary: target, the snapshot used, entries folded, seconds, rate."""
+    Returns a summary: target, the snapshot used, entries replayed (of which written
+    from the archive's effects), seconds, rate. `use_effects=False` folds every
+    command (to check the effects, or measure the fold)."""
     the_plan = plan(archive, index, at_ns)
     _fresh(projection_dir)
     started = time.perf_counter()
@@ -141,17 +237,21 @@ def replay(archive: Archive, projection_dir: str, index: int | None = None,
             raise ArchiveError(f"{the_plan.snapshot.path}: the snapshot says index "
                                f"{the_plan.base} but its projection is at "
                                f"{proj.applied_index}; the archive is damaged")
+        effects = Effects(archive) if use_effects else None
         folded = fold_range(archive, Applier(proj), the_plan.base + 1, the_plan.target,
-                            on_results) if the_plan.target > the_plan.base else 0
+                            on_results, effects) if the_plan.target > the_plan.base else 0
         seconds = time.perf_counter() - started
         return {"index": the_plan.target, "from_snapshot": the_plan.base,
-                "entries_replayed": folded, "seconds": round(seconds, 3),
+                "entries_replayed": folded,
+                "entries_from_effects": effects.entries if effects else 0,
+                "seconds": round(seconds, 3),
                 "entries_per_s": round(folded / seconds) if seconds else None,
                 "applied_digest": proj.applied_digest.hex()}
 
 
 def restore(archive: Archive, to_dir: str, index: int | None = None,
-            at_ns: int | None = None, voters: list[int] | None = None) -> dict:
+            at_ns: int | None = None, voters: list[int] | None = None,
+            use_effects: bool = True) -> dict:
     """A metadata node's data directory in `to_dir` (new, or empty), as the cluster was
     at the target: start node 1 of a new cluster on it and the others empty (they catch
     up by snapshot). `voters` replaces the archived membership (needed when the archive
@@ -160,7 +260,8 @@ def restore(archive: Archive, to_dir: str, index: int | None = None,
     config = _config_at(archive, the_plan, voters)
     term = archive.term_at(the_plan.target) if the_plan.target else 0
     _fresh(to_dir)
-    summary = replay(archive, os.path.join(to_dir, "projection"), the_plan.target)
+    summary = replay(archive, os.path.join(to_dir, "projection"), the_plan.target,
+                     use_effects=use_effects)
     target = the_plan.target
     snapshots = os.path.join(to_dir, "snapshots")
     os.makedirs(snapshots)

@@ -6,6 +6,7 @@ replicas (or a replica and a replay) that diverge differ from the first bad entr
 
 import hashlib
 import struct
+from collections.abc import Callable
 
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace.fold import fold, fold_bytes
@@ -37,6 +38,9 @@ def chain_digest(previous: bytes, index: int, result: bytes, ops: list[tuple]) -
     return hashlib.blake2b(b"".join(parts), digest_size=32).digest()
 
 
+# (first index, last index, digest before, digest after, range deletions, net writes)
+OnBatch = Callable[[int, int, bytes, bytes, list, dict], None]
+
 # Projection values remembered across batches (see Applier): enough for the working
 # set of a big namespace's hot directories and files, a bounded amount of memory.
 CACHE_ENTRIES = 500_000
@@ -45,8 +49,11 @@ CACHE_ENTRIES = 500_000
 class Applier:
     """Applies log entries (index, command) in index order, exactly once each."""
 
-    def __init__(self, projection: Projection):
+    def __init__(self, projection: Projection, on_batch: OnBatch | None = None):
+        """`on_batch` sees each batch's net writes before they are written (the
+        metalogger's effects builder records them)."""
         self.projection = projection
+        self.on_batch = on_batch
         # What the projection holds for keys the fold read or wrote, as of applied
         # index `_cached_at`: a RocksDB point read costs microseconds, a dict lookup
         # a tenth of that, and a replay reads the same directories over and over.
@@ -70,6 +77,7 @@ class Applier:
             cache.clear()
         txn = Txn(proj.get, proj.scan, seen=cache)
         index, digest = proj.applied_index, proj.applied_digest
+        first, before = index + 1, digest
         results = []
         for entry_index, command in entries:
             if entry_index <= proj.applied_index:
@@ -89,6 +97,8 @@ class Applier:
             results.append(result)
         if results:
             ranges, writes = txn.net_writes()
+            if self.on_batch is not None:
+                self.on_batch(first, index, before, digest, ranges, writes)
             self._cached_at = -1   # a failed write leaves the cache unknown
             proj.write_net(ranges, writes, index, digest)
             self._remember(ranges, writes)

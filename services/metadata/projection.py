@@ -116,6 +116,19 @@ class Projection:
         """write() of a Txn's net_writes(): the range deletions, then each key's last
         value (None: deleted), and the applied position, atomically."""
         batch = WriteBatch(raw_mode=True)
+        self._add_net(batch, ranges, writes)
+        self._commit(batch, applied_index, applied_digest)
+
+    def write_groups(self, groups: list[tuple[list, dict]], applied_index: int,
+                     applied_digest: bytes) -> None:
+        """write_net() of several groups' net writes, one after the other, atomically
+        (a restore writing the archive's effects)."""
+        batch = WriteBatch(raw_mode=True)
+        for ranges, writes in groups:
+            self._add_net(batch, ranges, writes)
+        self._commit(batch, applied_index, applied_digest)
+
+    def _add_net(self, batch: WriteBatch, ranges: list, writes: dict) -> None:
         handles = self._handles
         for cf, lo, hi in ranges:
             batch.delete_range(lo, hi, handles[cf])
@@ -127,7 +140,6 @@ class Projection:
                     delete(key, handle)
                 else:
                     put(key, value, handle)
-        self._commit(batch, applied_index, applied_digest)
 
     def _commit(self, batch: WriteBatch, applied_index: int, applied_digest: bytes) -> None:
         """Write `batch` with the new applied position, atomically."""
