@@ -36,6 +36,7 @@ def add_commands(sub) -> None:
     replay.add_argument("archive")
     replay.add_argument("--to", required=True, metavar="DIR", help="a new directory")
     _target_arguments(replay)
+    _effects_argument(replay)
     replay.set_defaults(func=_guarded(_replay))
 
     diff = tools.add_parser("diff", help="compare two projections key by key; exit 1 if "
@@ -64,6 +65,7 @@ def add_commands(sub) -> None:
     restore.add_argument("--voters", metavar="ID,ID,...",
                          help="the new cluster's voters (default: the membership the "
                               "archive recorded)")
+    _effects_argument(restore)
     undelete = restore.add_argument_group(
         "bringing one subtree back into the live cluster (instead of --to)",
         "the subtree at --path as it was at the target is made again at --into, a new "
@@ -81,6 +83,12 @@ def _target_arguments(parser) -> None:
     group.add_argument("--at", metavar="TIME",
                        help="ISO-8601, e.g. 2026-11-26T10:15:00Z (UTC if no zone given)")
     group.add_argument("--index", type=int, metavar="N", help="a log index")
+
+
+def _effects_argument(parser) -> None:
+    parser.add_argument("--no-effects", dest="effects", action="store_false",
+                        help="fold every archived command, even where the metalogger "
+                             "recorded what it did (slower; to check those records)")
 
 
 def _guarded(run: Callable) -> Callable:
@@ -134,7 +142,7 @@ def _replay(args) -> int:
     created = not os.path.exists(args.to)
     with _open(args.archive) as archive:
         try:
-            print(json.dumps(replay(archive, args.to, **target)))
+            print(json.dumps(replay(archive, args.to, use_effects=args.effects, **target)))
         except BaseException:
             _remove_if(created, args.to)
             raise
@@ -176,7 +184,8 @@ def _restore(args) -> int:
     created = not os.path.exists(args.to)
     with _open(args.archive) as archive:
         try:
-            summary = restore(archive, args.to, voters=voters, **target)
+            summary = restore(archive, args.to, voters=voters, use_effects=args.effects,
+                              **target)
         except BaseException:
             _remove_if(created, args.to)
             raise

@@ -49,6 +49,10 @@ def add_commands(sub) -> None:
                    help="drop the oldest history while the archive is larger (e.g. 20G)")
     p.add_argument("--retention-interval", metavar="DURATION", default="60s",
                    help="how often retention is applied (default 60s)")
+    p.add_argument("--no-effects", dest="effects", action="store_false",
+                   help="do not run the effects builder (a background process at the "
+                        "lowest priority that folds the archive once, so that restores "
+                        "write what commands did instead of folding them again)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.set_defaults(func=_metalogger)
@@ -77,18 +81,19 @@ def _metalogger(args) -> int:
     for note in archive.recovery_notes:
         logging.warning("archive recovery: %s", note)
     try:
-        return asyncio.run(_run(archive, options, metrics_at))
+        return asyncio.run(_run(archive, options, metrics_at, args.effects))
     except ArchiveError as exc:
         print(f"mooseng metalogger: {exc}", file=sys.stderr)
         return 1
 
 
-async def _run(archive, options, metrics_at: str | None) -> int:
+async def _run(archive, options, metrics_at: str | None, effects: bool) -> int:
     import asyncio
     import contextlib
     import logging
     import signal
 
+    from services.logship.effects_builder import supervise
     from services.logship.follower import Follower
 
     follower = Follower(archive, options)
@@ -105,9 +110,15 @@ async def _run(archive, options, metrics_at: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(follower.run(), name="metalogger")
     stopping = asyncio.create_task(stop.wait())
+    builder = asyncio.create_task(supervise(archive.directory), name="effects") \
+        if effects else None
     await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
     stopping.cancel()
+    if builder is not None:
+        builder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await builder
     failure = None
     with contextlib.suppress(asyncio.CancelledError):
         try:

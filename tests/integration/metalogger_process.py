@@ -10,6 +10,7 @@ import urllib.request
 
 from mooseng.ports import free_ports
 from services.logship.archive import Archive
+from services.logship.effects import EffectsIndex, effects_dir
 
 
 class Metalogger:
@@ -53,6 +54,19 @@ class Metalogger:
             return archive.last_index
         finally:
             archive.close()
+
+    def effects_reach(self) -> int:
+        """The last index the archive's effects cover (0: none yet)."""
+        groups = EffectsIndex(effects_dir(self.archive_dir)).groups.values()
+        return max((g.last for g in groups), default=0)
+
+    def wait_effects(self, index: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.effects_reach() < index:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the effects builder did not reach index {index} in "
+                                     f"{timeout:.0f} s (it reached {self.effects_reach()})")
+            time.sleep(0.2)
 
     def wait_archived(self, index: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -4,14 +4,18 @@ after a restart, starts from a snapshot when the log it wants is gone, and its
 archive alone rebuilds a lost cluster."""
 
 import asyncio
+import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from schemas import namespace_pb2 as nspb
+from services.logship.effects_builder import GROUP
 from services.metadata.raft.log_store import LogStore
 from services.metadata.raft.messages import NORMAL
 from tests.integration.metadata_cluster import MetadataCluster
@@ -205,3 +209,62 @@ def test_bad_metalogger_arguments_are_explained(tmp_path, args, words):
         [sys.executable, "-m", "mooseng", "metalogger", "--masters", "127.0.0.1:1",
          "--data", str(tmp_path / "a"), *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+
+
+def builder_pids(archive_dir: str) -> list[int]:
+    """The effects builder processes working on `archive_dir`."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"services.logship.effects_builder" in argv and archive_dir.encode() in argv:
+                pids.append(int(name))
+    return pids
+
+
+@pytest.mark.slow
+def test_the_metalogger_records_effects_that_restores_write_instead_of_folding(tmp_path):
+    """With the default snapshot interval, a restore would fold every command; the
+    metalogger's background builder lets it write the first 1024 entries' effects. It
+    gives what folding gives, and the builder goes when the metalogger does."""
+    cluster = MetadataCluster(str(tmp_path))
+    metalogger = Metalogger(str(tmp_path), list(cluster.addresses.values()))
+    try:
+        cluster.start_all()
+        cluster.wait_leader()
+        metalogger.start()
+        metalogger.wait_following()
+        asyncio.run(propose_names(cluster, [b"e%04d" % i for i in range(1100)]))
+        metalogger.wait_archived(leader_commit(cluster))
+        metalogger.wait_effects(GROUP)
+        (builder,) = builder_pids(metalogger.archive_dir)
+
+        def mooseng(*args) -> str:
+            done = subprocess.run([sys.executable, "-m", "mooseng", *args],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        written = json.loads(mooseng("log", "replay", metalogger.archive_dir, "--to",
+                                     str(tmp_path / "written")).splitlines()[0])
+        folded = json.loads(mooseng("log", "replay", metalogger.archive_dir, "--no-effects",
+                                    "--to", str(tmp_path / "folded")).splitlines()[0])
+        assert written["entries_from_effects"] == GROUP and folded["entries_from_effects"] == 0
+        assert written["content_digest"] == folded["content_digest"]
+        assert written["applied_digest"] == folded["applied_digest"]
+        assert "effects: 1 groups from index 1 to 1024, 0 unusable" in mooseng(
+            "log", "verify", metalogger.archive_dir)
+
+        metalogger.proc.kill()                   # no clean stop: the builder sees it gone
+        metalogger.proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while builder in builder_pids(metalogger.archive_dir):
+            assert time.monotonic() < deadline, "the effects builder outlived its metalogger"
+            time.sleep(0.1)
+    finally:
+        metalogger.stop(signal.SIGKILL)
+        cluster.stop_all()

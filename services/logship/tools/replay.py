@@ -7,8 +7,8 @@ from services.metadata.projection import open_projection
 
 
 def replay(archive: Archive, to_dir: str, index: int | None = None,
-           at_ns: int | None = None) -> dict:
-    summary = replay_into(archive, to_dir, index, at_ns)
+           at_ns: int | None = None, use_effects: bool = True) -> dict:
+    summary = replay_into(archive, to_dir, index, at_ns, use_effects=use_effects)
     with open_projection(to_dir) as proj:
         summary["content_digest"] = proj.content_digest()
     return summary

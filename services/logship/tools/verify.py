@@ -7,6 +7,7 @@ from collections.abc import Callable
 from rocksdict import AccessType, Options, Rdict
 
 from services.logship.archive import Archive, ArchiveError, SnapshotInfo
+from services.logship.effects import EffectsError, EffectsIndex, effects_dir, entries_digest
 from services.metadata.namespace import records as r
 from services.metadata.projection import APPLIED_INDEX
 from services.metadata.raft.messages import Config
@@ -24,6 +25,7 @@ def verify(directory: str, out: Callable[[str], None]) -> str | None:
             out(f"ok: entries {archive.first_index}..{archive.last_index} ({entries} "
                 f"checked), {len(archive.snapshots())} snapshots "
                 f"{[s.index for s in archive.snapshots()]}")
+            _check_effects(archive, out)
             return None
     except ArchiveError as exc:
         out(f"problem: {exc}")
@@ -67,3 +69,27 @@ def _check_snapshot(snap: SnapshotInfo) -> None:
     if found != snap.index:
         raise ArchiveError(f"snapshot {snap.index} at {os.path.dirname(snap.path)}: its "
                            f"projection is at index {found}, not {snap.index}")
+
+
+def _check_effects(archive: Archive, out: Callable[[str], None]) -> None:
+    """The effects are derived data: trouble with them is reported, not an error (a
+    restore folds the commands of a group it cannot use)."""
+    index = EffectsIndex(effects_dir(archive.directory))
+    if not index.groups and not index.problems:
+        out("effects: none (restores fold every command)")
+        return
+    bad = list(index.problems)
+    for group in sorted(index.groups.values(), key=lambda g: g.first):
+        try:
+            index.load(group)
+            if entries_digest(archive.entries(group.first, group.last)) != group.commands:
+                bad.append(f"the group of entries {group.first}..{group.last} was not made "
+                           f"from the archived commands")
+        except (EffectsError, ArchiveError) as exc:
+            bad.append(str(exc))
+    firsts = sorted(index.groups)
+    out(f"effects: {len(firsts)} groups from index {firsts[0] if firsts else '-'} to "
+        f"{max((g.last for g in index.groups.values()), default='-')}, "
+        f"{len(bad)} unusable (restores fold their commands)")
+    for problem in bad:
+        out(f"note: effects: {problem}")
