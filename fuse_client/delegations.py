@@ -81,6 +81,7 @@ class Delegations:
         self._counts: dict[int, tuple[float, int]] = {}
         self._not_before: dict[int, float] = {}
         self._asking: dict[int, bool] = {}            # dir -> still wanted
+        self._ask_tasks: dict[int, asyncio.Task] = {}  # dir -> asking for it
         self._range = (0, 0)                          # unused reserved inodes [lo, hi)
         self._next_range = (0, 0)                     # reserved ahead, used after it
         self._reserving: asyncio.Task | None = None
@@ -274,10 +275,16 @@ class Delegations:
 
     async def room(self, parent: int) -> None:
         """Before a create: when the cluster falls behind, wait for the oldest ones
-        (what is answered but not committed stays bounded); in a held directory
-        after a quiet spell, hear from the leader first (see LIVE_S)."""
+        (what is answered but not committed stays bounded); while this mount asks
+        for the directory, wait for the answer (a create sent to the master meanwhile
+        would make the names it lists stale, and a big directory's listing would be
+        read again and again); in a held directory after a quiet spell, hear from
+        the leader first (see LIVE_S)."""
         while len(self.pending) >= MAX_PENDING:
             await asyncio.wait([next(iter(self.pending.values()))])
+        asking = self._ask_tasks.get(parent)
+        if asking is not None:
+            await asyncio.wait([asking])
         if parent in self.held and not self._live():
             with contextlib.suppress(Exception):   # then the create goes to the master
                 await self.md.ping()
@@ -423,7 +430,7 @@ class Delegations:
         if count >= ASK_AFTER:
             self._counts.pop(parent, None)
             self._asking[parent] = True
-            self._spawn(self._ask(caller, parent))
+            self._ask_tasks[parent] = self._spawn(self._ask(caller, parent))
 
     async def _ask(self, caller: pb.Caller, parent: int) -> None:
         try:
@@ -433,6 +440,8 @@ class Delegations:
             names = await self._names(parent)
             if not self._asking.get(parent):     # recalled or changed meanwhile
                 self._undelegate(parent)
+                self._not_before[parent] = max(self._not_before.get(parent, 0.0),
+                                               time.monotonic() + ASK_WINDOW_S)
                 return
             self.held[parent] = Held(attr, names)
         except Exception as exc:   # refused (EBUSY, E2BIG, EACCES), or the cluster
@@ -440,6 +449,7 @@ class Delegations:
             self._not_before[parent] = time.monotonic() + REFUSED_S
         finally:
             self._asking.pop(parent, None)
+            self._ask_tasks.pop(parent, None)
 
     async def _names(self, parent: int) -> dict[bytes, tuple[int, int]]:
         names, cookie = {}, 0
