@@ -379,6 +379,8 @@ class MetadataClient:
         """Resolve answered calls; False when a reply says to go elsewhere."""
         stay = True
         for reply in replies:
+            if reply.status == mpb.Reply.NOT_LEADER:
+                stay = False   # also for a heartbeat: the session lives on the leader
             call = self._calls.get(reply.id)
             if call is None:
                 continue

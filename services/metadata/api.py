@@ -122,7 +122,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                 if waiter is not None and not waiter.finished:
                     waiters[request.id] = waiter
             elif kind == "heartbeat":
-                put(mpb.Reply(id=request.id, index=self.node.machine.applied_index))
+                put(self._heartbeat_reply(request))
             elif request.follower_read and kind not in LEADER_ONLY:
                 follower.append(request)
             else:
@@ -131,6 +131,17 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             await self._read(linearizable, put, follower=False)
         if follower:
             await self._read(follower, put, follower=True)
+
+    def _heartbeat_reply(self, request: mpb.Request) -> mpb.Reply:
+        """Only the leader keeps sessions alive (sessions.py). A node that stopped
+        leading while a quiet client's stream stayed on it sends the client to the
+        leader: answered here, the client would go on thinking all is well while the
+        leader, never hearing from it, expires its session."""
+        if request.session and self.node.core.role != LEADER:
+            refusal = self.node.not_leader()
+            return reply_error(request, Status.NOT_LEADER, str(refusal),
+                               refusal.leader_address)
+        return mpb.Reply(id=request.id, index=self.node.machine.applied_index)
 
     def _after_recall(self, request: mpb.Request, directories: list[int], put) -> None:
         """A request touching directories delegated to another session runs once they

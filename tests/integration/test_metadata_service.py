@@ -5,6 +5,7 @@ import errno
 import random
 import signal
 import stat
+import time
 
 import grpc
 import pytest
@@ -161,6 +162,44 @@ def test_a_silent_session_expires_and_its_open_files_are_released(cluster):
         assert gone.value.errno == errno.ENOTCONN
         quiet._closed = True
         await quiet.close()
+    asyncio.run(run())
+
+
+def depose_leader_quietly(cluster) -> tuple[int, int]:
+    """Pause both followers past an election timeout: on waking they elect one of
+    themselves, and the old leader, whose streams never broke, steps down. (The old
+    leader can win again: then once more.) Returns (old, new) leader ids."""
+    for _ in range(8):
+        before = cluster.wait_leader()
+        old = before["id"]
+        followers = [i for i in cluster.addresses if i != old]
+        for i in followers:
+            cluster.procs[i].send_signal(signal.SIGSTOP)
+        time.sleep(1.2)
+        for i in followers:
+            cluster.procs[i].send_signal(signal.SIGCONT)
+        time.sleep(1.0)
+        now = cluster.wait_leader()
+        if now["id"] != old and now["term"] > before["term"]:
+            return old, now["id"]
+    raise AssertionError("the leader was never deposed")
+
+
+def test_a_quiet_session_on_a_deposed_leader_moves_to_the_new_one_and_lives(cluster):
+    """A client that only heartbeats while its leader is deposed (its stream to the old
+    leader stays open) is sent to the new leader by its next heartbeat; answered by the
+    old one instead, it heard nothing wrong while the new leader, never hearing from
+    it, expired its session, and every change it made after that failed ENOTCONN."""
+    async def run():
+        quiet = await client(cluster, heartbeat_s=0.3).open()
+        try:
+            await quiet.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"before", mode=0o755))
+            _, new = await asyncio.to_thread(depose_leader_quietly, cluster)
+            await asyncio.sleep(3 * 2.0)          # three session timeouts, quiet
+            await quiet.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"after", mode=0o755))
+            assert quiet.leader == cluster.addresses[new]
+        finally:
+            await quiet.close()
     asyncio.run(run())
 
 

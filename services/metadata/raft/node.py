@@ -283,7 +283,7 @@ class RaftNode:
         if self.core.role == LEADER:
             placed = self.core.propose([c for commands, _ in proposals for c in commands])
         if placed is None:
-            refusal = self._not_leader()
+            refusal = self.not_leader()
             for _, waiter in proposals:
                 waiter.fail(refusal)
             return
@@ -334,7 +334,7 @@ class RaftNode:
         self._fail_reads(reads)
 
     def _fail_reads(self, futures: list[asyncio.Future]) -> None:
-        refusal = self._not_leader()
+        refusal = self.not_leader()
         for fut in futures:
             if not fut.done():
                 fut.set_exception(refusal)
@@ -461,7 +461,7 @@ class RaftNode:
         The returned waiter's `times` say when each stage happened, for tracing."""
         waiter = _Waiter(done, len(commands), time.monotonic() + timeout)
         if self.core.role != LEADER:
-            waiter.fail(self._not_leader())
+            waiter.fail(self.not_leader())
             return waiter
         self._proposals.append((commands, waiter))
         self._wake.set()
@@ -485,7 +485,7 @@ class RaftNode:
         """Wait until this node may serve a linearizable read; returns the applied
         index to serve it at. NotLeaderError if this node is not the leader."""
         if self.core.role != LEADER:
-            raise self._not_leader()
+            raise self.not_leader()
         fut = asyncio.get_running_loop().create_future()
         self._reads.append(fut)
         self._wake.set()
@@ -531,7 +531,7 @@ class RaftNode:
                 return
             index = self.core.propose_config(config) if self.core.role == LEADER else None
             if index is None:
-                waiter.fail(self._not_leader() if self.core.role != LEADER else
+                waiter.fail(self.not_leader() if self.core.role != LEADER else
                             MembershipBusyError("another membership change is still "
                                                 "committing, or this leader has not yet "
                                                 "committed in its term; retry shortly"))
@@ -541,7 +541,7 @@ class RaftNode:
             self._deadlines.append(waiter)
         self._later(propose)
 
-    def _not_leader(self) -> NotLeaderError:
+    def not_leader(self) -> NotLeaderError:
         leader = self.core.leader if self.core.leader != self.id else 0
         return NotLeaderError(leader, self.peers.get(leader, ""))
 
