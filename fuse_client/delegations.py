@@ -489,6 +489,16 @@ class Delegations:
         for directory in list(self.held):
             self.recall(directory, wanted=False)
 
+    def renewed(self) -> None:
+        """The cluster closed the session (and with it the directories it held and
+        the inode numbers reserved for it); a new one starts with nothing."""
+        for directory in list(self.held):
+            for ino in self.held.pop(directory).made.values():
+                self.attrs.pop(ino, None)
+        for directory in self._asking:
+            self._asking[directory] = False
+        self._range = self._next_range = (0, 0)
+
     def _undelegate(self, directory: int) -> None:
         self.md.mutate_deferred(pb.Caller(), undelegate=pb.Undelegate(dir=directory))
         self.md.send_deferred()

@@ -6,6 +6,13 @@ travel in batches. Each mutation carries (session, seq). When the leader changes
 unknown) every unanswered request is sent again to the new leader with the same
 numbers, and the fold returns the first outcome: no double create, no lost rename.
 Applications see a pause, not an error.
+
+A session the cluster closed (the client was silent past the session timeout:
+stopped, suspended, cut off) is replaced by a new one at the first request that
+hears of it: that request, which the closed session could not have applied, goes
+again in the new session, and `on_renewed` lets the mount open its files again. A
+request whose outcome was already unknown (sent again after a reconnect) cannot be
+retried safely: it fails with EIO.
 """
 
 import asyncio
@@ -39,10 +46,11 @@ class ClusterUnavailableError(Exception):
 
 
 class _Call:
-    __slots__ = ("request", "future", "deadline")
+    __slots__ = ("request", "future", "deadline", "resent")
 
     def __init__(self, request: mpb.Request, future: asyncio.Future, deadline: float):
         self.request, self.future, self.deadline = request, future, deadline
+        self.resent = False     # sent again: an earlier copy may have been applied
 
 
 class _ReadStream:
@@ -127,6 +135,10 @@ class MetadataClient:
         # wait for; `on_recall(dir)` when the leader wants a directory back.
         self.before = None
         self.on_recall = None
+        # async (old session, new session): the cluster closed the session and this
+        # client opened a new one (the mount opens its files again in it)
+        self.on_renewed = None
+        self._renewal: asyncio.Task | None = None
         self.last_heard = 0.0         # monotonic time of the leader's last message
 
     # -- life cycle -------------------------------------------------------------------------
@@ -196,9 +208,40 @@ class MetadataClient:
         request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
                               mutation=pb.Command(**op))
         reply = await self._call(request)
+        if reply.errno == errno.ENOTCONN and self._session_closed(request):
+            await self._renew(request.session)
+            return await self.mutate_reply(caller, **op)   # never applied: go again
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return reply
+
+    def _session_closed(self, request: mpb.Request) -> bool:
+        kind = request.mutation.WhichOneof("op")
+        return (bool(request.session) and not self._closed
+                and kind not in ("open_session", "close_session"))
+
+    async def _renew(self, lost: int) -> None:
+        """Open a new session in place of `lost` (once, however many requests found
+        it closed), then let the owner of the old one's state move it over."""
+        if self.session != lost:
+            if self._renewal is not None:
+                await asyncio.shield(self._renewal)
+            return
+        self._renewal = asyncio.ensure_future(self._open_new_session(lost))
+        await asyncio.shield(self._renewal)
+
+    async def _open_new_session(self, lost: int) -> None:
+        result = await self.mutate(pb.Caller(),
+                                   open_session=pb.OpenSession(client=self.name))
+        self.session, self._seq = result.session, 0
+        log.warning("the metadata cluster closed session %d (this client was not heard "
+                    "from within its session timeout); continuing in session %d", lost,
+                    self.session)
+        if self.on_renewed is not None:
+            try:
+                await self.on_renewed(lost, self.session)
+            except Exception:   # the new session works; what failed is logged
+                log.exception("moving state to the new session failed")
 
     def mutate_deferred(self, caller: pb.Caller, **op) -> asyncio.Future:
         """A command nobody waits for now (a Release at close, a create answered in a
@@ -310,7 +353,7 @@ class MetadataClient:
         Calls are kept in the order they were made, and a mutation is numbered as it
         is made, so the first mutation still waiting has the lowest seq."""
         for call in self._calls.values():
-            if call.request.seq:
+            if call.request.seq and call.request.session == self.session:
                 return call.request.seq - 1
         return self._seq
 
@@ -337,6 +380,7 @@ class MetadataClient:
         self._outgoing = asyncio.Queue()
         self._deferred.clear()               # they are among the unanswered calls
         for call in self._calls.values():   # unanswered: send again, same numbers
+            call.resent = True
             self._send(call.request)
         self._stream = metadata_pb2_grpc.MetadataStub(self._channel).Session(
             self._batches(self._outgoing))
@@ -395,6 +439,8 @@ class MetadataClient:
                 continue
             del self._calls[reply.id]
             self.last_index = max(self.last_index, reply.index)
+            if reply.errno == errno.ENOTCONN and call.resent and call.request.session:
+                reply = _outcome_lost(reply)
             if reply.status == mpb.Reply.BAD_REQUEST:
                 call.future.set_exception(ValueError(f"bad request: {reply.message}"))
             elif not call.future.done():
@@ -447,6 +493,16 @@ class MetadataClient:
                         call.future.set_exception(ClusterUnavailableError(
                             f"no metadata leader answered within {self.deadline_s} s "
                             f"(masters: {', '.join(self.masters)})"))
+
+
+def _outcome_lost(reply: mpb.Reply) -> mpb.Reply:
+    """The session closed while this request's outcome was unknown (it was sent again
+    after a reconnect, and an earlier copy may have been applied): it cannot be
+    retried in a new session without the risk of doing it twice."""
+    message = ("the metadata cluster closed this client's session while the outcome "
+               "of this request was unknown: it may or may not have been applied")
+    return mpb.Reply(id=reply.id, errno=errno.EIO, message=message,
+                     result=pb.Result(errno=errno.EIO, message=message))
 
 
 def _only(op: dict) -> tuple:

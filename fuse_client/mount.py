@@ -108,6 +108,7 @@ async def _mount(config: MountConfig, md: MetadataClient) -> None:
         invalidator.reset()
         ops.delegations.reset()
     md.on_reset = reset
+    md.on_renewed = ops.session_renewed
     log.info("opening a session with the metadata cluster (%s)", ", ".join(config.masters))
     await md.open()
     if md.read_only and config.options.timeouts == Timeouts():

@@ -310,6 +310,20 @@ class Operations(pyfuse3.Operations):
                 return gone
         return None
 
+    async def session_renewed(self, old: int, new: int) -> None:
+        """The cluster closed session `old` (this mount was not heard from in time)
+        and released its open files: open them again in `new`, so that they can
+        still be written and an unlinked one lives on. One that is gone (unlinked and
+        released meanwhile) is logged; reads and writes of it fail."""
+        self.delegations.renewed()
+        for handle in list(self.handles.files.values()):
+            try:
+                await self.md.mutate(handle.caller, open=pb.Open(
+                    inode=handle.inode, flags=handle.flags & ~os.O_TRUNC))
+            except Exception as exc:   # noqa: BLE001 (each file on its own)
+                log.warning("inode %d, open when session %d was closed, could not be "
+                            "opened again in session %d: %s", handle.inode, old, new, exc)
+
     @fuse_operation
     async def open(self, inode, flags, ctx):
         caller = self.callers.of(ctx)

@@ -1,11 +1,14 @@
 """The mount's pure parts: options, mountinfo, listing positions, attribute rules."""
 
+import asyncio
+import errno
 import stat
 
 import pytest
 
 from fuse_client import attrs, dir_listing, mountinfo
 from fuse_client.caller import parse_groups
+from fuse_client.metadata_client import MetadataClient, _Call
 from fuse_client.mount_options import MountOptionError, parse
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
@@ -127,3 +130,27 @@ def test_default_timeouts_are_long_and_overtaken_answers_get_none():
     assert opts.timeouts.attr >= 30 and opts.timeouts.entry >= 30
     shown = attrs.entry(pb.Attr(inode=5, mode=0o100644), attrs.NO_CACHE)
     assert shown.attr_timeout == 0 and shown.entry_timeout == 0
+
+
+def test_a_closed_session_fails_a_request_of_unknown_outcome_instead_of_redoing_it():
+    """A request sent again after a reconnect may have been applied the first time; if
+    the reply to the copy says the session was closed meanwhile, a new session must not
+    do it again: EIO. A request sent once was refused before anything was applied: its
+    ENOTCONN stands, and the client redoes it in a new session (mutate_reply)."""
+    async def scenario():
+        md = MetadataClient(["127.0.0.1:1"])
+        loop = asyncio.get_running_loop()
+        futures = {}
+        for ident, resent in ((1, True), (2, False)):
+            request = mpb.Request(id=ident, session=7, seq=ident,
+                                  mutation=pb.Command(mkdir=pb.Mkdir(parent=1, name=b"d")))
+            call = md._calls[ident] = _Call(request, loop.create_future(), 1e18)
+            call.resent = resent
+            futures[ident] = call.future
+        closed = [mpb.Reply(id=i, errno=errno.ENOTCONN, message="session 7 is not open")
+                  for i in (1, 2)]
+        assert md._take(closed)
+        assert futures[1].result().errno == errno.EIO
+        assert "may or may not have been applied" in futures[1].result().message
+        assert futures[2].result().errno == errno.ENOTCONN
+    asyncio.run(scenario())
