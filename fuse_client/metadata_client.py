@@ -37,6 +37,11 @@ GRPC_OPTIONS = [("grpc.max_send_message_length", 16 << 20),
                 ("grpc.max_receive_message_length", 64 << 20)]
 RETRY = (mpb.Reply.NOT_LEADER, mpb.Reply.UNAVAILABLE, mpb.Reply.UNKNOWN)
 UNAVAILABLE_RETRY_S = 0.1
+# A node that stops answering (stopped, hung, cut off from this client alone) is left
+# for the leader the others elect: while something is awaited and nothing arrives for
+# PROBE_S the client sends a heartbeat (any leader answers one at once, however slow
+# its commits), and after SILENT_S of silence it looks for the leader again.
+PROBE_S, SILENT_S, WATCH_S = 1.0, 4.0, 0.25
 DEFER_S = 0.01  # how long a command nobody waits for may wait for company: long
 # enough to gather a streak of creates, short enough that other mounts see them soon
 
@@ -140,6 +145,9 @@ class MetadataClient:
         self.on_renewed = None
         self._renewal: asyncio.Task | None = None
         self.last_heard = 0.0         # monotonic time of the leader's last message
+        self._connected_at = 0.0      # of the current stream
+        self._probed_at = 0.0         # the last heartbeat sent (its answer is awaited)
+        self._abandoned = False       # the current stream was given up for silence
 
     # -- life cycle -------------------------------------------------------------------------
     async def open(self, session: bool = True) -> "MetadataClient":
@@ -148,7 +156,8 @@ class MetadataClient:
         only reads: mutations are answered with EROFS."""
         self._tasks = [asyncio.create_task(self._keep_connected(), name="md-connect"),
                        asyncio.create_task(self._heartbeats(), name="md-heartbeat"),
-                       asyncio.create_task(self._expire(), name="md-deadlines")]
+                       asyncio.create_task(self._expire(), name="md-deadlines"),
+                       asyncio.create_task(self._watch(), name="md-silence")]
         if not session:
             self.read_only = True
             return self
@@ -369,6 +378,7 @@ class MetadataClient:
             streams += 1
             if streams > 1 and self.on_reset is not None:
                 asyncio.create_task(self._resubscribed(), name="md-resubscribe")
+            self._abandoned = False
             await self._serve_stream()
             self._connected.clear()
             await self._drop_stream()
@@ -376,6 +386,7 @@ class MetadataClient:
 
     async def _connect(self, leader: str) -> None:
         self.leader = leader
+        self._connected_at = time.monotonic()
         self._channel = grpc.aio.insecure_channel(leader, options=GRPC_OPTIONS)
         self._outgoing = asyncio.Queue()
         self._deferred.clear()               # they are among the unanswered calls
@@ -406,6 +417,11 @@ class MetadataClient:
                     return
         except grpc.aio.AioRpcError as exc:
             log.debug("metadata stream to %s ended: %s", self.leader, exc.code())
+        except asyncio.CancelledError:
+            if not self._abandoned or self._closed:
+                raise
+            log.warning("no answer from the metadata leader %s for %.0f s: looking for "
+                        "the leader again", self.leader, SILENT_S)
 
     def _notices(self, notices) -> None:
         recalls = [n.recall_dir for n in notices if n.recall_dir]
@@ -478,9 +494,33 @@ class MetadataClient:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             if self.session and self._connected.is_set():
-                request = mpb.Request(id=next(self._ids), session=self.session,
-                                      heartbeat=mpb.Heartbeat())
-                self._outgoing.put_nowait(request)
+                self._probe()
+
+    def _probe(self) -> None:
+        """A heartbeat, whose answer the silence watch then waits for."""
+        self._probed_at = time.monotonic()
+        self._outgoing.put_nowait(mpb.Request(id=next(self._ids), session=self.session,
+                                              heartbeat=mpb.Heartbeat()))
+
+    async def _watch(self) -> None:
+        """Leave a stream that has gone silent while an answer is awaited (see
+        SILENT_S): its node may be stopped or cut off from this client alone, and the
+        others elect a new leader meanwhile, which would expire this session if it
+        never heard from it."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            stream = self._stream
+            if stream is None or not self._connected.is_set() or self._abandoned:
+                continue
+            heard = max(self.last_heard, self._connected_at)
+            if not self._calls and self._probed_at <= heard:
+                continue                      # nothing awaited: silence is fine
+            quiet = time.monotonic() - heard
+            if quiet >= SILENT_S:
+                self._abandoned = True
+                stream.cancel()
+            elif quiet >= PROBE_S and self._probed_at <= heard:
+                self._probe()
 
     async def _expire(self) -> None:
         while True:

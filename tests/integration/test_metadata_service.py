@@ -1,6 +1,7 @@
 """The metadata service as clients see it: three real nodes, real sessions."""
 
 import asyncio
+import contextlib
 import errno
 import random
 import signal
@@ -18,6 +19,7 @@ from services.metadata.namespace import reads
 from services.metadata.namespace.errors import FsError
 from services.metadata.projection import open_projection
 from tests.integration.metadata_cluster import MetadataCluster
+from tests.integration.test_raft_cluster import names_in_root
 
 ROOT = pb.Caller(uid=0, gid=0)
 
@@ -201,6 +203,70 @@ def test_a_quiet_session_on_a_deposed_leader_moves_to_the_new_one_and_lives(clus
         finally:
             await quiet.close()
     asyncio.run(run())
+
+
+def test_clients_of_a_stopped_leader_go_to_the_new_one_before_their_session_expires(
+        tmp_path):
+    """The leader is stopped (SIGSTOP: its connections stay open, nothing is answered)
+    for longer than the session timeout, while eight workers make directories. The
+    client hears nothing for a few seconds, leaves it for the leader the others
+    elected, and resends: no request fails, none is lost, its session lives, and no
+    wait lasts as long as the stop. Before, it waited for the stopped node to wake,
+    by when the new leader had expired its session."""
+    c = MetadataCluster(str(tmp_path), session_timeout=8.0)
+    c.start_all()
+    try:
+        old = c.wait_leader()["id"]
+        acked, errors, waits, sessions = asyncio.run(_mkdirs_while_stopped(c, old, 12.0))
+        assert not errors, f"{len(errors)} mkdirs failed: {errors[:3]}"
+        assert len(acked) == 8 * 100
+        assert len(sessions) == 1, f"the session was replaced: {sessions}"
+        assert max(waits) < 10.0, f"a request waited {max(waits):.1f} s"
+        c.wait_converged()
+        for i in list(c.procs):
+            assert c.signal(i, signal.SIGTERM) == 0
+        for i in c.addresses:
+            lost = set(acked) - set(names_in_root(c.data(i)))
+            assert not lost, f"node {i} lost {len(lost)} acknowledged mkdirs"
+    finally:
+        for proc in c.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+        c.stop_all()
+
+
+async def _mkdirs_while_stopped(c: MetadataCluster, leader: int, stop_s: float):
+    md = await client(c).open()
+    acked, errors, waits, sessions = [], [], [], {md.session}
+    stopped = asyncio.Event()
+
+    async def stop_then_wake() -> None:
+        await stopped.wait()
+        c.procs[leader].send_signal(signal.SIGSTOP)
+        await asyncio.sleep(stop_s)
+        c.procs[leader].send_signal(signal.SIGCONT)
+
+    async def worker(w: int) -> None:
+        for i in range(100):
+            started = time.monotonic()
+            try:
+                await md.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"w%d-%d" % (w, i),
+                                                     mode=0o755))
+                acked.append(b"w%d-%d" % (w, i))
+            except Exception as exc:   # noqa: BLE001 (counted and reported)
+                errors.append(repr(exc))
+            waits.append(time.monotonic() - started)
+            sessions.add(md.session)
+            if len(acked) >= 200:
+                stopped.set()
+    waker = asyncio.create_task(stop_then_wake())
+    try:
+        await asyncio.gather(*(worker(w) for w in range(8)))
+        await waker
+    finally:
+        waker.cancel()
+        await md.close()
+    return acked, errors, waits, sessions
 
 
 def test_an_unlinked_file_stays_readable_until_the_last_release(cluster):
