@@ -19,7 +19,7 @@ from services.metadata.namespace import reads
 from services.metadata.namespace.errors import FsError
 from services.metadata.projection import open_projection
 from tests.integration.metadata_cluster import MetadataCluster
-from tests.integration.test_raft_cluster import names_in_root
+from tests.integration.mkdir_workers import assert_no_node_lost, timed_mkdirs
 
 ROOT = pb.Caller(uid=0, gid=0)
 
@@ -222,12 +222,7 @@ def test_clients_of_a_stopped_leader_go_to_the_new_one_before_their_session_expi
         assert len(acked) == 8 * 100
         assert len(sessions) == 1, f"the session was replaced: {sessions}"
         assert max(waits) < 10.0, f"a request waited {max(waits):.1f} s"
-        c.wait_converged()
-        for i in list(c.procs):
-            assert c.signal(i, signal.SIGTERM) == 0
-        for i in c.addresses:
-            lost = set(acked) - set(names_in_root(c.data(i)))
-            assert not lost, f"node {i} lost {len(lost)} acknowledged mkdirs"
+        assert_no_node_lost(c, acked)
     finally:
         for proc in c.procs.values():
             with contextlib.suppress(ProcessLookupError):
@@ -237,7 +232,7 @@ def test_clients_of_a_stopped_leader_go_to_the_new_one_before_their_session_expi
 
 async def _mkdirs_while_stopped(c: MetadataCluster, leader: int, stop_s: float):
     md = await client(c).open()
-    acked, errors, waits, sessions = [], [], [], {md.session}
+    sessions = {md.session}
     stopped = asyncio.Event()
 
     async def stop_then_wake() -> None:
@@ -246,22 +241,13 @@ async def _mkdirs_while_stopped(c: MetadataCluster, leader: int, stop_s: float):
         await asyncio.sleep(stop_s)
         c.procs[leader].send_signal(signal.SIGCONT)
 
-    async def worker(w: int) -> None:
-        for i in range(100):
-            started = time.monotonic()
-            try:
-                await md.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=b"w%d-%d" % (w, i),
-                                                     mode=0o755))
-                acked.append(b"w%d-%d" % (w, i))
-            except Exception as exc:   # noqa: BLE001 (counted and reported)
-                errors.append(repr(exc))
-            waits.append(time.monotonic() - started)
-            sessions.add(md.session)
-            if len(acked) >= 200:
-                stopped.set()
+    def progress(acked: int) -> None:
+        sessions.add(md.session)
+        if acked >= 200:
+            stopped.set()
     waker = asyncio.create_task(stop_then_wake())
     try:
-        await asyncio.gather(*(worker(w) for w in range(8)))
+        acked, errors, waits = await timed_mkdirs(md, 8, 100, progress)
         await waker
     finally:
         waker.cancel()

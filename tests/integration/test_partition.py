@@ -24,6 +24,7 @@ from services.metadata.namespace.errors import FsError
 from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.link_proxy import LinkProxy
 from tests.integration.metadata_cluster import MetadataCluster
+from tests.integration.mkdir_workers import assert_no_node_lost, timed_mkdirs
 from tests.integration.test_raft_cluster import (
     logged_names,
     names_in_root,
@@ -163,43 +164,27 @@ def test_session_clients_ride_through_a_partition_of_the_leader(cluster):
     assert not errors, f"{len(errors)} mkdirs failed: {errors[:3]}"
     assert len(acked) == 8 * 300
     assert max(waits) < 5.0, f"a request waited {max(waits):.1f} s through the failover"
-    cluster.wait_converged()
-    for i in list(cluster.procs):
-        assert cluster.signal(i, signal.SIGTERM) == 0
-    for i in cluster.addresses:
-        lost = set(acked) - set(names_in_root(cluster.data(i)))
-        assert not lost, f"node {i} lost {len(lost)} acknowledged mkdirs"
+    assert_no_node_lost(cluster, acked)
 
 
 async def _mkdirs_through_partition(c: ProxiedCluster):
     old = (await asyncio.to_thread(c.wait_leader))["id"]
     md = MetadataClient(list(c.addresses.values()), deadline_s=60.0)
     await md.open()
-    acked, errors, waits, phase = [], [], [], {}
+    phase = {}
 
-    async def worker(w: int) -> None:
-        for i in range(300):
-            started = time.monotonic()
-            try:
-                await md.mutate(ROOT, mkdir=nspb.Mkdir(parent=1, name=b"w%d-%d" % (w, i),
-                                                       mode=0o755))
-                acked.append(b"w%d-%d" % (w, i))
-            except Exception as exc:   # noqa: BLE001 (counted and reported)
-                errors.append(repr(exc))
-            waits.append(time.monotonic() - started)
-            if len(acked) >= 500 and "cut" not in phase:
-                phase["cut"] = len(acked)
-                c.isolate(old)
-            elif len(acked) >= phase.get("cut", 10**9) + 800 and "healed" not in phase:
-                phase["healed"] = True
-                c.heal()
-
+    def cut_then_heal(acked: int) -> None:
+        if acked >= 500 and "cut" not in phase:
+            phase["cut"] = acked
+            c.isolate(old)
+        elif acked >= phase.get("cut", 10**9) + 800 and "healed" not in phase:
+            phase["healed"] = True
+            c.heal()
     try:
-        await asyncio.gather(*(worker(w) for w in range(8)))
+        return await timed_mkdirs(md, 8, 300, cut_then_heal)
     finally:
         c.heal()
         await md.close()
-    return acked, errors, waits
 
 
 def test_a_chunkserver_cut_off_from_the_masters_loses_no_data(tmp_path):
