@@ -24,6 +24,7 @@ import os
 import stat
 import time
 
+from fuse_client.metadata_client import ClusterUnavailableError
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace import permissions as perm
@@ -340,8 +341,9 @@ class Delegations:
                 del held.made[name]
         failure = _failure(task)
         if failure is not None:
-            log.error("a change answered by this mount failed at the master: %r in "
-                      "directory %d (inode %d): %s", name, parent, ino, failure)
+            log.error("a change answered by this mount %s at the master: %r in directory "
+                      "%d (inode %d): %s", "may not have been made" if _unknown(task)
+                      else "failed", name, parent, ino, failure)
             self.held.pop(ino, None)    # a directory made here that was not made
             self.give_back(parent)
             if self.on_lost is not None:
@@ -552,6 +554,17 @@ class Delegations:
 def _node(attr: pb.Attr) -> r.Inode:
     return r.Inode(attr.inode, attr.mode, attr.uid, attr.gid, attr.nlink, attr.size,
                    attr.atime_ns, attr.mtime_ns, attr.ctime_ns)
+
+
+def _unknown(task: asyncio.Task) -> bool:
+    """Whether a failed change's outcome is unknown rather than a refusal: no leader
+    answered in time, or the session closed while it was in doubt (EIO). The kernel
+    forgets the name either way, and asks the master again."""
+    if task.cancelled():
+        return False
+    if (exc := task.exception()) is not None:
+        return isinstance(exc, ClusterUnavailableError)
+    return task.result().errno == errno.EIO
 
 
 def _failure(task: asyncio.Task) -> str | None:

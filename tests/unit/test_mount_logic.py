@@ -8,7 +8,8 @@ import pytest
 
 from fuse_client import attrs, dir_listing, mountinfo
 from fuse_client.caller import parse_groups
-from fuse_client.metadata_client import MetadataClient, _Call
+from fuse_client.delegations import _unknown
+from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient, _Call
 from fuse_client.mount_options import MountOptionError, parse
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
@@ -154,3 +155,16 @@ def test_a_closed_session_fails_a_request_of_unknown_outcome_instead_of_redoing_
         assert "may or may not have been applied" in futures[1].result().message
         assert futures[2].result().errno == errno.ENOTCONN
     asyncio.run(scenario())
+
+
+def test_a_change_answered_here_that_is_in_doubt_is_not_called_failed():
+    """The log of a create the mount answered tells a refusal (it was not made) from
+    a doubt (no leader in time, or the session closed meanwhile: it may exist)."""
+    async def outcomes():
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(3)]
+        futures[0].set_exception(ClusterUnavailableError("no leader within 60 s"))
+        futures[1].set_result(mpb.Reply(errno=errno.EIO, message="outcome unknown"))
+        futures[2].set_result(mpb.Reply(errno=errno.EEXIST, message="exists"))
+        return [_unknown(f) for f in futures]
+    assert asyncio.run(outcomes()) == [True, True, False]
