@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import namespace_pb2 as pb
+from services.logship import effects
 from services.logship.archive import Archive
 from services.logship.effects import EffectsError, EffectsIndex, decode, encode
 from services.logship.effects_builder import BuilderBusy, EffectsBuilder, run
@@ -202,3 +203,22 @@ def test_one_builder_at_a_time_and_run_once_catches_up(tmp_path):
         holder.close()
     assert run(archive_dir, GROUP, once=True) == 0
     assert len(EffectsIndex(os.path.join(archive_dir, "effects")).groups) == 3
+
+
+def test_retention_drops_only_files_no_restore_can_start_in(tmp_path, monkeypatch):
+    """Groups ending at or before the oldest point a restore can start from are of no
+    use: whole files of them go, the file holding that point stays."""
+    monkeypatch.setattr(effects, "FILE_BYTES", 2_000)     # a file every few groups
+    archive_dir = archived(tmp_path / "archive", commands(1, 200))
+    build(archive_dir)
+    files = effect_files(archive_dir)
+    firsts = [int(f.name.split(".")[0]) for f in files]
+    assert len(files) >= 4
+    cut = firsts[2] + GROUP          # inside the third file
+    writer = effects.EffectsWriter(os.path.join(archive_dir, "effects"))
+    assert writer.prune_through(cut) == 2
+    assert [int(f.name.split(".")[0]) for f in effect_files(archive_dir)] == firsts[2:]
+    folded, _ = restored(archive_dir, tmp_path / "fold", use_effects=False)
+    written, summary = restored(archive_dir, tmp_path / "eff")
+    # Folded up to the first group kept, whose digest the fold reaches: written from it.
+    assert written == folded and summary["entries_from_effects"] == 200 - firsts[2] + 1
