@@ -204,11 +204,11 @@ class EffectsIndex:
                     break                                   # torn: the end
                 mark, _, length, first, last, before, after, commands = \
                     _RECORD.unpack(header)
-                if mark != RECORD_MARK or length > MAX_PAYLOAD or last < first or \
-                        offset + _RECORD.size + length > size:
-                    if mark != RECORD_MARK or length > MAX_PAYLOAD or last < first:
-                        self.problems.append(f"{path}: damaged record at offset {offset}")
-                    break
+                damaged = mark != RECORD_MARK or length > MAX_PAYLOAD or last < first
+                if damaged:
+                    self.problems.append(f"{path}: damaged record at offset {offset}")
+                if damaged or offset + _RECORD.size + length > size:
+                    break                                   # what follows is not trusted
                 self.groups.setdefault(first, Group(first, last, before, after, commands,
                                                     path, offset, length))
                 offset += _RECORD.size + length

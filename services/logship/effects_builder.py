@@ -61,12 +61,7 @@ class EffectsBuilder:
         for problem in index.problems:
             log.warning("effects: %s (dropped; the restore folds those commands)", problem)
         self.writer.open_after(index, self.state.applied_index)
-        self.groups_written = 0
         self._commands = b""      # entries_digest() of the group being folded
-
-    @property
-    def applied_index(self) -> int:
-        return self.state.applied_index
 
     def _open_state(self) -> None:
         self.state = open_projection(os.path.join(self.directory, STATE))
@@ -87,7 +82,6 @@ class EffectsBuilder:
             if self.state.applied_index <= before:
                 break
         self.writer.sync()
-        self.groups_written += written
         return written
 
     def _fold_groups(self, archive: Archive, stop) -> tuple[int, bool]:
