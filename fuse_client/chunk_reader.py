@@ -9,6 +9,10 @@ from fuse_client.ec_reader import DecodedChunks
 from services.chunk.data_client import ChunkRequestError
 
 SPREAD_BYTES = 1 << 20
+# A copy that has not answered a read in this long is left for the next one (a read
+# is safe to ask twice; the late answer is dropped). A server that hangs (stopped,
+# cut off) would otherwise hold every read sent to it for the whole request deadline.
+NEXT_COPY_S = 5.0
 
 
 class LocationOutdatedError(Exception):
@@ -37,10 +41,12 @@ class ChunkReader:
         # Successive megabytes from alternate copies: a sequential reader keeps every
         # copy's disk busy instead of queueing all its reads on one server.
         turn = offset // SPREAD_BYTES
-        for address in self.servers.ranked([c.address for c in located.copies], turn):
+        ranked = self.servers.ranked([c.address for c in located.copies], turn)
+        for address in ranked:
             try:
-                return await self.servers.call(address, "read", chunk.id, chunk.version,
-                                               offset, length)
+                return await self.servers.call(
+                    address, "read", chunk.id, chunk.version, offset, length,
+                    timeout_s=NEXT_COPY_S if address != ranked[-1] else None)
             except (ChunkRequestError, OSError) as exc:   # CORRUPT too: next copy
                 failures.append(f"{address}: {exc}")
         if located.parts:   # the copies are gone but the parts may still be there

@@ -24,12 +24,14 @@ class ChunkServers:
             found = self._clients[address] = ChunkClient(address)
         return found
 
-    async def call(self, address: str, op: str, *args, **kwargs):
-        """`op` of ChunkClient on `address`. ChunkRequestError when the server refuses;
-        OSError (ConnectionError, TimeoutError) when it is dead or silent."""
+    async def call(self, address: str, op: str, *args, timeout_s: float | None = None,
+                   **kwargs):
+        """`op` of ChunkClient on `address`, within `timeout_s` (default: the client's
+        request deadline). ChunkRequestError when the server refuses; OSError
+        (ConnectionError, TimeoutError) when it is dead or silent."""
         request = getattr(self.client(address), op)(*args, **kwargs)
         try:
-            result = await asyncio.wait_for(request, self.timeout_s)
+            result = await asyncio.wait_for(request, timeout_s or self.timeout_s)
         except ChunkRequestError as exc:
             if exc.status in SERVER_FAULTS:
                 self._failed_at[address] = time.monotonic()

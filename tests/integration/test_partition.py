@@ -302,6 +302,38 @@ def test_a_hung_chunkserver_is_taken_as_gone_and_writes_go_on(tmp_path):
                     os.kill(proc.pid, signal.SIGCONT)
 
 
+def test_reads_leave_a_hung_copy_for_another_within_seconds(tmp_path):
+    """A chunkserver holding copies hangs (SIGSTOP) right after files are written:
+    reading them back leaves the hung copy for the other after a few seconds, instead
+    of waiting out the 30 s request deadline on it."""
+    with _with_chunkservers(tmp_path, lambda masters: ChunkCluster(
+            tmp_path / "c", masters, n=3)) as (masters, chunks):
+        try:
+            asyncio.run(_read_while_hung(masters, chunks))
+        finally:
+            for proc in chunks.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+
+
+async def _read_while_hung(masters: list[str], chunks: ChunkCluster) -> None:
+    async with MetadataClient(masters, deadline_s=60.0) as md:
+        for i in range(3):
+            await _until(lambda i=i: _connected(md, chunks.address(i)), 30,
+                         "the chunkservers connecting")
+        io = ChunkIO(md)
+        files = _Files(md, io)
+        try:
+            for i in range(6):
+                await files.write(b"f%d" % i, os.urandom(2 << 20))
+            os.kill(chunks.procs[0].pid, signal.SIGSTOP)
+            started = time.monotonic()
+            await files.check()
+            assert time.monotonic() - started < 15.0, "a read waited on the hung copy"
+        finally:
+            await io.close()
+
+
 async def _connected(md, address: str) -> bool:
     servers = (await classes.health(md)).servers
     return any(s.address == address and s.connected for s in servers)
