@@ -292,24 +292,23 @@ def test_a_hung_chunkserver_is_taken_as_gone_and_writes_go_on(tmp_path):
     partition as everyone sees it). The master takes it as gone once it has been
     silent for a while (it used to count it connected for as long as the stream
     stayed open), writes go on without it, and it comes back after SIGCONT."""
-    with _with_chunkservers(tmp_path, lambda masters: ChunkCluster(
-            tmp_path / "c", masters, n=3)) as (masters, chunks):
-        try:
-            asyncio.run(_write_while_hung(masters, chunks))
-        finally:
-            for proc in chunks.procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGCONT)
+    _with_one_to_hang(tmp_path, _write_while_hung)
 
 
 def test_reads_leave_a_hung_copy_for_another_within_seconds(tmp_path):
     """A chunkserver holding copies hangs (SIGSTOP) right after files are written:
     reading them back leaves the hung copy for the other after a few seconds, instead
     of waiting out the 30 s request deadline on it."""
+    _with_one_to_hang(tmp_path, _read_while_hung)
+
+
+def _with_one_to_hang(tmp_path, scenario) -> None:
+    """Run `scenario(masters, chunks)` against three chunkservers; whichever of them it
+    stops is woken at the end."""
     with _with_chunkservers(tmp_path, lambda masters: ChunkCluster(
             tmp_path / "c", masters, n=3)) as (masters, chunks):
         try:
-            asyncio.run(_read_while_hung(masters, chunks))
+            asyncio.run(scenario(masters, chunks))
         finally:
             for proc in chunks.procs.values():
                 with contextlib.suppress(ProcessLookupError):
