@@ -148,8 +148,7 @@ def main() -> None:
     try:
         archive_dir = os.path.join(work, "archive")
         entries, write_s = build_archive(archive_dir, commands)
-        archive_bytes = sum(e.stat().st_size for e in
-                            os.scandir(os.path.join(archive_dir, "segments")))
+        archive_bytes = _tree_bytes(os.path.join(archive_dir, "segments"), ".seg")
         reading = read_rate(archive_dir)
         groups, build_s = build_effects(archive_dir)
         effects_bytes = _tree_bytes(os.path.join(archive_dir, "effects"), ".eff")

@@ -81,8 +81,8 @@ class Delegations:
         self.attrs: dict[int, pb.Attr] = {}   # pending inode -> attributes, until changed
         self._counts: dict[int, tuple[float, int]] = {}
         self._not_before: dict[int, float] = {}
-        self._asking: dict[int, bool] = {}            # dir -> still wanted
-        self._ask_tasks: dict[int, asyncio.Task] = {}  # dir -> asking for it
+        self._asking: dict[int, asyncio.Task] = {}    # dir -> asking for it
+        self._stale: set[int] = set()     # asked for, then recalled or changed meanwhile
         self._range = (0, 0)                          # unused reserved inodes [lo, hi)
         self._next_range = (0, 0)                     # reserved ahead, used after it
         self._reserving: asyncio.Task | None = None
@@ -283,7 +283,7 @@ class Delegations:
         the leader first (see LIVE_S)."""
         while len(self.pending) >= MAX_PENDING:
             await asyncio.wait([next(iter(self.pending.values()))])
-        asking = self._ask_tasks.get(parent)
+        asking = self._asking.get(parent)
         if asking is not None:
             await asyncio.wait([asking])
         if parent in self.held and not self._live():
@@ -373,7 +373,7 @@ class Delegations:
             if not ino:
                 continue
             if ino in self._asking and mutation:
-                self._asking[ino] = False
+                self._stale.add(ino)
             held = self.held.get(ino)
             if held is not None:
                 if not mutation:
@@ -431,8 +431,7 @@ class Delegations:
         self._counts[parent] = (start, count)
         if count >= ASK_AFTER:
             self._counts.pop(parent, None)
-            self._asking[parent] = True
-            self._ask_tasks[parent] = self._spawn(self._ask(caller, parent))
+            self._asking[parent] = self._spawn(self._ask(caller, parent))
 
     async def _ask(self, caller: pb.Caller, parent: int) -> None:
         try:
@@ -440,7 +439,7 @@ class Delegations:
                 await self._reserve()
             attr = (await self.md.mutate(caller, delegate=pb.Delegate(dir=parent))).attr
             names = await self._names(parent)
-            if not self._asking.get(parent):     # recalled or changed meanwhile
+            if parent in self._stale:            # recalled or changed meanwhile
                 self._undelegate(parent)
                 self._not_before[parent] = max(self._not_before.get(parent, 0.0),
                                                time.monotonic() + ASK_WINDOW_S)
@@ -451,7 +450,7 @@ class Delegations:
             self._not_before[parent] = time.monotonic() + REFUSED_S
         finally:
             self._asking.pop(parent, None)
-            self._ask_tasks.pop(parent, None)
+            self._stale.discard(parent)
 
     async def _names(self, parent: int) -> dict[bytes, tuple[int, int]]:
         names, cookie = {}, 0
@@ -468,7 +467,7 @@ class Delegations:
         it again only after a while): the creates made in it go first (they are
         ahead on the stream), then the Undelegate, now."""
         if directory in self._asking:
-            self._asking[directory] = False
+            self._stale.add(directory)
         if wanted:
             self._not_before[directory] = time.monotonic() + REFUSED_S
         held = self.held.pop(directory, None)
@@ -497,8 +496,7 @@ class Delegations:
         for directory in list(self.held):
             for ino in self.held.pop(directory).made.values():
                 self.attrs.pop(ino, None)
-        for directory in self._asking:
-            self._asking[directory] = False
+        self._stale.update(self._asking)
         self._range = self._next_range = (0, 0)
 
     def _undelegate(self, directory: int) -> None:

@@ -162,15 +162,16 @@ class MetadataClient:
             self.read_only = True
             return self
         try:
-            result = await self.mutate(pb.Caller(),
-                                       open_session=pb.OpenSession(client=self.name))
+            self.session = await self._new_session()
         except FsError as exc:
             if exc.errno != errno.EROFS:
                 raise
             await self._open_read_only()
-            return self
-        self.session = result.session
         return self
+
+    async def _new_session(self) -> int:
+        return (await self.mutate(pb.Caller(),
+                                  open_session=pb.OpenSession(client=self.name))).session
 
     async def _open_read_only(self) -> None:
         """A following region: read without a session, and say how far behind it is."""
@@ -217,14 +218,15 @@ class MetadataClient:
         request = mpb.Request(session=self.session, seq=self._seq, caller=caller,
                               mutation=pb.Command(**op))
         reply = await self._call(request)
-        if reply.errno == errno.ENOTCONN and self._session_closed(request):
+        if reply.errno == errno.ENOTCONN and self._renewable(request):
             await self._renew(request.session)
             return await self.mutate_reply(caller, **op)   # never applied: go again
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return reply
 
-    def _session_closed(self, request: mpb.Request) -> bool:
+    def _renewable(self, request: mpb.Request) -> bool:
+        """Whether a mutation that found its session closed may go on in a new one."""
         kind = request.mutation.WhichOneof("op")
         return (bool(request.session) and not self._closed
                 and kind not in ("open_session", "close_session"))
@@ -240,9 +242,7 @@ class MetadataClient:
         await asyncio.shield(self._renewal)
 
     async def _open_new_session(self, lost: int) -> None:
-        result = await self.mutate(pb.Caller(),
-                                   open_session=pb.OpenSession(client=self.name))
-        self.session, self._seq = result.session, 0
+        self.session, self._seq = await self._new_session(), 0
         log.warning("the metadata cluster closed session %d (this client was not heard "
                     "from within its session timeout); continuing in session %d", lost,
                     self.session)

@@ -234,6 +234,15 @@ class EffectsIndex:
                                f"not decompress ({exc})") from None
         return decode(raw)
 
+    def load_for(self, group: Group, entries: list) -> tuple[Ranges, Writes]:
+        """load(), for the archived `entries` the group claims to cover: EffectsError
+        unless it was made from those very entries."""
+        if len(entries) != group.last - group.first + 1 or \
+                entries_digest(entries) != group.commands:
+            raise EffectsError(f"the group of entries {group.first}..{group.last} in "
+                               f"{group.path} was not made from the archived commands")
+        return self.load(group)
+
     def chain(self, start: int, hi: int, digest: bytes) -> Iterator[Group]:
         """The groups that continue a projection at start - 1 with `digest`, in order,
         up to index hi."""

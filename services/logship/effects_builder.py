@@ -23,7 +23,13 @@ import signal
 import sys
 import time
 
-from services.logship.archive import Archive, ArchiveError, copy_checkpoint
+from services.logship.archive import (
+    SEGMENTS,
+    SNAPSHOTS,
+    Archive,
+    ArchiveError,
+    copy_checkpoint,
+)
 from services.logship.effects import (
     LOCK_FILE,
     STATE,
@@ -189,11 +195,16 @@ def run(archive_dir: str, group: int = GROUP, once: bool = False,
         return bool(stopping) or (parent is not None and os.getppid() != parent)
 
     builder = EffectsBuilder(archive_dir, group)
+    seen = None
     try:
         while not stop():
-            with Archive(archive_dir, readonly=True) as archive:
-                written = builder.catch_up(archive, stop)
-                builder.prune(archive)
+            now = _archive_files(archive_dir)
+            written = 0
+            if now != seen:           # opening an archive reads every block header
+                with Archive(archive_dir, readonly=True) as archive:
+                    written = builder.catch_up(archive, stop)
+                    builder.prune(archive)
+                seen = now
             if once and not written:
                 break
             if not written:
@@ -201,6 +212,16 @@ def run(archive_dir: str, group: int = GROUP, once: bool = False,
     finally:
         builder.close()
     return 0
+
+
+def _archive_files(archive_dir: str) -> tuple:
+    """The archive's segments (name, size) and snapshots: what changes when it grows."""
+    found = []
+    for sub in (SEGMENTS, SNAPSHOTS):
+        with contextlib.suppress(FileNotFoundError):
+            found += [(sub, e.name, e.stat().st_size) for e in os.scandir(
+                os.path.join(archive_dir, sub))]
+    return tuple(sorted(found))
 
 
 async def supervise(archive_dir: str, group: int = GROUP, retry_s: float = 5.0) -> None:

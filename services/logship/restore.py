@@ -27,13 +27,7 @@ from services.logship.archive import (
     SnapshotInfo,
     copy_checkpoint,
 )
-from services.logship.effects import (
-    EffectsError,
-    EffectsIndex,
-    Group,
-    effects_dir,
-    entries_digest,
-)
+from services.logship.effects import EffectsError, EffectsIndex, effects_dir
 from services.metadata.applier import Applier, ApplyError
 from services.metadata.projection import Projection, ProjectionError, open_projection
 from services.metadata.raft.log_store import LogStore
@@ -165,7 +159,7 @@ class Effects:
         for group in self.index.chain(proj.applied_index + 1, hi, proj.applied_digest):
             taken = entries.take(group.last - group.first + 1)
             try:
-                ranges, writes = self._checked(group, taken)
+                ranges, writes = self.index.load_for(group, taken)
             except EffectsError as exc:
                 log.warning("archive effects: %s; its commands are folded instead", exc)
                 del self.index.groups[group.first]
@@ -182,13 +176,6 @@ class Effects:
             proj.write_groups(batch, last, after)
         self.entries += covered
         return covered
-
-    def _checked(self, group: Group, taken: list[ArchivedEntry]) -> tuple[list, dict]:
-        if len(taken) != group.last - group.first + 1 or \
-                entries_digest(taken) != group.commands:
-            raise EffectsError(f"the group of entries {group.first}..{group.last} in "
-                               f"{group.path} was not made from the archived commands")
-        return self.index.load(group)
 
     def next_start(self, start: int, hi: int) -> int | None:
         return self.index.next_start(start, hi)

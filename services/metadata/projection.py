@@ -115,9 +115,7 @@ class Projection:
                   applied_digest: bytes) -> None:
         """write() of a Txn's net_writes(): the range deletions, then each key's last
         value (None: deleted), and the applied position, atomically."""
-        batch = WriteBatch(raw_mode=True)
-        self._add_net(batch, ranges, writes)
-        self._commit(batch, applied_index, applied_digest)
+        self.write_groups([(ranges, writes)], applied_index, applied_digest)
 
     def write_groups(self, groups: list[tuple[list, dict]], applied_index: int,
                      applied_digest: bytes) -> None:

@@ -2,12 +2,12 @@
 snapshot openable at the index it claims. Stops at the first problem and names it."""
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from rocksdict import AccessType, Options, Rdict
 
 from services.logship.archive import Archive, ArchiveError, SnapshotInfo
-from services.logship.effects import EffectsError, EffectsIndex, effects_dir, entries_digest
+from services.logship.effects import EffectsError, EffectsIndex, effects_dir
 from services.metadata.namespace import records as r
 from services.metadata.projection import APPLIED_INDEX
 from services.metadata.raft.messages import Config
@@ -78,18 +78,39 @@ def _check_effects(archive: Archive, out: Callable[[str], None]) -> None:
     if not index.groups and not index.problems:
         out("effects: none (restores fold every command)")
         return
+    groups = sorted(index.groups.values(), key=lambda g: g.first)
     bad = list(index.problems)
-    for group in sorted(index.groups.values(), key=lambda g: g.first):
-        try:
-            index.load(group)
-            if entries_digest(archive.entries(group.first, group.last)) != group.commands:
-                bad.append(f"the group of entries {group.first}..{group.last} was not made "
-                           f"from the archived commands")
-        except (EffectsError, ArchiveError) as exc:
-            bad.append(str(exc))
-    firsts = sorted(index.groups)
-    out(f"effects: {len(firsts)} groups from index {firsts[0] if firsts else '-'} to "
-        f"{max((g.last for g in index.groups.values()), default='-')}, "
-        f"{len(bad)} unusable (restores fold their commands)")
+    try:
+        for group, entries in _with_entries(archive, groups):
+            try:
+                index.load_for(group, entries)
+            except EffectsError as exc:
+                bad.append(str(exc))
+    except ArchiveError as exc:
+        bad.append(str(exc))
+    out(f"effects: {len(groups)} groups from index {groups[0].first if groups else '-'} "
+        f"to {groups[-1].last if groups else '-'}, {len(bad)} unusable (restores fold "
+        f"their commands)")
     for problem in bad:
         out(f"note: effects: {problem}")
+
+
+def _with_entries(archive: Archive, groups: list) -> Iterator[tuple]:
+    """Each group (in index order) with the archived entries in its range, the
+    archive read once."""
+    if not groups:
+        return
+    pending = iter(groups)
+    group, taken = next(pending), []
+    for batch in archive.batches(groups[0].first, groups[-1].last):
+        for e in batch:
+            while group is not None and e.index > group.last:
+                yield group, taken
+                group, taken = next(pending, None), []
+            if group is None:
+                return
+            if e.index >= group.first:
+                taken.append(e)
+    while group is not None:
+        yield group, taken
+        group, taken = next(pending, None), []
