@@ -32,7 +32,9 @@ CHANGE_DELAY_S = 0.01
 # a heartbeat must come well within that.
 MAX_HEARTBEAT_S = 3.0
 REDIRECT_PAUSE_S = 0.05
-USED_BYTES_EVERY_S = 10.0   # counting used bytes stats every chunk file
+USED_BYTES_EVERY_S = 10.0   # counting used bytes stats every chunk file, at most
+USED_BYTES_STATS_PER_S = 2000   # ... this many a second on average (big servers count
+# less often, so the count costs the same whatever the number of chunks)
 
 
 def held(ident: int, version: int, length: int) -> pb.Held:
@@ -261,8 +263,8 @@ class ControlLink:
         for a heartbeat: after the first count it runs apart from the messages."""
         if self._used_at == float("-inf"):
             await self._count_used()
-        elif self._counting is None and \
-                time.monotonic() - self._used_at >= USED_BYTES_EVERY_S:
+        elif self._counting is None and time.monotonic() - self._used_at >= max(
+                USED_BYTES_EVERY_S, len(self.store) / USED_BYTES_STATS_PER_S):
             self._counting = asyncio.create_task(self._count_used())
         free = await asyncio.to_thread(self.store.free_bytes)
         self.space = pb.Space(free_bytes=free, used_bytes=self._used, chunks=len(self.store))

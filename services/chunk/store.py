@@ -550,11 +550,14 @@ class ChunkStore:
             by_device[os.stat(directory).st_dev] = self._free(directory)
         return sum(by_device.values())
 
-    @_locked
     def used_bytes(self) -> int:
-        """Disk space the chunk files take (allocated blocks: holes cost nothing)."""
+        """Disk space the chunk files take (allocated blocks: holes cost nothing).
+        Stat-ing every file takes long on a big server: it is done outside the lock,
+        on a copy of the list, so reads and writes do not wait for it."""
+        with self._lock:
+            paths = list(self._paths.values())
         total = 0
-        for path in self._paths.values():
+        for path in paths:
             try:
                 total += os.stat(path).st_blocks * 512
             except FileNotFoundError:

@@ -241,6 +241,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                 self.subscribers.publish(request.session, stamped, reply.result, named)
                 if kind == "begin_write":
                     reply = self._add_write_targets(request, reply)
+                elif kind == "set_class":
+                    self.chunks.class_changed(command.set_class.inode)
             put(reply)
         return self.node.submit([stamped.SerializeToString()], done)
 

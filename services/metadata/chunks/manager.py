@@ -1,14 +1,19 @@
 """The chunk manager: on the leader, keeps every chunk at its storage class's goal.
 
-It walks the chunks the log knows (and first those whose copies just changed),
+It checks the chunks whose copies just changed (a report, a job done, a write
+begun, a class changed) and walks every chunk the log knows in the background,
 asks the planner what each needs, and sends the jobs to chunkservers over their
-control streams. Copies that no file refers to (deleted or truncated away) are
+control streams. Each tick does a bounded amount of work (`step_budget_s`), so the
+cost on the leader's event loop does not grow with the number of chunks: a full
+walk over many chunks takes many ticks (MooseFS loops over its chunks in about five
+minutes for the same reason). Copies that no file refers to (deleted or truncated away) are
 deleted after the retention delay. Everything it knows about copies is soft state:
 when this node stops leading, it forgets all of it and closes the streams.
 """
 
 import asyncio
 import functools
+import heapq
 import itertools
 import logging
 import time
@@ -52,7 +57,8 @@ class ManagerOptions:
     lost_after_s: float = 30.0   # a disconnected server's copies count until then
     quiet_s: float = 10.0        # no repair or conversion this soon after a write began
     retention_s: float = 86400.0  # unreferenced copies are kept this long
-    scan_batch: int = 2000       # chunks checked per tick
+    step_budget_s: float = 0.01  # time one tick may spend checking chunks
+    min_per_tick: int = 32       # chunks each kind of check goes on by, however slow
     job_timeout_s: float = 120.0
     jobs_per_server: int = 8
     ec_backend: str = ""         # "" : the first available (see services/chunk/erasure.py)
@@ -98,7 +104,9 @@ class ChunkManager:
         self.orphans: dict[int, float] = {}     # chunk -> first seen unreferenced
         self.cursor: bytes | None = b""
         self.current, self.finished = _Pass(), None
-        self.orphan_cursor = 0
+        self.orphan_pass: list[int] = []        # chunks with copies, left to look at
+        self.later: list[tuple[float, int]] = []   # (when, chunk): check it again then
+        self._cands: list[planner.Candidate] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,11 +152,12 @@ class ChunkManager:
         for server in self.registry.forget_lost(self.options.lost_after_s):
             log.warning("chunkserver %s (%s) has been gone %.0f s: re-replicating its chunks",
                         server.server_id, server.address, self.options.lost_after_s)
-        dirty, self.registry.dirty = self.registry.dirty, set()
-        for chunk in dirty:
-            self._check_reported(chunk)
-        self._walk()
-        self._sweep_orphans()
+        self._cands = None
+        deadline = time.perf_counter() + self.options.step_budget_s
+        self._recheck_due()
+        self._check_dirty(deadline)
+        self._walk(deadline)
+        self._sweep_orphans(deadline)
 
     # -- chunkserver events (from the control stream) ------------------------------------------
     def server_gone(self, server: Server) -> None:
@@ -179,36 +188,71 @@ class ChunkManager:
             self._finish(ident)
 
     # -- checking chunks -----------------------------------------------------------------------
-    def _walk(self) -> None:
-        """Check the next batch of chunks in the log's order; a full walk publishes
-        the health counts."""
-        view = self.node.machine.projection
-        for checked, (key, value) in enumerate(
-                view.scan(r.CHUNKS, b"", start=self.cursor or None)):
-            if checked == self.options.scan_batch:
-                self.cursor = key
+    def _budget(self, deadline: float):
+        """Counts 0, 1, 2...; stops once past `deadline` (after min_per_tick)."""
+        for done in itertools.count():
+            if done >= self.options.min_per_tick and time.perf_counter() > deadline:
                 return
+            yield done
+
+    def _check_dirty(self, deadline: float) -> None:
+        """The chunks whose copies changed, as many as the tick allows; the rest wait
+        for the next tick."""
+        dirty = self.registry.dirty
+        for _ in self._budget(deadline):
+            if not dirty:
+                return
+            self._check_reported(dirty.pop())
+
+    def _recheck_due(self) -> None:
+        """Chunks left alone while a write was going on are looked at once it is over."""
+        now = self.clock()
+        while self.later and self.later[0][0] <= now:
+            self.registry.dirty.add(heapq.heappop(self.later)[1])
+
+    def _walk(self, deadline: float) -> None:
+        """Check chunks in the log's order from where the last tick stopped; a full
+        walk publishes the health counts."""
+        view = self.node.machine.projection
+        scan = view.scan(r.CHUNKS, b"", start=self.cursor or None)
+        for _ in self._budget(deadline):
+            found = next(scan, None)
+            if found is None:
+                self.finished, self.current, self.cursor = self.current, _Pass(), b""
+                return
+            key, value = found
             ino, _index = r.split_chunk_key(key)
             chunk, version = r.CHUNK_VALUE.unpack(value)
             state = self._check(chunk, version, ino)
             self.current.states[state] += 1
             self.current.chunks += 1
-        self.finished, self.current, self.cursor = self.current, _Pass(), b""
+            self.cursor = key + b"\0"     # the next tick starts after this key
 
     def _check_reported(self, chunk: int) -> None:
         view = self.node.machine.projection
         owner = reads.chunk_owner(view, chunk)
         if owner is None:
-            self.orphans.setdefault(chunk, self.clock())
+            if chunk in self.registry.copies:
+                self.orphans.setdefault(chunk, self.clock())
             return
         found = view.get(r.CHUNKS, r.chunk_key(*owner))
         if found is not None:
             self._check(chunk, r.CHUNK_VALUE.unpack(found)[1], owner[0])
 
+    def class_changed(self, ino: int) -> None:
+        """A file's storage class changed: check its chunks soon, not when the walk
+        comes by."""
+        view = self.node.machine.projection
+        for _key, value in view.scan(r.CHUNKS, r.u64(ino)):
+            self.registry.dirty.add(r.CHUNK_VALUE.unpack(value)[0])
+
     def _check(self, chunk: int, version: int, ino: int) -> str:
         holders = self.holders(chunk)
         sclass = self.class_of(ino)
         idle = chunk not in self.busy and self.registry.quiet(chunk, self.options.quiet_s)
+        if chunk not in self.busy and not idle:    # a write is going on: look again after
+            heapq.heappush(self.later, (self.registry.writes[chunk] + self.options.quiet_s,
+                                        chunk))
         if self.following and not planner.readable(version, sclass, holders):
             return self._fetch(chunk, version, holders) if idle else planner.MISSING
         result = planner.plan(chunk, version, sclass, holders,
@@ -266,9 +310,13 @@ class ChunkManager:
         return self.parts_class_of(ino, sclass) or sclass
 
     def _candidates(self) -> list[planner.Candidate]:
-        """Servers with room that are not already doing their share of jobs."""
-        load = Counter(sent.server for sent in self.jobs.values())
-        return [c for c in self._room() if load[c.server] < self.options.jobs_per_server]
+        """Servers with room that are not already doing their share of jobs (worked
+        out once a tick, and again after a job is sent)."""
+        if self._cands is None:
+            load = Counter(sent.server for sent in self.jobs.values())
+            self._cands = [c for c in self._room()
+                           if load[c.server] < self.options.jobs_per_server]
+        return self._cands
 
     def _ec_backend(self, sclass) -> str:
         if sclass.is_ec and not self._backend:
@@ -281,21 +329,28 @@ class ChunkManager:
         if server is None or not server.connected:
             return
         job.id = next(self._ids)
+        self._cands = None
         self.jobs[job.id] = _Sent(server_id, job.chunk, self.clock())
         self.busy[job.chunk] = job.id
         server.send(job)
 
     # -- orphans -------------------------------------------------------------------------------
-    def _sweep_orphans(self) -> None:
+    def _sweep_orphans(self, deadline: float) -> None:
         """Copies of chunks no file refers to are deleted once the retention delay has
         passed since this leader first saw them unreferenced (a new leader starts the
-        delay again: retention errs on the side of keeping data)."""
+        delay again: retention errs on the side of keeping data). One pass looks at
+        every chunk that has copies, a tick's budget at a time."""
+        if not self.orphan_pass:
+            for chunk in [c for c in self.orphans if c not in self.registry.copies]:
+                del self.orphans[chunk]
+            self.orphan_pass = list(self.registry.copies)
         view, now = self.node.machine.projection, self.clock()
-        batch = sorted(c for c in self.registry.copies if c >= self.orphan_cursor)
-        batch = batch[:self.options.scan_batch]
-        self.orphan_cursor = batch[-1] + 1 if batch else 0
-        for chunk in batch:
-            if reads.chunk_owner(view, chunk) is not None:
+        for _ in self._budget(deadline):
+            if not self.orphan_pass:
+                return
+            chunk = self.orphan_pass.pop()
+            if chunk not in self.registry.copies or \
+                    reads.chunk_owner(view, chunk) is not None:
                 self.orphans.pop(chunk, None)
                 continue
             first = self.orphans.setdefault(chunk, now)
@@ -304,8 +359,6 @@ class ChunkManager:
                     if self.registry.alive(copy):
                         self._send(copy.server, cpb.Job(chunk=chunk, version=0,
                                                         delete=cpb.Delete(part=copy.part)))
-        for chunk in [c for c in self.orphans if c not in self.registry.copies]:
-            del self.orphans[chunk]
 
     # -- what clients and operators ask --------------------------------------------------------
     def settled(self) -> bool:
