@@ -98,8 +98,16 @@ class LocateChunkId(_message.Message):
     version: int
     def __init__(self, chunk_id: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
+class ReadOpen(_message.Message):
+    __slots__ = ("inode", "flags")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    flags: int
+    def __init__(self, inode: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+
 class Request(_message.Message):
-    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "invalidations", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "get_class", "chunk_health", "region_status", "locate_chunk_id", "mutation")
+    __slots__ = ("id", "session", "seq", "acked_seq", "caller", "follower_read", "min_index", "traceparent", "invalidations", "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "access", "locate_chunk", "heartbeat", "get_class", "chunk_health", "region_status", "locate_chunk_id", "read_open", "mutation")
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +131,7 @@ class Request(_message.Message):
     CHUNK_HEALTH_FIELD_NUMBER: _ClassVar[int]
     REGION_STATUS_FIELD_NUMBER: _ClassVar[int]
     LOCATE_CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    READ_OPEN_FIELD_NUMBER: _ClassVar[int]
     MUTATION_FIELD_NUMBER: _ClassVar[int]
     id: int
     session: int
@@ -147,8 +156,9 @@ class Request(_message.Message):
     chunk_health: ChunkHealth
     region_status: RegionStatus
     locate_chunk_id: LocateChunkId
+    read_open: ReadOpen
     mutation: _namespace_pb2.Command
-    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., invalidations: _Optional[bool] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., get_class: _Optional[_Union[GetClass, _Mapping]] = ..., chunk_health: _Optional[_Union[ChunkHealth, _Mapping]] = ..., region_status: _Optional[_Union[RegionStatus, _Mapping]] = ..., locate_chunk_id: _Optional[_Union[LocateChunkId, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., caller: _Optional[_Union[_namespace_pb2.Caller, _Mapping]] = ..., follower_read: _Optional[bool] = ..., min_index: _Optional[int] = ..., traceparent: _Optional[str] = ..., invalidations: _Optional[bool] = ..., lookup: _Optional[_Union[Lookup, _Mapping]] = ..., getattr: _Optional[_Union[Getattr, _Mapping]] = ..., readdir: _Optional[_Union[Readdir, _Mapping]] = ..., readlink: _Optional[_Union[Readlink, _Mapping]] = ..., getxattr: _Optional[_Union[Getxattr, _Mapping]] = ..., listxattr: _Optional[_Union[Listxattr, _Mapping]] = ..., statfs: _Optional[_Union[Statfs, _Mapping]] = ..., access: _Optional[_Union[Access, _Mapping]] = ..., locate_chunk: _Optional[_Union[LocateChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., get_class: _Optional[_Union[GetClass, _Mapping]] = ..., chunk_health: _Optional[_Union[ChunkHealth, _Mapping]] = ..., region_status: _Optional[_Union[RegionStatus, _Mapping]] = ..., locate_chunk_id: _Optional[_Union[LocateChunkId, _Mapping]] = ..., read_open: _Optional[_Union[ReadOpen, _Mapping]] = ..., mutation: _Optional[_Union[_namespace_pb2.Command, _Mapping]] = ...) -> None: ...
 
 class RequestBatch(_message.Message):
     __slots__ = ("requests",)
@@ -231,7 +241,7 @@ class Health(_message.Message):
     def __init__(self, servers: _Optional[_Iterable[_Union[ServerHealth, _Mapping]]] = ..., chunks: _Optional[int] = ..., healthy: _Optional[int] = ..., under_goal: _Optional[int] = ..., missing: _Optional[int] = ..., over_goal: _Optional[int] = ..., damaged: _Optional[int] = ..., orphans: _Optional[int] = ..., jobs: _Optional[int] = ..., settled: _Optional[bool] = ..., writable: _Optional[bool] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk", "locations", "targets", "storage_class", "health", "region")
+    __slots__ = ("id", "status", "errno", "message", "leader_address", "index", "result", "attr", "entries", "data", "names", "statfs", "chunk", "locations", "targets", "storage_class", "health", "region", "inline")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[Reply.Status]
@@ -262,6 +272,7 @@ class Reply(_message.Message):
     STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     id: int
     status: Reply.Status
     errno: int
@@ -280,7 +291,8 @@ class Reply(_message.Message):
     storage_class: str
     health: Health
     region: RegionInfo
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., storage_class: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., region: _Optional[_Union[RegionInfo, _Mapping]] = ...) -> None: ...
+    inline: bool
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[Reply.Status, str]] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., leader_address: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[_namespace_pb2.Result, _Mapping]] = ..., attr: _Optional[_Union[_namespace_pb2.Attr, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., names: _Optional[_Iterable[bytes]] = ..., statfs: _Optional[_Union[FsStat, _Mapping]] = ..., chunk: _Optional[_Union[_namespace_pb2.Chunk, _Mapping]] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., storage_class: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., region: _Optional[_Union[RegionInfo, _Mapping]] = ..., inline: _Optional[bool] = ...) -> None: ...
 
 class RegionInfo(_message.Message):
     __slots__ = ("following", "promoted", "shipped_index", "shipped_term", "shipped_time_ns", "source_commit", "promoted_time_ns")

@@ -19,7 +19,7 @@ class Caller(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ..., umask: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks", "delegate", "undelegate", "reserve_inodes")
+    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks", "delegate", "undelegate", "reserve_inodes", "write_inline")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class Command(_message.Message):
     DELEGATE_FIELD_NUMBER: _ClassVar[int]
     UNDELEGATE_FIELD_NUMBER: _ClassVar[int]
     RESERVE_INODES_FIELD_NUMBER: _ClassVar[int]
+    WRITE_INLINE_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     caller: Caller
     session: int
@@ -78,7 +79,8 @@ class Command(_message.Message):
     delegate: Delegate
     undelegate: Undelegate
     reserve_inodes: ReserveInodes
-    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ..., delegate: _Optional[_Union[Delegate, _Mapping]] = ..., undelegate: _Optional[_Union[Undelegate, _Mapping]] = ..., reserve_inodes: _Optional[_Union[ReserveInodes, _Mapping]] = ...) -> None: ...
+    write_inline: WriteInline
+    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ..., delegate: _Optional[_Union[Delegate, _Mapping]] = ..., undelegate: _Optional[_Union[Undelegate, _Mapping]] = ..., reserve_inodes: _Optional[_Union[ReserveInodes, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInline, _Mapping]] = ...) -> None: ...
 
 class Mkdir(_message.Message):
     __slots__ = ("parent", "name", "mode", "inode", "time_ns", "delegate")
@@ -109,7 +111,7 @@ class Mknod(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ...) -> None: ...
 
 class Create(_message.Message):
-    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags", "inode", "time_ns")
+    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags", "inode", "time_ns", "data")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +120,7 @@ class Create(_message.Message):
     OPEN_FLAGS_FIELD_NUMBER: _ClassVar[int]
     INODE_FIELD_NUMBER: _ClassVar[int]
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
@@ -126,7 +129,8 @@ class Create(_message.Message):
     open_flags: int
     inode: int
     time_ns: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ..., inode: _Optional[int] = ..., time_ns: _Optional[int] = ...) -> None: ...
+    data: bytes
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ..., inode: _Optional[int] = ..., time_ns: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Delegate(_message.Message):
     __slots__ = ("dir",)
@@ -211,7 +215,7 @@ class TimeUpdate(_message.Message):
     def __init__(self, now: _Optional[bool] = ..., ns: _Optional[int] = ...) -> None: ...
 
 class Setattr(_message.Message):
-    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime", "mtime", "via_handle")
+    __slots__ = ("inode", "mode", "uid", "gid", "size", "atime", "mtime", "via_handle", "time_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +224,7 @@ class Setattr(_message.Message):
     ATIME_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
     VIA_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     mode: int
     uid: int
@@ -228,7 +233,8 @@ class Setattr(_message.Message):
     atime: TimeUpdate
     mtime: TimeUpdate
     via_handle: bool
-    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime: _Optional[_Union[TimeUpdate, _Mapping]] = ..., mtime: _Optional[_Union[TimeUpdate, _Mapping]] = ..., via_handle: _Optional[bool] = ...) -> None: ...
+    time_ns: int
+    def __init__(self, inode: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime: _Optional[_Union[TimeUpdate, _Mapping]] = ..., mtime: _Optional[_Union[TimeUpdate, _Mapping]] = ..., via_handle: _Optional[bool] = ..., time_ns: _Optional[int] = ...) -> None: ...
 
 class Setxattr(_message.Message):
     __slots__ = ("inode", "name", "value", "flags")
@@ -263,12 +269,14 @@ class CloseSession(_message.Message):
     def __init__(self, session: _Optional[int] = ...) -> None: ...
 
 class Open(_message.Message):
-    __slots__ = ("inode", "flags")
+    __slots__ = ("inode", "flags", "time_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     flags: int
-    def __init__(self, inode: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+    time_ns: int
+    def __init__(self, inode: _Optional[int] = ..., flags: _Optional[int] = ..., time_ns: _Optional[int] = ...) -> None: ...
 
 class Release(_message.Message):
     __slots__ = ("inode",)
@@ -285,18 +293,40 @@ class BeginWrite(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ...) -> None: ...
 
 class CommitWrite(_message.Message):
-    __slots__ = ("inode", "chunk_index", "chunk_id", "version", "end")
+    __slots__ = ("inode", "chunk_index", "chunk_id", "version", "end", "inline_digest", "time_ns")
     INODE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     chunk_index: int
     chunk_id: int
     version: int
     end: int
-    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ..., chunk_id: _Optional[int] = ..., version: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+    inline_digest: bytes
+    time_ns: int
+    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ..., chunk_id: _Optional[int] = ..., version: _Optional[int] = ..., end: _Optional[int] = ..., inline_digest: _Optional[bytes] = ..., time_ns: _Optional[int] = ...) -> None: ...
+
+class WriteInline(_message.Message):
+    __slots__ = ("inode", "pieces", "time_ns")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    PIECES_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    inode: int
+    pieces: _containers.RepeatedCompositeFieldContainer[InlinePiece]
+    time_ns: int
+    def __init__(self, inode: _Optional[int] = ..., pieces: _Optional[_Iterable[_Union[InlinePiece, _Mapping]]] = ..., time_ns: _Optional[int] = ...) -> None: ...
+
+class InlinePiece(_message.Message):
+    __slots__ = ("offset", "data")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SetClass(_message.Message):
     __slots__ = ("inode", "storage_class", "default_class")

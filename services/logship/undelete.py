@@ -2,6 +2,8 @@
 namespace as new commands (mkdir, create, symlink, mknod, link, setxattr, setattr),
 file contents by adopting the chunks the deleted files left behind (AdoptChunks):
 nothing is copied, so it works only while the cluster still retains those chunks.
+Small files whose bytes were kept inline (in the log) are written again from the
+restored projection: they come back whatever the chunk retention.
 
 Before changing anything it checks that --into does not exist and that every chunk
 still has a copy at its version. The tree is built under a hidden name next to --into
@@ -24,6 +26,7 @@ from services.metadata.namespace.errors import FsError
 ROOT = pb.Caller(uid=0, gid=0)   # umask 0: modes are restored as they were
 PAGE = 1000
 RENAME_NOREPLACE = 1
+O_WRONLY = 0o1
 
 
 class UndeleteError(Exception):
@@ -37,6 +40,7 @@ class PastNode:
     target: bytes = b""
     xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
     chunks: list[pb.Chunk] = field(default_factory=list)
+    inline: bytes | None = None   # a small file's bytes kept in the log
 
 
 def split(path: str) -> list[bytes]:
@@ -66,6 +70,7 @@ def _collect(view, path: str, attr: pb.Attr, nodes: list[PastNode]) -> None:
     if stat.S_ISLNK(attr.mode):
         node.target = reads.readlink(view, attr.inode)
     elif stat.S_ISREG(attr.mode):
+        node.inline = reads.inline(view, attr.inode)
         node.chunks = [r_chunk for i in range(-(-attr.size // r.CHUNK_SIZE))
                        if (r_chunk := reads.chunk(view, attr.inode, i)) is not None]
     nodes.append(node)
@@ -187,10 +192,26 @@ async def _make(md, node: PastNode, parent: int, name: bytes) -> int:
 async def _fill(md, node: PastNode, made: pb.Attr) -> None:
     """Contents (unless a failed run adopted them already) and xattrs."""
     if stat.S_ISREG(node.attr.mode) and node.attr.size and not made.size:
-        await md.mutate(ROOT, adopt_chunks=pb.AdoptChunks(
-            inode=made.inode, chunks=node.chunks, size=node.attr.size))
+        if node.inline is not None:
+            await _write_inline(md, made.inode, node.inline, node.attr.size)
+        else:
+            await md.mutate(ROOT, adopt_chunks=pb.AdoptChunks(
+                inode=made.inode, chunks=node.chunks, size=node.attr.size))
     for key, value in node.xattrs:
         await md.mutate(ROOT, setxattr=pb.Setxattr(inode=made.inode, name=key, value=value))
+
+
+async def _write_inline(md, ino: int, data: bytes, size: int) -> None:
+    """A small file's bytes, written again as its writer wrote them (and the zeros
+    past them that a truncate made, by size)."""
+    await md.mutate(ROOT, open=pb.Open(inode=ino, flags=O_WRONLY))
+    try:
+        await md.mutate(ROOT, write_inline=pb.WriteInline(
+            inode=ino, pieces=[pb.InlinePiece(offset=0, data=data)]))
+        if size > len(data):
+            await md.mutate(ROOT, setattr=pb.Setattr(inode=ino, size=size))
+    finally:
+        await md.mutate(ROOT, release=pb.Release(inode=ino))
 
 
 async def _restore_attributes(md, node: PastNode, ino: int) -> None:

@@ -27,6 +27,7 @@ from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads, region_fold
 from services.metadata.namespace.errors import FsError
 from services.metadata.namespace.names import check_name, check_xattr_name
+from services.metadata.namespace.records import INLINE_MAX
 from services.metadata.raft.core import LEADER
 from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.recalls import Recalls
@@ -39,10 +40,11 @@ KNOWN_TYPES = frozenset({0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IF
                          stat.S_IFBLK, stat.S_IFDIR})  # S_IFDIR: the fold says EPERM
 READS = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                    "statfs", "access", "locate_chunk", "get_class", "chunk_health",
-                   "locate_chunk_id"})
+                   "locate_chunk_id", "read_open"})
 # Answered from the leader's soft state about chunkservers: never by a follower.
-LEADER_ONLY = frozenset({"locate_chunk", "chunk_health", "locate_chunk_id"})
+LEADER_ONLY = frozenset({"locate_chunk", "chunk_health", "locate_chunk_id", "read_open"})
 MAX_READDIR = 10_000
+O_ACCMODE, O_TRUNC = 0o3, 0o1000
 Status = mpb.Reply.Status
 
 
@@ -66,6 +68,10 @@ def precheck(command: pb.Command) -> FsError | None:
             check_name(op.new_name)
         if kind == "mknod" and stat.S_IFMT(op.mode) not in KNOWN_TYPES:
             raise FsError(errno.EINVAL, f"mknod: unknown file type {stat.S_IFMT(op.mode):o}")
+        if kind == "write_inline" and any(p.offset + len(p.data) > INLINE_MAX
+                                          for p in op.pieces if p.data):
+            raise FsError(errno.EFBIG, f"a write past {INLINE_MAX} bytes is not kept "
+                                       "inline: write it through chunks")
     except FsError as exc:
         return exc
     return None
@@ -266,6 +272,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             return reply_error(request, Status.UNAVAILABLE, "this leader is still learning "
                                "where chunks are from the chunkservers; retry")
         chunk, ino = reply.result.chunk, reply.result.attr.inode
+        if (held := reads.inline(self.node.machine.projection, ino)) is not None:
+            reply.inline, reply.data = True, held   # to copy into chunk 0 first
         sclass = self.chunks.class_of(ino)
         # the shape to fill from parts with
         reply.storage_class = str(self.chunks.parts_class_of(ino, sclass) or sclass)
@@ -325,8 +333,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
     def _answer_chunks(self, request: mpb.Request, reply: mpb.Reply) -> None:
         """The parts of a read that come from the chunk manager, not the projection."""
         kind = request.WhichOneof("op")
-        if kind == "locate_chunk":
-            reply.storage_class = str(self.chunks.reading_class(request.locate_chunk.inode))
+        if kind in ("locate_chunk", "read_open") and not reply.inline:
+            reply.storage_class = str(self.chunks.reading_class(getattr(request, kind).inode))
             if reply.HasField("chunk"):
                 reply.locations.extend(self.chunks.locations(reply.chunk.id,
                                                              reply.chunk.version))
@@ -415,3 +423,24 @@ def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
         found = reads.chunk(view, op.inode, op.chunk_index)
         if found is not None:
             reply.chunk.CopyFrom(found)
+    elif kind == "read_open":
+        read_open(view, caller, op, reply)
+
+
+def read_open(view, caller, op: mpb.ReadOpen, reply: mpb.Reply) -> None:
+    """An open for reading, checked as the fold checks an open, with what a first
+    read needs: the inline bytes, or where chunk 0 is (the locations are added from
+    the chunk manager)."""
+    if op.flags & (O_ACCMODE | O_TRUNC):
+        raise FsError(errno.EINVAL, "read_open is for opens that only read (no write "
+                                    "access, no O_TRUNC): open the file with a command")
+    node = reads.inode(view, op.inode)
+    perm.require(caller, node, perm.R, "open")
+    node.fill_attr(reply.attr)
+    if not stat.S_ISREG(node.mode):
+        return
+    held = reads.inline(view, node.ino)
+    if held is not None:
+        reply.inline, reply.data = True, held
+    elif (found := reads.chunk(view, node.ino, 0)) is not None:
+        reply.chunk.CopyFrom(found)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace.fold import fold, fold_bytes
-from services.metadata.namespace.records import COLUMN_FAMILIES, RESULTS
+from services.metadata.namespace.records import COLUMN_FAMILIES, INLINE, RESULTS
 from services.metadata.namespace.txn import DELETE, DELETE_RANGE, PUT, Txn
 from services.metadata.projection import Projection
 
@@ -105,11 +105,13 @@ class Applier:
             self._cached_at = index
         else:
             cache.pop(RESULTS, None)
+            cache.pop(INLINE, None)
         return results
 
     def _remember(self, ranges: list[tuple], writes: dict[str, dict]) -> None:
         """Bring the cache to what the batch made of the projection. A result is read
-        once, by a retry, and never again: results are not kept."""
+        once, by a retry, and never again: results are not kept; nor are small files'
+        bytes (up to 64 KiB each, and read again only by the next write)."""
         cache = self._cache
         for cf, _, _ in ranges:
             cache.pop(cf, None)
@@ -119,3 +121,4 @@ class Applier:
             else:
                 cache[cf] = dict(values)
         cache.pop(RESULTS, None)
+        cache.pop(INLINE, None)

@@ -12,7 +12,7 @@ from services.metadata.namespace import records as r
 # Operations whose first fields are (parent, name) of the entry they add or remove.
 _ENTRY_OPS = ("mkdir", "mknod", "create", "symlink", "unlink", "rmdir")
 _NODE_OPS = ("setattr", "setxattr", "removexattr", "set_class", "commit_write",
-             "adopt_chunks")
+             "adopt_chunks", "write_inline")
 O_TRUNC = 0o1000
 
 

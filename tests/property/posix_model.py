@@ -24,6 +24,8 @@ XATTR_VALUE_MAX = 65536
 SIZE_MAX = 1 << 57
 LINK_MAX = 65000
 MAX_RESERVED = 1 << 16  # inodes one ReserveInodes may ask for
+INLINE_MAX = 64 << 10   # a write ending past this is not kept in the log (EFBIG)
+CLIENT_TIME_WINDOW = 10 * 10**9   # a client's own time counts this long before the stamp
 
 NOREPLACE, EXCHANGE = 1, 2
 XCREATE, XREPLACE = 1, 2
@@ -104,6 +106,7 @@ class Node:
     target: bytes = b""
     entries: dict[bytes, int] | None = None  # directories only
     xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytes = b""      # regular files: the bytes written; past them, zeros to size
 
     @property
     def is_dir(self) -> bool:
@@ -138,6 +141,9 @@ class PosixModel:
         # A session's unused range of reserved inodes [next, end), for its delegated
         # creates: inodes are used in increasing order, skipped ones are lost.
         self.reserved: dict[int, tuple[int, int, int, int]] = {}
+        # (session, inode) -> how often the session has it open (creates that open);
+        # a file with no name left lives on while any session has it open
+        self.opens: dict[tuple[int, int], int] = {}
 
     # -- derived views ----------------------------------------------------------------
     def directories(self) -> list[int]:
@@ -256,9 +262,19 @@ class PosixModel:
         return self.attr(ino)
 
     def _forget_if_unlinked(self, ino: int) -> None:
-        node = self.nodes[ino]
-        if node.is_dir or self.links(ino) == 0:
+        open_somewhere = any(i == ino for _, i in self.opens)
+        if self.nodes[ino].is_dir or (self.links(ino) == 0 and not open_somewhere):
             del self.nodes[ino]
+
+    def contents(self, ino: int, length: int) -> bytes:
+        """The first `length` bytes of a regular file as a reader sees them."""
+        n = self.nodes[ino]
+        shown = min(length, n.size)
+        return (n.data + bytes(max(0, shown - len(n.data))))[:shown]
+
+    @staticmethod
+    def client_time(now: int, told: int) -> int:
+        return told if told and now - CLIENT_TIME_WINDOW <= told <= now else now
 
     # -- operations ---------------------------------------------------------------------
     def op_mkdir(self, user, now, parent, name, mode):
@@ -286,9 +302,12 @@ class PosixModel:
                               rdev=rdev if device else 0)
 
     def op_create(self, user, now, parent, name, mode, exclusive=False, inode=0, time_ns=0,
-                  *, session=0):
+                  open=False, data=b"", *, session=0):
         """`inode` set: a delegated create, answered by the client as new at `time_ns`
-        (0: the command's time) with the next inode(s) of its session's range."""
+        (0: the command's time) with the next inode(s) of its session's range.
+        `open`: the new file is open in the session; `data`: its first bytes."""
+        if open and not session:
+            raise Refused(E.EINVAL, "create with open outside a session")
         if inode:
             low, end, low2, end2 = self.ranges(session)
             if low <= inode < end:
@@ -307,11 +326,45 @@ class PosixModel:
                 raise Refused(E.EISDIR)
             return self.attr(existing.ino)
         self._may_create(user, d)
+        if data and not inode:
+            raise Refused(E.EINVAL, "data with a create the master answers")
+        if len(data) > INLINE_MAX:
+            raise Refused(E.EFBIG, "data past what is kept inline")
         attr = self._new_node(user, now, d, name, "reg", mode & PERM_BITS & ~user.umask,
                               ino=inode)
         if inode:
             self.reserved[session] = after
+        if data:
+            node = self.nodes[attr.inode]
+            node.data, node.size = data, len(data)
+            if not user.root:
+                node.perm = without_privileges(node.perm)
+            attr = self.attr(attr.inode)
+        if open:
+            self.opens[(session, attr.inode)] = self.opens.get((session, attr.inode), 0) + 1
         return attr
+
+    def op_write_inline(self, user, now, inode, pieces, time_ns=0, *, session=0):
+        """`pieces`: [(offset, bytes)], applied in order."""
+        n = self._node(inode)
+        if n.kind != "reg":
+            raise Refused(E.EISDIR if n.is_dir else E.EINVAL, "not a regular file")
+        if session and (session, inode) not in self.opens:
+            raise Refused(E.EBADF, "not open in the session")
+        data = n.data
+        for offset, piece in pieces:
+            if not piece:
+                continue
+            if offset + len(piece) > INLINE_MAX:
+                raise Refused(E.EFBIG, "past what is kept inline")
+            data = data.ljust(offset, b"\0")
+            data = data[:offset] + piece + data[offset + len(piece):]
+        now = self.client_time(now, time_ns)
+        n.data, n.size = data, max(n.size, len(data))
+        n.mtime = n.ctime = now
+        if not user.root:
+            n.perm = without_privileges(n.perm)
+        return self.attr(inode)
 
     def op_reserve_inodes(self, user, now, count, *, session=0):
         if not session:
@@ -362,6 +415,8 @@ class PosixModel:
         self._may_create(user, d)
         if src.is_dir:
             raise Refused(E.EPERM, "link to a directory")
+        if self.links(src.ino) == 0:
+            raise Refused(E.ENOENT, "link to a file with no name left")
         if self.links(src.ino) >= LINK_MAX:
             raise Refused(E.EMLINK)
         d.entries[new_name] = src.ino
@@ -451,7 +506,8 @@ class PosixModel:
         return None
 
     def op_setattr(self, user, now, inode, mode=None, uid=None, gid=None, size=None,
-                   atime=None, mtime=None, via_handle=False):
+                   atime=None, mtime=None, via_handle=False, time_ns=0):
+        now = self.client_time(now, time_ns)
         n = self._node(inode)
         owner = user.root or user.uid == n.uid
         if size is not None:
@@ -490,6 +546,7 @@ class PosixModel:
         n.gid = new_gid
         if size is not None:
             n.size = size
+            n.data = n.data[:size]
             n.mtime = now
             if not user.root and mode is None:
                 n.perm = without_privileges(n.perm)
@@ -561,9 +618,13 @@ class PosixModel:
             raise Refused(E.ENOENT, "session")
         del self.sessions[session]
         self.reserved.pop(session, None)
+        for key in [k for k in self.opens if k[0] == session]:
+            del self.opens[key]
+            if key[1] in self.nodes:
+                self._forget_if_unlinked(key[1])
         return None
 
-    SESSION_OPS = ("create", "reserve_inodes")  # these see the command's session
+    SESSION_OPS = ("create", "reserve_inodes", "write_inline")  # see the command's session
 
     def _run(self, user: User, now: int, op: str, args: dict, session: int = 0) -> Outcome:
         if op in self.SESSION_OPS:

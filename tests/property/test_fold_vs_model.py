@@ -85,6 +85,9 @@ OP_CLASSES = {
     "open_session": pb.OpenSession, "close_session": pb.CloseSession,
     "reserve_inodes": pb.ReserveInodes,
 }
+INLINE_OFFSETS = [0, 1, 100, 4095, 4096, 65535, 65536, 1 << 20]
+INLINE_LENGTHS = [0, 1, 3, 4096, 65536]
+SEEN_BYTES = r.INLINE_MAX + 16    # how much of each file's contents is compared
 
 
 def attr_of(a: pb.Attr) -> Attr:
@@ -110,9 +113,13 @@ def describe(user: User, op: str, args: dict, session=0, seq=0, acked=0) -> str:
 
 
 def body_of(op: str, args: dict):
+    if op == "write_inline":
+        return pb.WriteInline(inode=args["inode"], time_ns=args["time_ns"], pieces=[
+            pb.InlinePiece(offset=o, data=d) for o, d in args["pieces"]])
     if op != "setattr":
         return OP_CLASSES[op](**args)
-    fields = {"inode": args["inode"], "via_handle": args.get("via_handle", False)}
+    fields = {"inode": args["inode"], "via_handle": args.get("via_handle", False),
+              "time_ns": args.get("time_ns", 0)}
     for name in ("mode", "uid", "gid", "size"):
         if args.get(name) is not None:
             fields[name] = args[name]
@@ -244,6 +251,8 @@ class FoldVsModel(RuleBasedStateMachine):
                                                               strict=True):
             self.compare(what, out, res)
             delegated = "delegated " if sent.op == "create" and sent.args.get("inode") else ""
+            if sent.op == "create" and sent.args.get("data"):
+                delegated += "with data "
             event(f"{delegated}{what.split('(')[0]} -> {ename(res.errno)}")
             if client is not None:
                 sent.first = pb.Result()
@@ -438,6 +447,8 @@ class FoldVsModel(RuleBasedStateMachine):
             "atime": atime,
             "mtime": mtime,
             "via_handle": data.draw(st.booleans(), label="via_handle"),
+            "time_ns": weighted(data, (6, [0]), (2, [self.now - 10**6]),
+                                (1, EXPLICIT_TIMES), label="time_ns"),
         }
         return user, "setattr", args
 
@@ -476,7 +487,30 @@ class FoldVsModel(RuleBasedStateMachine):
             "parent": parent, "name": self.name_in(data, parent),
             "mode": data.draw(st.sampled_from(FILE_MODES), label="mode"),
             "exclusive": data.draw(st.booleans(), label="exclusive"),
-            "inode": inode, "time_ns": time_ns}
+            "inode": inode, "time_ns": time_ns,
+            "open": data.draw(st.booleans(), label="open"),
+            "data": self.bytes_of(data, "data")}
+
+    @staticmethod
+    def bytes_of(data, label: str) -> bytes:
+        length = data.draw(st.sampled_from(INLINE_LENGTHS) | st.integers(0, 70_000),
+                           label=f"{label} length")
+        return Long(bytes([data.draw(st.integers(0, 255), label=label)]) * length)
+
+    def gen_write_inline(self, data, sid: int):
+        """Writes to a small file by a session: mostly one it has open, in pieces that
+        fit INLINE_MAX or just do not."""
+        m = self.model
+        mine = sorted({i for s, i in m.opens if s == sid and i in m.nodes})
+        inode = weighted(data, (10, mine), (2, m.others()), (1, m.directories()),
+                         (1, self.missing_inodes()), label="inode")
+        pieces = [(data.draw(st.sampled_from(INLINE_OFFSETS) | st.integers(0, 70_000),
+                             label="offset"), self.bytes_of(data, "piece"))
+                  for _ in range(data.draw(st.integers(0, 3), label="pieces"))]
+        time_ns = weighted(data, (4, [0]), (4, [self.now - 1, self.now - 10**9]),
+                           (1, [self.now - 11 * 10**9, self.now + 5]), label="time_ns")
+        user = self.user(data, inode)
+        return user, "write_inline", {"inode": inode, "pieces": pieces, "time_ns": time_ns}
 
     def gen_open_session(self, data):
         return self.user(data), "open_session", {"client": "host:/mnt"}
@@ -566,6 +600,8 @@ class FoldVsModel(RuleBasedStateMachine):
             kinds.append(self.gen_reserve_inodes)
         creates = data.draw(st.integers(1, 3), label="creates")
         kinds += [lambda d: self.gen_delegated_create(d, sid)] * creates
+        writes = data.draw(st.integers(0, 3), label="writes")
+        kinds += [lambda d: self.gen_write_inline(d, sid)] * writes
         self.send(data, kinds, self.clients[sid])
 
     def resend(self, data):
@@ -667,6 +703,12 @@ class FoldVsModel(RuleBasedStateMachine):
             node = m.nodes[ino]
             if node.kind == "lnk":
                 assert reads.readlink(proj, ino) == node.target
+            if node.kind == "reg":
+                held = reads.inline(proj, ino) or b""
+                shown = min(SEEN_BYTES, node.size)
+                got = (held + bytes(max(0, shown - len(held))))[:shown]
+                assert len(held) <= node.size, f"inode {ino}: more inline bytes than its size"
+                assert got == m.contents(ino, SEEN_BYTES), f"contents of inode {ino}"
             names = reads.listxattr(proj, pb.Caller(), ino)
             assert sorted(names) == sorted(node.xattrs), f"xattrs of {ino}"
             for name in names:

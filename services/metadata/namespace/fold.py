@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from schemas import namespace_pb2 as pb
 from services.chunk.parts import MAX_CHUNK_ID
 from services.common import storage_class
-from services.metadata.namespace import delegation_fold, region_fold
+from services.metadata.namespace import attributes, delegation_fold, inline_data, region_fold
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
@@ -30,7 +30,7 @@ from services.metadata.namespace.txn import Txn
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_SIZE = 1 << 57
+MAX_FILE_SIZE = attributes.MAX_FILE_SIZE
 LINK_MAX = 65000
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 XATTR_CREATE, XATTR_REPLACE = 1, 2
@@ -138,6 +138,7 @@ class Namespace:
         self.txn.delete_range(r.XATTRS, key, r.u64(node.ino + 1))
         if stat.S_ISREG(node.mode):
             self.drop_chunks(node.ino, 0)
+            self.txn.delete(r.INLINE, key)
         self.txn.delete(r.CLASSES, key)
         self.txn.delete(r.CLASSES, r.parts_class_key(node.ino))
         self.txn.delete(r.ORPHANS, key)
@@ -236,10 +237,28 @@ def _create(ns: Namespace, op: pb.Create, session: int) -> pb.Result:
     perm.may_create(ns.caller, directory)
     mode = stat.S_IFREG | (op.mode & 0o7777 & ~ns.caller.umask)
     result = _make(ns, directory, op.name, mode, ino=op.inode)
+    if op.data:
+        result = _created_with_data(ns, op, result.attr.inode)
     if op.open:
         ns.count(r.OPENS, r.TWO_U64.pack(session, result.attr.inode), 1)
         ns.count(r.INODE_OPENS, r.u64(result.attr.inode), 1)
     return result
+
+
+def _created_with_data(ns: Namespace, op: pb.Create, ino: int) -> pb.Result:
+    """A delegated create that carries the new file's bytes (create, write and close
+    in one command): they are kept inline, as a write would have kept them."""
+    if not op.inode:
+        raise FsError(errno.EINVAL, "only a create answered by the client (with its "
+                                    "inode) carries data")
+    if len(op.data) > r.INLINE_MAX:
+        raise FsError(errno.EFBIG, f"{len(op.data)} bytes do not fit the "
+                                   f"{r.INLINE_MAX} kept inline")
+    node = ns.inode(ino)
+    inline_data.put(ns, node, op.data)
+    attributes.wrote(ns.caller, node, node.size, node.mtime)
+    ns.save(node)
+    return _ok(node)
 
 
 def _symlink(ns: Namespace, op: pb.Symlink) -> pb.Result:
@@ -268,6 +287,8 @@ def _link(ns: Namespace, op: pb.Link) -> pb.Result:
     perm.may_create(ns.caller, directory)
     if node.is_dir:
         raise FsError(errno.EPERM, "hard links to directories are not allowed")
+    if node.nlink == 0:   # unlinked while open (Linux refuses it the same way)
+        raise FsError(errno.ENOENT, f"inode {node.ino} has no name left to link to")
     if node.nlink >= LINK_MAX:
         raise FsError(errno.EMLINK, f"inode {node.ino} already has {node.nlink} links")
     node.nlink += 1
@@ -435,66 +456,22 @@ def _exchange(ns: Namespace, old_dir: r.Inode, name: bytes, source: r.Inode,
 
 def _setattr(ns: Namespace, op: pb.Setattr) -> pb.Result:
     node = ns.inode(op.inode)
-    caller = ns.caller
-    is_owner = perm.owner_or_root(caller, node)
-    if op.HasField("size"):
-        _check_truncate(ns, node, op)
-    touch = (op.HasField("atime") and op.atime.now and op.HasField("mtime")
-             and op.mtime.now)
-    if touch and not is_owner and not perm.allowed(caller, node, perm.W):
-        raise FsError(errno.EACCES, "only the owner or a writer may touch the times")
-    if op.HasField("uid") and not (perm.is_root(caller)
-                                   or (caller.uid == node.uid and op.uid == node.uid)):
-        raise FsError(errno.EPERM, "only root may change a file's owner")
-    gid = op.gid if op.HasField("gid") else node.gid
-    if op.HasField("gid") and not (perm.is_root(caller) or (
-            caller.uid == node.uid and (op.gid == node.gid or perm.in_group(caller, op.gid)))):
-        raise FsError(errno.EPERM, "only the owner may change the group, to one of theirs")
-    if op.HasField("mode") and not is_owner and not (
-            perm.only_drops_setid(node.mode, op.mode) and perm.allowed(caller, node, perm.W)):
-        raise FsError(errno.EPERM, "only the owner may change the mode")
-    if (op.HasField("atime") or op.HasField("mtime")) and not touch and not is_owner:
-        raise FsError(errno.EPERM, "only the owner may set explicit times")
+    ns.now = inline_data.client_time(ns.now, op.time_ns)
+    gid = attributes.check_setattr(ns.caller, node, op)
     _apply_setattr(ns, node, op, gid)
     return _ok(node)
 
 
-def _check_truncate(ns: Namespace, node: r.Inode, op: pb.Setattr) -> None:
-    if node.is_dir:
-        raise FsError(errno.EISDIR, f"inode {node.ino} is a directory")
-    if not stat.S_ISREG(node.mode):
-        raise FsError(errno.EINVAL, f"inode {node.ino} is not a regular file")
-    if op.size > MAX_FILE_SIZE:
-        raise FsError(errno.EFBIG, f"size {op.size} is above the limit {MAX_FILE_SIZE}")
-    if not op.via_handle:
-        perm.require(ns.caller, node, perm.W, "truncate needs write permission")
-
-
 def _apply_setattr(ns: Namespace, node: r.Inode, op: pb.Setattr, gid: int) -> None:
-    caller = ns.caller
-    if op.HasField("mode"):
-        mode = op.mode & 0o7777
-        if not perm.is_root(caller) and not perm.in_group(caller, gid):
-            mode &= ~stat.S_ISGID
-        node.mode = stat.S_IFMT(node.mode) | mode
-    elif (op.HasField("uid") or op.HasField("gid")) and not node.is_dir:
-        node.mode = perm.kill_privileges(node.mode)
-    if op.HasField("uid"):
-        node.uid = op.uid
-    node.gid = gid
+    """The attributes change (attributes.py); a new size also moves the used bytes
+    and drops what lies past a new end (whole chunks, inline bytes)."""
+    old_size = node.size
+    attributes.apply_setattr(ns.caller, node, op, gid, ns.now)
     if op.HasField("size"):
-        ns.add_used_bytes(op.size - node.size)
-        if op.size < node.size:  # whole chunks past the new end go
-            ns.drop_chunks(node.ino, -(-op.size // r.CHUNK_SIZE))
-        node.size = op.size
-        node.mtime = ns.now
-        if not perm.is_root(caller) and not op.HasField("mode"):
-            node.mode = perm.kill_privileges(node.mode)
-    if op.HasField("atime"):
-        node.atime = ns.now if op.atime.now else op.atime.ns
-    if op.HasField("mtime"):
-        node.mtime = ns.now if op.mtime.now else op.mtime.ns
-    node.ctime = ns.now
+        ns.add_used_bytes(node.size - old_size)
+        if node.size < old_size:
+            ns.drop_chunks(node.ino, -(-node.size // r.CHUNK_SIZE))
+            inline_data.cut(ns.txn, node.ino, node.size)
     ns.save(node)
 
 
@@ -589,6 +566,7 @@ def _open(ns: Namespace, op: pb.Open, session: int) -> pb.Result:
         want |= perm.W
     perm.require(ns.caller, node, want, "open")
     if truncate and node.size:
+        ns.now = inline_data.client_time(ns.now, op.time_ns)
         _apply_setattr(ns, node, pb.Setattr(inode=node.ino, size=0), node.gid)
     ns.count(r.OPENS, r.TWO_U64.pack(session, node.ino), 1)
     ns.count(r.INODE_OPENS, r.u64(node.ino), 1)
@@ -638,13 +616,23 @@ def _commit_write(ns: Namespace, op: pb.CommitWrite, session: int) -> pb.Result:
                                     "since the write began (truncated or rewritten): redo it")
     if op.end > MAX_FILE_SIZE:
         raise FsError(errno.EFBIG, f"size {op.end} is above the limit {MAX_FILE_SIZE}")
+    inline_data.moved_to_chunk(ns.txn, node, op)
     ns.txn.put(r.COMMITTED, r.u64(op.chunk_id), r.U32.pack(op.version))
     if op.end > node.size:
         ns.add_used_bytes(op.end - node.size)
-        node.size = op.end
-    node.mtime = node.ctime = ns.now
-    if not perm.is_root(ns.caller):
-        node.mode = perm.kill_privileges(node.mode)
+    attributes.wrote(ns.caller, node, op.end,
+                     inline_data.client_time(ns.now, op.time_ns))
+    ns.save(node)
+    return _ok(node)
+
+
+def _write_inline(ns: Namespace, op: pb.WriteInline, session: int) -> pb.Result:
+    """Writes to a small file kept inline (inline_data.py); like a CommitWrite, they
+    set mtime and ctime and take away set-user-ID and set-group-ID."""
+    node = _written_file(ns, op.inode, session)
+    inline_data.write(ns, node, op.pieces)
+    attributes.wrote(ns.caller, node, node.size,
+                     inline_data.client_time(ns.now, op.time_ns))
     ns.save(node)
     return _ok(node)
 
@@ -767,6 +755,7 @@ SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
                       "unlink": _unlink, "mkdir": _mkdir, "rmdir": _rmdir,
                       "begin_write": _begin_write,
                       "commit_write": _commit_write,
+                      "write_inline": _write_inline,
                       "delegate": delegation_fold.delegate,
                       "undelegate": delegation_fold.undelegate,
                       "reserve_inodes": delegation_fold.reserve_inodes}

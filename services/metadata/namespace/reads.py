@@ -150,6 +150,12 @@ def parts_class(view, ino: int) -> str | None:
     return found.decode() if found is not None else None
 
 
+def inline(view, ino: int) -> bytes | None:
+    """The first bytes of a file kept inline (namespace/inline_data.py), or None when
+    its bytes are in chunks (or it has none)."""
+    return view.get(r.INLINE, r.u64(ino))
+
+
 def chunk_owner(view, chunk_id: int) -> tuple[int, int] | None:
     """(ino, chunk index) of the file that refers to chunk `chunk_id`, if one does."""
     found = view.get(r.CHUNK_OWNERS, r.u64(chunk_id))

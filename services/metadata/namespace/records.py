@@ -15,6 +15,8 @@ Keys are big-endian so that RocksDB's byte order is numeric order:
   committed chunk id(8)                 -> u32 version of its last commit_write
   delegations dir(8)                    -> session(8) holding it
   reserved  session(8)                  -> next(8) end(8): its unused inode range
+  inline    ino(8)                      -> the first bytes of a small file kept in the
+                                           log instead of chunks (inline_data.py)
   meta      b"next_inode", ...          -> u64 counters
 """
 
@@ -36,8 +38,13 @@ CHUNK_OWNERS, CLASSES = "chunk_owners", "classes"
 COMMITTED = "committed"
 # Delegated directories and reserved inode ranges (delegation_fold.py).
 DELEGATIONS, RESERVED = "delegations", "reserved"
+# Small files' bytes (namespace/inline_data.py). Last: a family's position tags it in
+# the replicas' running digest.
+INLINE = "inline"
 COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META, OPENS, INODE_OPENS,
-                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES, COMMITTED, DELEGATIONS, RESERVED)
+                   ORPHANS, CHUNKS, CHUNK_OWNERS, CLASSES, COMMITTED, DELEGATIONS, RESERVED,
+                   INLINE)
+INLINE_MAX = 64 << 10    # a file whose end stays within this may keep its bytes inline
 U32 = struct.Struct(">I")
 CHUNK_SIZE = 64 << 20
 
