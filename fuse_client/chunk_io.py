@@ -1,6 +1,8 @@
 """The data path of a mount: reading, writing, flushing and cutting files' contents.
 
-One ChunkIO serves a whole mount over its metadata session. Reads locate each chunk
+One ChunkIO serves a whole mount over its metadata session. Small files whose bytes
+the cluster keeps inline are written and read through InlineIO (inline_io.py); the
+rest go through chunks. Reads locate each chunk
 (cached), read a healthy copy or decode erasure-coded parts, and see this mount's own
 writes. Writes are write-back, as through the kernel's page cache: `write` returns
 once the bytes are on their way, and their outcome is known at `flush` / `fsync`,
@@ -12,12 +14,13 @@ import asyncio
 import logging
 import time
 
-from fuse_client.chunk_locations import LocationCache, of_copies
+from fuse_client.chunk_locations import LocationCache, from_reply, of_copies
 from fuse_client.chunk_reader import ChunkReader, LocationOutdatedError
 from fuse_client.chunk_servers import ChunkServers
 from fuse_client.chunk_spans import Span, clamp, spans
 from fuse_client.data_errors import DataUnavailableError, WriteFailedError
 from fuse_client.ec_reader import DecodedChunks
+from fuse_client.inline_io import InlineIO, refused_inline
 from fuse_client.read_ahead import ReadAhead
 from fuse_client.write_lease import ByteBudget, LeaseContext, WriteLease
 from schemas import namespace_pb2 as pb
@@ -67,6 +70,8 @@ class ChunkIO:
         self._ahead: dict[Key, asyncio.Task] = {}          # leases begun before needed
         self._failures: dict[int, BaseException] = {}     # inode -> a write-back failure
         self._unsynced: dict[int, dict[int, tuple[pb.Chunk, tuple[str, ...]]]] = {}
+        self.inline = InlineIO(metadata)
+        self._committed: dict[int, pb.Attr] = {}   # inode -> attributes after a commit
 
     # -- reads ------------------------------------------------------------------------------
     async def read(self, caller: pb.Caller, inode: int, offset: int, length: int,
@@ -74,6 +79,9 @@ class ChunkIO:
         """Up to `length` bytes from `offset`, never past `file_size`; holes and bytes
         a chunk never stored read as zeros. DataUnavailableError (EIO) when no copy or
         set of parts can give a chunk back within `retry_s`."""
+        small = await self.inline.read(caller, inode, offset, length, file_size)
+        if small is not None:
+            return small
         if self.ahead is not None:
             return await self.ahead.read(caller, inode, offset, length, file_size)
         return await self._read(caller, inode, offset, length, file_size)
@@ -103,6 +111,12 @@ class ChunkIO:
         deadline, delay = time.monotonic() + self.retry_s, 0.05
         while True:
             located = await self.locations.get(caller, inode, span.index)
+            if located.inline:      # a small file: its bytes are not in chunks
+                self.locations.forget(inode, span.index)
+                self.inline.learned(inode, True)
+                start = span.index * CHUNK_SIZE + span.offset
+                return await self.inline.read(caller, inode, start, span.length,
+                                              start + span.length) or b""
             try:
                 return await self.reader.read(located, span.offset, span.length)
             except (LocationOutdatedError, DataUnavailableError) as exc:
@@ -123,6 +137,24 @@ class ChunkIO:
         self._raise_failure(inode)
         self._forget_read_ahead(inode)
         data = data if isinstance(data, bytes) else bytes(data)
+        if not self._writing_chunks(inode) and \
+                await self.inline.write(caller, inode, offset, data):
+            return offset + len(data)
+        await self._spill(caller, inode)
+        return await self._write_chunks(caller, inode, offset, data)
+
+    def _writing_chunks(self, inode: int) -> bool:
+        return any(key[0] == inode for key in self._leases) or \
+            any(key[0] == inode for key in self._opening)
+
+    async def _spill(self, caller: pb.Caller, inode: int) -> None:
+        """The file's bytes go through chunks from now on: writes kept for the inline
+        path go there first (and the lease of chunk 0 moves committed inline bytes)."""
+        for offset, piece in self.inline.spill(inode):
+            await self._write_chunks(caller, inode, offset, piece)
+
+    async def _write_chunks(self, caller: pb.Caller, inode: int, offset: int,
+                            data: bytes) -> int:
         view = memoryview(data)
         for span in spans(offset, len(data)):
             lease = await self._lease(caller, inode, span.index)
@@ -142,27 +174,51 @@ class ChunkIO:
     def written_end(self, inode: int) -> int:
         """The end of this mount's writes to the inode not yet flushed (0 if none), for a
         size that includes them."""
-        return max((lease.end for (i, _), lease in self._leases.items() if i == inode),
-                   default=0)
+        return max(self.inline.written_end(inode),
+                   max((lease.end for (i, _), lease in self._leases.items() if i == inode),
+                       default=0))
 
-    async def flush(self, caller: pb.Caller, inode: int) -> None:
+    async def flush(self, caller: pb.Caller, inode: int) -> pb.Attr | None:
         """Commit every write made to the inode (close, or before fsync): the size and
         mtime change, and the writes are readable by every client. Raises the first
-        failure of a write to the inode since the last flush."""
+        failure of a write to the inode since the last flush. The file's attributes
+        after the commit, when the master gave them (None: nothing was written, or the
+        commit goes in the background)."""
+        if self.inline.keeps(inode):
+            try:
+                attr = await self.inline.flush(inode)
+                if attr is not None:
+                    self._committed[inode] = attr
+            except FsError as exc:
+                if not refused_inline(exc):
+                    raise
+                await self._spill(caller, inode)    # the file got chunks meanwhile
         for key in [k for k in self._leases if k[0] == inode]:
             self._close(key, caller)
         running = [t for k, t in self._closing.items() if k[0] == inode]
         if running:
             await asyncio.wait(running)
         self._raise_failure(inode)
+        return self._committed.pop(inode, None)
 
-    async def fsync(self, caller: pb.Caller, inode: int) -> None:
+    async def fsync(self, caller: pb.Caller, inode: int) -> pb.Attr | None:
         """flush, then make every chunk written since the last fsync durable on its
         copies (SYNC). WriteFailedError when a chunk could be synced on none of them."""
-        await self.flush(caller, inode)
+        attr = await self.flush(caller, inode)
         unsynced = self._unsynced.pop(inode, {})
         await asyncio.gather(*(self._sync(chunk, targets)
                                for chunk, targets in unsynced.values()))
+        return attr
+
+    def lease_commit(self, commit) -> None:
+        """How leases commit (see LeaseContext.commit)."""
+        self._ctx.commit = commit
+
+    def opened_for_reading(self, inode: int, reply) -> None:
+        """A read_open's answer: the inline bytes, or where chunk 0 is."""
+        self.inline.learned_reply(inode, reply)
+        if reply.HasField("chunk") and reply.locations:
+            self.locations.put(inode, 0, from_reply(reply))
 
     async def _sync(self, chunk: pb.Chunk, targets: tuple[str, ...]) -> None:
         answers = await asyncio.gather(*(self.servers.call(t, "sync", chunk.id, chunk.version)
@@ -183,6 +239,7 @@ class ChunkIO:
         zeros there."""
         self._forget_read_ahead(inode)
         await self.flush(caller, inode)
+        self.inline.truncated(inode, size)      # inline bytes: the setattr cuts them
         index, cut = divmod(size, CHUNK_SIZE)
         self.locations.forget_from(inode, index + 1)   # the setattr removes them
         if cut == 0 or (await self.locations.get(caller, inode, index)).is_hole:
@@ -200,6 +257,7 @@ class ChunkIO:
         changed the file)."""
         self.locations.forget(inode)
         self._forget_read_ahead(inode)
+        self.inline.forget(inode)
 
     def _forget_read_ahead(self, inode: int) -> None:
         if self.ahead is not None:
@@ -207,6 +265,11 @@ class ChunkIO:
 
     async def close(self) -> None:
         """Commit what is still pending (failures are logged), then disconnect."""
+        for inode in list(self.inline.kept_inodes()):
+            try:
+                await self.flush(self.inline.kept_caller(inode), inode)
+            except Exception as exc:   # noqa: BLE001 (each file on its own)
+                log.error("inode %d: written bytes were lost: %s", inode, exc)
         if self._ahead:
             await asyncio.wait(list(self._ahead.values()))
         for key in list(self._leases):
@@ -232,6 +295,9 @@ class ChunkIO:
                 lease = WriteLease(self._ctx, caller, inode, index)
                 await lease.begin()
                 self._leases[key] = lease
+                if lease.inline_seen and index:   # chunk 0 takes the inline bytes first
+                    zero = await self._lease(caller, inode, 0)
+                    await zero.commit(caller)
         if not opening.locked():
             self._opening.pop(key, None)
         return lease
@@ -266,6 +332,8 @@ class ChunkIO:
             self._failures.setdefault(lease.inode, exc)
             lease.forget_pending()
             return
+        if lease.attr is not None:
+            self._committed[lease.inode] = lease.attr
         if lease.chunk is None:
             return
         self.locations.put(lease.inode, lease.index,

@@ -7,11 +7,11 @@ chunk was rewritten, truncated or moved), and entries expire after a few seconds
 that writes by other clients are seen; holes expire sooner, as another client may
 fill them at any moment.
 
-A read-only client of a region that follows another's log also remembers which
-chunk (id and version) each (inode, index) was: when the other region deletes a
-file this client still reads, the inode is gone from the log, but its chunks are
-retained for the retention window and are found by id (locate_chunk_id), so the
-reader goes on as with an unlinked open file.
+A client also remembers which chunk (id and version) each (inode, index) was: when
+another client (or, for a second region, the region it follows) deletes a file this
+client has open for reading (an open that is not recorded at the master), the inode
+is gone, but its chunks are retained for the retention window and are found by id
+(locate_chunk_id), so the reader goes on as with an unlinked open file.
 """
 
 import errno
@@ -35,6 +35,7 @@ class Located:
     parts: tuple[mpb.ChunkLocation, ...] = ()
     storage_class: str = ""
     at: float = field(default_factory=time.monotonic)
+    inline: bool = False            # the file's bytes are kept inline: no chunks to read
 
     @property
     def is_hole(self) -> bool:
@@ -51,6 +52,8 @@ class Located:
 
 def from_reply(reply: mpb.Reply) -> Located:
     """The current copies and parts of a locate_chunk (or begin_write) reply."""
+    if reply.inline:
+        return Located(None, inline=True)
     if not reply.HasField("chunk"):
         return Located(None, storage_class=reply.storage_class)
     current = [loc for loc in reply.locations if loc.version == reply.chunk.version]
@@ -91,19 +94,13 @@ class LocationCache:
                 caller, locate_chunk=mpb.LocateChunk(inode=inode, chunk_index=index))
         except FsError as exc:
             known = self._chunks.get(key)
-            if exc.errno != errno.ENOENT or known is None or \
-                    not getattr(self.metadata, "read_only", False):
+            if exc.errno != errno.ENOENT or known is None:
                 raise
             reply = await self.metadata.read(caller, locate_chunk_id=mpb.LocateChunkId(
                 chunk_id=known.id, version=known.version))
             reply.chunk.CopyFrom(known)
         located = from_reply(reply)
         self.put(inode, index, located)
-        if located.chunk is not None:
-            self._chunks[key] = located.chunk
-            self._chunks.move_to_end(key)
-            while len(self._chunks) > MAX_ENTRIES:
-                self._chunks.popitem(last=False)
         return located
 
     def peek(self, inode: int, index: int) -> Located | None:
@@ -111,10 +108,16 @@ class LocationCache:
         return self._entries.get((inode, index))
 
     def put(self, inode: int, index: int, located: Located) -> None:
-        self._entries[(inode, index)] = located
-        self._entries.move_to_end((inode, index))
+        key = (inode, index)
+        self._entries[key] = located
+        self._entries.move_to_end(key)
         while len(self._entries) > MAX_ENTRIES:
             self._entries.popitem(last=False)
+        if located.chunk is not None:
+            self._chunks[key] = located.chunk
+            self._chunks.move_to_end(key)
+            while len(self._chunks) > MAX_ENTRIES:
+                self._chunks.popitem(last=False)
 
     def forget(self, inode: int, index: int | None = None) -> None:
         """Drop one chunk's entry, or with no index every entry of the inode."""

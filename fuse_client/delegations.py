@@ -14,6 +14,14 @@ docs/delegations.md.
 Local creates stop when the leader has not been heard from for LIVE_S, so a mount
 cut off from the cluster cannot go on creating files that the leader, having taken
 the directory back after recalls.RECALL_S, no longer expects.
+
+A file made here stays this mount's own while it holds the directory: no other
+session can reach it without a recall (which sends everything answered here first).
+The mount then answers for it too: its attributes, opens, setattrs and the commits
+of its writes (inline bytes, chunks) are computed here with the fold's own rules
+(namespace/attributes.py) and committed in the background, in order. Anything the
+master does to it instead (a rename, a link, an xattr), or giving the directory
+back, ends that.
 """
 
 import asyncio
@@ -24,9 +32,11 @@ import os
 import stat
 import time
 
+from fuse_client.inline_io import overlay
 from fuse_client.metadata_client import ClusterUnavailableError
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.metadata.namespace import attributes
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
@@ -41,6 +51,7 @@ LIVE_S = 0.5         # local creates only while the leader answered this recentl
 MAX_PENDING = 4096   # creates not yet committed; past this a create waits
 READDIR_PAGE = 10_000
 SETTLED = frozenset({"rename", "symlink", "mknod", "link", "unlink", "rmdir"})  # settle()
+KEEPS_OWN = frozenset({"begin_write", "release"})   # sent to the master, change no attribute
 
 
 class Held:
@@ -78,7 +89,8 @@ class Delegations:
         self.held: dict[int, Held] = {}
         self.pending: dict[int, asyncio.Future] = {}  # inode -> the reply to the last
         # command answered here for it
-        self.attrs: dict[int, pb.Attr] = {}   # pending inode -> attributes, until changed
+        self.own: dict[int, pb.Attr] = {}   # files made here and only reachable here yet
+        self.own_at: dict[int, tuple[int, bytes]] = {}   # own file -> (directory, name)
         self._counts: dict[int, tuple[float, int]] = {}
         self._not_before: dict[int, float] = {}
         self._asking: dict[int, asyncio.Task] = {}    # dir -> asking for it
@@ -213,7 +225,8 @@ class Delegations:
         attr = r.Inode(ino, mode, caller.uid, gid, nlink, 0, now, now, now).to_attr()
         held.enter(name, ino, mode, now)
         held.made[name] = ino
-        self.attrs[ino] = attr
+        self.own[ino] = attr
+        self.own_at[ino] = (held.attr.inode, name)
         return attr
 
     def unlink(self, caller: pb.Caller, parent: int, name: bytes) -> bool:
@@ -260,7 +273,7 @@ class Delegations:
         """Take the name out here; `command(now)`: the one to send."""
         now = time.time_ns()
         self.held[parent].take_out(name, now)
-        self.attrs.pop(ino, None)
+        self._drop_own(ino)
         self._defer(caller, parent, name, ino, **command(now))
 
     def _defer(self, caller: pb.Caller, parent: int, name: bytes, ino: int, **op) -> None:
@@ -300,24 +313,21 @@ class Delegations:
         if len(name) > NAME_MAX:
             raise FsError(errno.ENAMETOOLONG, f"entry name is {len(name)} bytes")
         perm.search(caller, _node(held.attr))
-        if name in held.made:
-            return self.attrs.get(held.made[name])
-        if name not in held.names:
+        found = held.names.get(name)
+        if found is None:
             raise FsError(errno.ENOENT, f"{name!r} is not in directory {parent}")
-        return None
+        return self.own.get(found[0]) if self._live() else None
 
     def made_here(self, inode: int) -> bool:
-        """A node created here, not yet committed and unchanged since: it has no
-        extended attributes (the kernel asks for security.capability before each
-        write)."""
-        return inode in self.attrs
+        """A file this mount answers for: it has no extended attributes (the kernel
+        asks for security.capability before each write)."""
+        return inode in self.own
 
     def closed_unsent(self, inode: int) -> bool:
         """A file created here is closed before its create was even sent (the usual
         create-and-close): the create then need not open it at the master, and no
         Release is needed. False: release it as usual."""
-        reply = self.pending.get(inode)
-        command = self.md.unsent(reply) if reply is not None else None
+        command = self._unsent(inode)
         if command is None or not command.create.open:
             return False
         command.create.open = False
@@ -326,14 +336,15 @@ class Delegations:
 
     def getattr(self, inode: int) -> pb.Attr | None:
         """A held directory's attributes as they are with the creates made here, or
-        a file created here, as long as nothing changed it since."""
+        the attributes of a file this mount answers for."""
         held = self.held.get(inode)
-        return held.attr if held is not None else self.attrs.get(inode)
+        if held is not None:
+            return held.attr
+        return self.own.get(inode) if self._live() else None
 
     def _committed(self, task: asyncio.Future, parent: int, name: bytes, ino: int) -> None:
         if self.pending.get(ino) is task:
             del self.pending[ino]
-            self.attrs.pop(ino, None)
         held = self.held.get(parent)
         if held is not None:
             held.tasks.discard(task)
@@ -345,9 +356,103 @@ class Delegations:
                       "%d (inode %d): %s", "may not have been made" if _unknown(task)
                       else "failed", name, parent, ino, failure)
             self.held.pop(ino, None)    # a directory made here that was not made
+            self._drop_own(ino)
             self.give_back(parent)
             if self.on_lost is not None:
                 self.on_lost(parent, name, ino)
+
+    # -- files this mount answers for ---------------------------------------------------
+    def own_file(self, inode: int) -> pb.Attr | None:
+        """The attributes of a file this mount answers for, while it may."""
+        if inode in self.own and self._live() and self.md.session:
+            return self.own[inode]
+        return None
+
+    def inode_at(self, inode: int, names) -> bool:
+        """Whether a held directory has `inode` at one of these (directory, name)."""
+        for parent, name in names:
+            held = self.held.get(parent)
+            if held is not None and held.names.get(name, (0, 0))[0] == inode:
+                return True
+        return False
+
+    def open_own(self, caller: pb.Caller, inode: int, flags: int
+                 ) -> tuple[pb.Attr, bool] | None:
+        """Open a file this mount answers for: (its attributes, whether the open is
+        recorded at the master: one that may write is, in the background), or None:
+        ask the master. FsError as the fold would refuse it."""
+        attr = self.own_file(inode)
+        if attr is None or not stat.S_ISREG(attr.mode):
+            return None
+        node = _node(attr)
+        want = {0: perm.R, os.O_WRONLY: perm.W, os.O_RDWR: perm.R | perm.W}.get(
+            flags & os.O_ACCMODE)
+        if want is None:
+            raise FsError(errno.EINVAL, f"open: bad access mode in flags {flags:#o}")
+        truncate = bool(flags & os.O_TRUNC)
+        perm.require(caller, node, want | (perm.W if truncate else 0), "open")
+        if not (want & perm.W or truncate):
+            return attr, False
+        now = time.time_ns()
+        if truncate:
+            attributes.truncated_at_open(caller, node, now)
+        return self._answer_own(caller, node, open=pb.Open(
+            inode=inode, flags=flags, time_ns=now)), True
+
+    def setattr_own(self, caller: pb.Caller, inode: int, op: pb.Setattr) -> pb.Attr | None:
+        """A setattr of a file this mount answers for, checked and applied as the fold
+        does (FsError as it would refuse it); None: ask the master."""
+        attr = self.own_file(inode)
+        if attr is None:
+            return None
+        node = _node(attr)
+        gid = attributes.check_setattr(caller, node, op)
+        op.time_ns = time.time_ns()
+        attributes.apply_setattr(caller, node, op, gid, op.time_ns)
+        return self._answer_own(caller, node, setattr=op)
+
+    def commit_inline(self, caller: pb.Caller, inode: int, pieces, written_ns: int
+                      ) -> pb.Attr | None:
+        """Commit writes kept inline to a file this mount answers for: inside its
+        create when that has not gone yet (one command for create, write and close),
+        else a WriteInline, in the background. None: ask the master."""
+        attr = self.own_file(inode)
+        if attr is None:
+            return None
+        node = _node(attr)
+        end = max((offset + len(data) for offset, data in pieces), default=0)
+        command = self._unsent(inode)
+        if command is not None and command.WhichOneof("op") == "create" \
+                and not command.create.data and attr.size == 0:
+            data = overlay(b"", pieces)
+            command.create.data, command.create.written_ns = data, written_ns
+            attributes.wrote(caller, node, len(data), max(node.mtime, written_ns))
+            self.own[inode] = node.to_attr()
+            return self.own[inode]
+        attributes.wrote(caller, node, max(node.size, end), written_ns)
+        return self._answer_own(caller, node, write_inline=pb.WriteInline(
+            inode=inode, time_ns=written_ns,
+            pieces=[pb.InlinePiece(offset=o, data=d) for o, d in pieces]))
+
+    def commit_chunk(self, caller: pb.Caller, op: pb.CommitWrite) -> pb.Attr | None:
+        """Commit a chunk's writes to a file this mount answers for, in the background
+        (the bytes are on every copy already). None: ask the master."""
+        attr = self.own_file(op.inode)
+        if attr is None:
+            return None
+        node = _node(attr)
+        attributes.wrote(caller, node, op.end, op.time_ns)
+        return self._answer_own(caller, node, commit_write=op)
+
+    def _answer_own(self, caller: pb.Caller, node, **op) -> pb.Attr:
+        parent, name = self.own_at[node.ino]
+        self.own[node.ino] = node.to_attr()
+        self._defer(caller, parent, name, node.ino, **op)
+        return self.own[node.ino]
+
+    def _unsent(self, inode: int) -> pb.Command | None:
+        reply = self.pending.get(inode)
+        return self.md.unsent(reply) if reply is not None else None
 
     # -- ordering with everything else ---------------------------------------------------
     def before(self, kind: str, op, mutation: bool) -> list[asyncio.Future]:
@@ -380,11 +485,10 @@ class Delegations:
                     waits += held.tasks
                 elif ino not in kept:
                     self.give_back(ino)
-            if ino in self.pending:
-                if mutation:
-                    self.attrs.pop(ino, None)   # the master's answer is newer
-                else:
-                    waits.append(self.pending[ino])
+            if mutation and ino in self.own and kind not in KEEPS_OWN:
+                self._drop_own(ino)    # the master's answer is newer than ours
+            if ino in self.pending and not mutation:
+                waits.append(self.pending[ino])
         if waits:
             self.md.send_deferred()     # someone waits for them: no reason to linger
         return waits
@@ -398,7 +502,7 @@ class Delegations:
         ino = held.names.get(name, (0, 0))[0] if held is not None else 0
         found = {ino} if ino else {i for i in self.held if name_of(i) == (parent, name)}
         for inode in found:
-            self.attrs.pop(inode, None)
+            self._drop_own(inode)
             self.give_back(inode)
 
     async def settled(self, inode: int) -> None:
@@ -471,8 +575,8 @@ class Delegations:
         if wanted:
             self._not_before[directory] = time.monotonic() + REFUSED_S
         held = self.held.pop(directory, None)
-        for ino in held.made.values() if held is not None else ():
-            self.attrs.pop(ino, None)      # others may change them from now on
+        if held is not None:
+            self._disown(held)             # others may change them from now on
         self._undelegate(directory)
 
     def give_back(self, directory: int) -> None:
@@ -480,10 +584,17 @@ class Delegations:
         rename...): give it back; ask again only after a while, not at once."""
         held = self.held.pop(directory, None)
         if held is not None:
-            for ino in held.made.values():   # their attributes may change at the master
-                self.attrs.pop(ino, None)
+            self._disown(held)               # their attributes may change at the master
             self._not_before[directory] = time.monotonic() + REFUSED_S
             self._undelegate(directory)
+
+    def _disown(self, held: Held) -> None:
+        for ino, _mode in held.names.values():
+            self._drop_own(ino)
+
+    def _drop_own(self, ino: int) -> None:
+        self.own.pop(ino, None)
+        self.own_at.pop(ino, None)
 
     def reset(self) -> None:
         """The session stream was replaced: a recall may have been missed."""
@@ -494,8 +605,7 @@ class Delegations:
         """The cluster closed the session (and with it the directories it held and
         the inode numbers reserved for it); a new one starts with nothing."""
         for directory in list(self.held):
-            for ino in self.held.pop(directory).made.values():
-                self.attrs.pop(ino, None)
+            self._disown(self.held.pop(directory))
         self._stale.update(self._asking)
         self._range = self._next_range = (0, 0)
 

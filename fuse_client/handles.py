@@ -19,6 +19,8 @@ class OpenFile:
     flags: int
     wrote: bool = False     # written through since the last flush
     attr: pb.Attr | None = None   # as it was opened
+    logged: bool = True     # the open is recorded at the master (a Release ends it);
+    # an open for reading is not, until this mount removes the file's name (pinned)
 
 
 @dataclass

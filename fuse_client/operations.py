@@ -74,6 +74,8 @@ class Operations(pyfuse3.Operations):
         self._space: tuple[float, pyfuse3.StatvfsData | None] = (0.0, None)
         self.delegations = Delegations(metadata, on_lost=self._lost,
                                        enabled=delegations).attach()
+        chunk_io.inline.commit = self._commit_inline
+        chunk_io.lease_commit(self._commit_chunk)
 
     def init(self) -> None:
         if self.on_init is not None:     # after this returns, INIT's answer is sent
@@ -190,7 +192,9 @@ class Operations(pyfuse3.Operations):
         op = attrs.setattr_command(inode, attr, fields, fh is not None, times_now)
         if op is None:
             return self._attrs(await self._getattr(caller, inode), since)
-        changed = (await self.md.mutate(caller, setattr=op)).attr
+        changed = self.delegations.setattr_own(caller, inode, op)
+        if changed is None:
+            changed = (await self.md.mutate(caller, setattr=op)).attr
         if fields.update_size:
             self.data.invalidate(inode)
         self._attributes_set(changed, resized=fields.update_size)
@@ -204,6 +208,24 @@ class Operations(pyfuse3.Operations):
             self.sizes[changed.inode] = changed.size
         if changed.inode in self.cached:
             self.cached[changed.inode] = (changed.mtime_ns, changed.size)
+
+    async def _commit_inline(self, caller: pb.Caller, inode: int, pieces,
+                             written_ns: int) -> pb.Attr:
+        """Writes kept inline are committed: in the background for a file this mount
+        answers for, else at the master (close waits: close-to-open)."""
+        attr = self.delegations.commit_inline(caller, inode, pieces, written_ns)
+        if attr is None:
+            attr = (await self.md.mutate(caller, write_inline=pb.WriteInline(
+                inode=inode, time_ns=written_ns,
+                pieces=[pb.InlinePiece(offset=o, data=d) for o, d in pieces]))).attr
+        return attr
+
+    async def _commit_chunk(self, caller: pb.Caller, op: pb.CommitWrite) -> pb.Attr:
+        """A chunk's writes are on every copy: commit them, as for inline writes."""
+        attr = self.delegations.commit_chunk(caller, op)
+        if attr is None:
+            attr = (await self.md.mutate(caller, commit_write=op)).attr
+        return attr
 
     async def _before_resize(self, caller: pb.Caller, inode: int, size: int) -> None:
         """Before a file shrinks: commit pending writes, and zero the cut chunk's tail
@@ -268,6 +290,7 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def unlink(self, parent_inode, name, ctx):
         caller = self.callers.of(ctx)
+        self._pin(self._open_at((parent_inode, name)))
         if self.delegations.unlink(caller, parent_inode, name):
             return
         self.delegations.renaming(parent_inode, name, self.kernel.name_of)
@@ -286,6 +309,7 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags,
                      ctx):
+        self._pin(self._open_at((parent_inode_new, name_new)))
         for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
             self.delegations.renaming(parent, name, self.kernel.name_of)
         await self.md.mutate(self.callers.of(ctx), rename=pb.Rename(
@@ -296,12 +320,10 @@ class Operations(pyfuse3.Operations):
 
     # -- open files -------------------------------------------------------------------------
     def _removed_open_file(self, inode: int) -> pb.Attr | None:
-        """In a region that follows another's log (a read-only client), a file the
-        other region deleted while it is open here: it stays readable, with no links,
-        as an unlinked open file does (its chunks are retained; chunk_locations.py).
-        A primary keeps such files itself (the session records the open)."""
-        if not getattr(self.md, "read_only", False):
-            return None
+        """A file open here for reading that another client removed: it stays
+        readable, with no links, as an unlinked open file does (its inline bytes were
+        read at the open; its chunks are retained and found by id, chunk_locations.py).
+        An open recorded at the master keeps such a file there."""
         for handle in self.handles.files.values():
             if handle.inode == inode and handle.attr is not None:
                 gone = pb.Attr()
@@ -326,16 +348,35 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def open(self, inode, flags, ctx):
+        """An open for reading is a read (read_open): nothing is logged, and the answer
+        brings a small file's bytes or where chunk 0 is. Any other open is a command
+        (the master records it: the file lives on if unlinked while open)."""
         caller = self.callers.of(ctx)
         if flags & os.O_TRUNC and self.data.written_end(inode):
             await self.data.flush(caller, inode)   # or a later commit would regrow it
-        attr = (await self.md.mutate(caller, open=pb.Open(inode=inode, flags=flags))).attr
+        own = self.delegations.open_own(caller, inode, flags)
+        if own is not None:        # a file only this mount can reach yet
+            if flags & os.O_TRUNC:
+                self.data.invalidate(inode)
+                self.data.inline.created(inode)
+            return self._opened(own[0], caller, flags, own[1])
+        logged = bool(flags & (os.O_ACCMODE | os.O_TRUNC))
+        if logged:
+            attr = (await self.md.mutate(caller, open=pb.Open(inode=inode,
+                                                              flags=flags))).attr
+        else:
+            reply = await self.md.read(caller, read_open=mpb.ReadOpen(inode=inode,
+                                                                      flags=flags))
+            attr = reply.attr
         if flags & os.O_TRUNC:
             self.data.invalidate(inode)
+            self.data.inline.created(inode)     # empty, no chunks
+        elif not logged:
+            self.data.opened_for_reading(inode, reply)
         if self.told.get(inode) != (attr.mtime_ns, attr.size):
             await self._kernel_asks_again(inode)
             self.told[inode] = (attr.mtime_ns, attr.size)
-        return self._opened(attr, caller, flags)
+        return self._opened(attr, caller, flags, logged)
 
     async def _kernel_asks_again(self, inode: int) -> None:
         """The kernel may hold older attributes of a file another client changed:
@@ -360,18 +401,39 @@ class Operations(pyfuse3.Operations):
                 exclusive=bool(flags & os.O_EXCL), open=True, open_flags=flags))).attr
             self.delegations.made_at_master(parent_inode, name, attr)
             self.delegations.changed(caller, parent_inode)
+        if attr.size == 0:
+            self.data.inline.created(attr.inode)
         return (self._opened(attr, caller, flags),
                 self._entry(attr, since, parent_inode, name))
 
-    def _opened(self, attr: pb.Attr, caller: pb.Caller, flags: int) -> pyfuse3.FileInfo:
+    def _opened(self, attr: pb.Attr, caller: pb.Caller, flags: int,
+                logged: bool = True) -> pyfuse3.FileInfo:
         """Record an open; the kernel keeps its cached pages only when the file is
         as it was when they were read (close-to-open consistency)."""
         version = (attr.mtime_ns, attr.size)
         keep = self.cached.get(attr.inode) == version
         self.cached[attr.inode] = version
         self.sizes[attr.inode] = attr.size
-        fh = self.handles.add_file(OpenFile(attr.inode, caller, flags, attr=attr))
+        fh = self.handles.add_file(OpenFile(attr.inode, caller, flags, attr=attr,
+                                            logged=logged))
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    def _pin(self, inodes) -> None:
+        """This mount is about to remove a name: files behind it that are open here
+        for reading only (not recorded at the master) are opened there now, ahead of
+        the removal on the session stream, so that they live on while open."""
+        for handle in self.handles.files.values():
+            if not handle.logged and handle.inode in inodes:
+                self.md.mutate_deferred(handle.caller, open=pb.Open(
+                    inode=handle.inode, flags=os.O_RDONLY))
+                handle.logged = True
+
+    def _open_at(self, *names: tuple[int, bytes]) -> set[int]:
+        """Inodes open here that the kernel knows by one of these names."""
+        wanted = set(names)
+        return {h.inode for h in self.handles.files.values()
+                if not h.logged and (self.kernel.name_of(h.inode) in wanted
+                                     or self.delegations.inode_at(h.inode, wanted))}
 
     @fuse_operation
     async def read(self, fh, off, size):
@@ -437,24 +499,30 @@ class Operations(pyfuse3.Operations):
     async def _commit(self, handle: OpenFile, how) -> None:
         """Commit this mount's writes to the file; then note the version the kernel's
         pages now hold, so the next open may keep them."""
-        written = handle.inode in self.unflushed
-        self.unflushed.discard(handle.inode)
-        stamp = self.written_at.get(handle.inode)
+        inode = handle.inode
+        written = inode in self.unflushed
+        self.unflushed.discard(inode)
+        stamp = self.written_at.get(inode)
         try:
-            await how(handle.caller, handle.inode)
+            attr = await how(handle.caller, inode)
         except BaseException:
             if written:
-                self.unflushed.add(handle.inode)
+                self.unflushed.add(inode)
             raise
-        if stamp is not None and self.written_at.get(handle.inode) == stamp:
-            del self.written_at[handle.inode]     # the master's mtime covers it now
-        if written:
-            attr = await self._getattr(handle.caller, handle.inode)
-            self.cached[handle.inode] = (attr.mtime_ns, attr.size)
-            # The kernel may hold the write's own mtime; the commit's is the master's.
-            await self._kernel_asks_again(handle.inode)
-            if handle.inode in self.sizes:
-                self.sizes[handle.inode] = max(attr.size, self.sizes[handle.inode])
+        if stamp is not None and self.written_at.get(inode) == stamp:
+            del self.written_at[inode]     # the master's mtime covers it now
+        if not written:
+            return
+        if attr is None:       # committed in the background: this mount answers for it
+            attr = self.delegations.getattr(inode)
+        if attr is None:
+            attr = await self._getattr(handle.caller, inode)
+        self.cached[inode] = self.told[inode] = (attr.mtime_ns, attr.size)
+        if self.enable_writeback_cache:
+            # The kernel keeps the write's own mtime; the commit's is the master's.
+            await self._kernel_asks_again(inode)
+        if inode in self.sizes:
+            self.sizes[inode] = max(attr.size, self.sizes[inode])
 
     @fuse_operation
     async def release(self, fh):
@@ -469,8 +537,9 @@ class Operations(pyfuse3.Operations):
                 self.sizes.pop(handle.inode, None)
         # Nobody waits for a release (close(2) returned already): it rides along with
         # the next request instead of costing a Raft round of its own, or is not
-        # needed at all when the create that opened the file has not gone yet.
-        if not self.delegations.closed_unsent(handle.inode):
+        # needed at all when the create that opened the file has not gone yet, or
+        # the open was not recorded (one for reading).
+        if handle.logged and not self.delegations.closed_unsent(handle.inode):
             self.md.mutate_deferred(handle.caller, release=pb.Release(inode=handle.inode))
 
     # -- directories ------------------------------------------------------------------------

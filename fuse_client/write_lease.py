@@ -6,6 +6,11 @@ goes straight to the first target, chained to the others, at that version, with 
 metadata call and many writes in flight. Two writes that overlap are never in flight
 together, so every copy applies them in the same order.
 
+A file whose bytes were kept inline (a small file that grew) moves them into chunk 0
+first: begin_write's reply carries them, the lease writes them before anything else
+(again at every new begin, from that begin's reply), and the commit names their
+digest so that the master drops them only if they are still what was copied.
+
 The bytes of every write not yet committed are kept. When a write fails anywhere along
 the chain, or a server or the commit says the chunk moved on (STALE, ESTALE), the lease
 begins again (the master offers targets that are up, at a new version) and sends those
@@ -17,6 +22,8 @@ copy holds it.
 import asyncio
 import errno
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -29,6 +36,7 @@ from schemas import namespace_pb2 as pb
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkRequestError
 from services.metadata.namespace.errors import FsError
+from services.metadata.namespace.inline_data import digest
 from services.metadata.namespace.records import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,15 @@ class LeaseContext:
     pending_limit: int = 64 << 20    # uncommitted bytes a lease keeps before it commits
     attempts: int = 8                # begin_writes tried before a write is given up
     pending_total: int = 0           # uncommitted bytes kept by all leases
+    # (caller, CommitWrite) -> the file's attributes (None: committed in the
+    # background); raises FsError. The mount commits files only it can reach yet in
+    # the background (docs/consistency.md).
+    commit: Callable[[pb.Caller, pb.CommitWrite], Awaitable[pb.Attr | None]] | None = None
+
+    async def send_commit(self, caller: pb.Caller, op: pb.CommitWrite) -> pb.Attr | None:
+        if self.commit is not None:
+            return await self.commit(caller, op)
+        return (await self.metadata.mutate(caller, commit_write=op)).attr
 
 
 class _Send(NamedTuple):
@@ -87,6 +104,11 @@ class WriteLease:
         self._sends: list[_Send] = []
         self._failure: BaseException | None = None
         self._lock = asyncio.Lock()
+        self.inline_digest = b""      # of the inline bytes copied into chunk 0
+        self.inline_seen = False      # the file's bytes were inline at the last begin
+        self._base_len = 0            # how far copied inline bytes reach in chunk 0
+        self.attr: pb.Attr | None = None   # the file's, as the last commit left it
+        self.written_ns = 0           # when the last write was made (the file's mtime)
 
     def __repr__(self) -> str:
         return f"chunk {self.index} of inode {self.inode}"
@@ -107,6 +129,7 @@ class WriteLease:
             if self.pending_bytes + len(data) > self.ctx.pending_limit:
                 await self._commit(self.caller)
             self._pending.append((offset, data))
+            self.written_ns = time.time_ns()
             self.pending_bytes += len(data)
             self.ctx.pending_total += len(data)
             await self._send(offset, data)
@@ -154,13 +177,16 @@ class WriteLease:
     # -- inside, with the lock held -------------------------------------------------------
     async def _commit(self, caller: pb.Caller) -> None:
         await self._settle()
-        if not self._pending and self.end <= self.committed_end:
+        if not self._pending and self.end <= self.committed_end and not self.inline_digest:
             return
         for attempt in range(self.ctx.attempts):
             try:
-                await self.ctx.metadata.mutate(caller, commit_write=pb.CommitWrite(
+                self.attr = await self.ctx.send_commit(caller, pb.CommitWrite(
                     inode=self.inode, chunk_index=self.index, chunk_id=self.chunk.id,
-                    version=self.chunk.version, end=self.end))
+                    version=self.chunk.version, end=self.end,
+                    inline_digest=self.inline_digest,
+                    time_ns=self.written_ns or time.time_ns()))
+                self.inline_digest = b""
                 break
             except FsError as exc:
                 if exc.errno != errno.ESTALE or attempt == self.ctx.attempts - 1:
@@ -214,6 +240,14 @@ class WriteLease:
         ready = await write_targets.prepare(self.ctx.servers, self.ctx.reader, reply, known)
         self.chunk, self.targets, self.storage_class = \
             ready.chunk, ready.targets, ready.storage_class
+        self.inline_seen = reply.inline
+        self.inline_digest = b""
+        if reply.inline and self.index == 0:
+            # the inline bytes first; past them, zeros over what an earlier copy wrote
+            base = reply.data.ljust(self._base_len, b"\0")
+            self._base_len = len(base)
+            self.inline_digest = digest(reply.data)
+            await self._send(0, base)
 
     async def _send(self, offset: int, data: bytes) -> None:
         end = offset + len(data)

@@ -111,7 +111,7 @@ class Mknod(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ...) -> None: ...
 
 class Create(_message.Message):
-    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags", "inode", "time_ns", "data")
+    __slots__ = ("parent", "name", "mode", "exclusive", "open", "open_flags", "inode", "time_ns", "data", "written_ns")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Create(_message.Message):
     INODE_FIELD_NUMBER: _ClassVar[int]
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_NS_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
@@ -130,7 +131,8 @@ class Create(_message.Message):
     inode: int
     time_ns: int
     data: bytes
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ..., inode: _Optional[int] = ..., time_ns: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    written_ns: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., open: _Optional[bool] = ..., open_flags: _Optional[int] = ..., inode: _Optional[int] = ..., time_ns: _Optional[int] = ..., data: _Optional[bytes] = ..., written_ns: _Optional[int] = ...) -> None: ...
 
 class Delegate(_message.Message):
     __slots__ = ("dir",)

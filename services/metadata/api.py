@@ -421,7 +421,10 @@ def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
             promoted_time_ns=state.promoted_time_ns))
     elif kind == "locate_chunk":
         found = reads.chunk(view, op.inode, op.chunk_index)
-        if found is not None:
+        if reads.inline(view, op.inode) is not None:
+            reply.inline = True     # its bytes are inline (not sent: no read permission
+            # is checked here); a write to chunk 0 copies them first
+        elif found is not None:
             reply.chunk.CopyFrom(found)
     elif kind == "read_open":
         read_open(view, caller, op, reply)

@@ -19,6 +19,7 @@ the path above it needs no permissions.
 
 import ctypes
 import errno
+import gc
 import os
 import pickle
 import socket
@@ -50,6 +51,9 @@ def as_user(user: User, fn: Callable, *args):
     """Run fn(*args) in a forked child as `user`; return its result, or raise the
     OSError it raised (same errno), so callers treat it like a local call."""
     read_end, write_end = os.pipe()
+    # Dead threads (a gRPC client's, an event loop's executor) still in threading's
+    # weak set made a forked child spin in threading._after_fork once: collect first.
+    gc.collect()
     pid = os.fork()
     if pid == 0:   # the child: never returns into pytest
         try:

@@ -161,6 +161,8 @@ def test_undelete_arguments_are_explained(tmp_path):
 
 @pytest.mark.slow
 def test_an_undelete_after_the_retention_window_says_so_and_changes_nothing(tmp_path):
+    """A file kept in chunks is gone once its chunks are (a small file kept inline is
+    in the log: see the next test)."""
     with mounted_cluster(tmp_path, master_args=("--chunk-retention", "1")) as cluster:
         metalogger = Metalogger(str(tmp_path), cluster.masters.split(","))
         metalogger.start()
@@ -169,7 +171,7 @@ def test_an_undelete_after_the_retention_window_says_so_and_changes_nothing(tmp_
             live = cluster.mountpoint
             os.makedirs(f"{live}/proj")
             with open(f"{live}/proj/f", "wb") as f:
-                f.write(b"gone soon")
+                f.write(b"gone soon" * 10_000)
             time.sleep(1.0)
             at = now_iso()
             time.sleep(1.0)
@@ -182,5 +184,38 @@ def test_an_undelete_after_the_retention_window_says_so_and_changes_nothing(tmp_
             assert done.returncode == 2 and "no longer retained" in done.stderr, done.stderr
             assert "/proj/f" in done.stderr and "nothing was changed" in done.stderr
             assert not os.path.exists(f"{live}/back")
+        finally:
+            metalogger.stop()
+
+
+def test_small_files_come_back_whatever_the_chunk_retention(tmp_path):
+    """Bytes kept inline live in the log and the archive: an undelete writes them
+    again long after the chunks of deleted files were collected."""
+    with mounted_cluster(tmp_path, master_args=("--chunk-retention", "1")) as cluster:
+        metalogger = Metalogger(str(tmp_path), cluster.masters.split(","))
+        metalogger.start()
+        try:
+            metalogger.wait_following()
+            live = cluster.mountpoint
+            os.makedirs(f"{live}/proj/sub")
+            with open(f"{live}/proj/sub/small", "wb") as f:
+                f.write(b"kept in the log\n")
+            with open(f"{live}/proj/sparse", "wb") as f:
+                f.write(b"head")
+                f.truncate(10_000)
+            time.sleep(1.0)
+            at = now_iso()
+            time.sleep(1.0)
+            shutil.rmtree(f"{live}/proj")
+            metalogger.wait_archived(cluster.meta.wait_leader()["commit_index"])
+            asyncio.run(orphans_deleted(cluster.masters.split(",")))
+            done = cluster.mooseng("restore", "--from", metalogger.archive_dir, "--at", at,
+                                   "--path", "/proj", "--into", "/back", "--masters",
+                                   cluster.masters)
+            assert done.returncode == 0, done.stderr
+            with open(f"{live}/back/sub/small", "rb") as f:
+                assert f.read() == b"kept in the log\n"
+            with open(f"{live}/back/sparse", "rb") as f:
+                assert f.read() == b"head" + bytes(10_000 - 4)
         finally:
             metalogger.stop()

@@ -302,7 +302,7 @@ class PosixModel:
                               rdev=rdev if device else 0)
 
     def op_create(self, user, now, parent, name, mode, exclusive=False, inode=0, time_ns=0,
-                  open=False, data=b"", *, session=0):
+                  open=False, data=b"", written_ns=0, *, session=0):
         """`inode` set: a delegated create, answered by the client as new at `time_ns`
         (0: the command's time) with the next inode(s) of its session's range.
         `open`: the new file is open in the session; `data`: its first bytes."""
@@ -337,6 +337,7 @@ class PosixModel:
         if data:
             node = self.nodes[attr.inode]
             node.data, node.size = data, len(data)
+            node.mtime = node.ctime = max(node.mtime, written_ns)
             if not user.root:
                 node.perm = without_privileges(node.perm)
             attr = self.attr(attr.inode)

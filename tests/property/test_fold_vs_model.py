@@ -489,7 +489,9 @@ class FoldVsModel(RuleBasedStateMachine):
             "exclusive": data.draw(st.booleans(), label="exclusive"),
             "inode": inode, "time_ns": time_ns,
             "open": data.draw(st.booleans(), label="open"),
-            "data": self.bytes_of(data, "data")}
+            "data": self.bytes_of(data, "data"),
+            "written_ns": weighted(data, (3, [0]), (3, [self.now]),
+                                   (1, EXPLICIT_TIMES), label="written_ns")}
 
     @staticmethod
     def bytes_of(data, label: str) -> bytes:

@@ -256,7 +256,7 @@ def _created_with_data(ns: Namespace, op: pb.Create, ino: int) -> pb.Result:
                                    f"{r.INLINE_MAX} kept inline")
     node = ns.inode(ino)
     inline_data.put(ns, node, op.data)
-    attributes.wrote(ns.caller, node, node.size, node.mtime)
+    attributes.wrote(ns.caller, node, node.size, max(node.mtime, op.written_ns))
     ns.save(node)
     return _ok(node)
 
