@@ -210,9 +210,9 @@ class ChunkIO:
                                for chunk, targets in unsynced.values()))
         return attr
 
-    def lease_commit(self, commit) -> None:
-        """How leases commit (see LeaseContext.commit)."""
-        self._ctx.commit = commit
+    def lease_hooks(self, begin, commit) -> None:
+        """How leases begin new chunks and commit (see LeaseContext)."""
+        self._ctx.begin, self._ctx.commit = begin, commit
 
     def opened_for_reading(self, inode: int, reply) -> None:
         """A read_open's answer: the inline bytes, or where chunk 0 is."""

@@ -27,6 +27,7 @@ back, ends that.
 import asyncio
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -34,19 +35,22 @@ import time
 
 from fuse_client.inline_io import overlay
 from fuse_client.metadata_client import ClusterUnavailableError
+from fuse_client.reserved import Reserved
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.common import storage_class
 from services.metadata.namespace import attributes
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.names import NAME_MAX, check_name
+from services.metadata.namespace.names import NAME_MAX, check_name, check_symlink_target
 
 log = logging.getLogger(__name__)
 ASK_AFTER = 2        # creates in a directory within ASK_WINDOW_S before asking for it
 ASK_WINDOW_S = 1.0
 REFUSED_S = 10.0     # after a refusal or a recall, ask for that directory again later
 RESERVE = 4096       # inode numbers reserved at a time
+CHUNK_RESERVE = 256  # chunk ids reserved at a time
 LIVE_S = 0.5         # local creates only while the leader answered this recently
 MAX_PENDING = 4096   # creates not yet committed; past this a create waits
 READDIR_PAGE = 10_000
@@ -57,10 +61,13 @@ KEEPS_OWN = frozenset({"begin_write", "release"})   # sent to the master, change
 class Held:
     """A directory this session holds: its attributes and every name in it, with the
     inode and type behind it."""
-    __slots__ = ("attr", "names", "made", "tasks")
+    __slots__ = ("attr", "names", "made", "tasks", "parent", "sclass")
 
-    def __init__(self, attr: pb.Attr, names: dict[bytes, tuple[int, int]]):
+    def __init__(self, attr: pb.Attr, names: dict[bytes, tuple[int, int]],
+                 parent: int = 0, sclass: str = ""):
         self.attr, self.names = attr, names    # name -> (inode, mode)
+        self.parent = parent                      # the directory it is in (0: unknown)
+        self.sclass = sclass       # the storage class of files made in it ("": unknown)
         self.made: dict[bytes, int] = {}          # name -> inode: created here, uncommitted
         self.tasks: set[asyncio.Future] = set()   # commits of what was answered here
 
@@ -91,13 +98,15 @@ class Delegations:
         # command answered here for it
         self.own: dict[int, pb.Attr] = {}   # files made here and only reachable here yet
         self.own_at: dict[int, tuple[int, bytes]] = {}   # own file -> (directory, name)
+        self.targets: dict[int, bytes] = {}   # own symbolic link -> its target
         self._counts: dict[int, tuple[float, int]] = {}
         self._not_before: dict[int, float] = {}
         self._asking: dict[int, asyncio.Task] = {}    # dir -> asking for it
         self._stale: set[int] = set()     # asked for, then recalled or changed meanwhile
-        self._range = (0, 0)                          # unused reserved inodes [lo, hi)
-        self._next_range = (0, 0)                     # reserved ahead, used after it
-        self._reserving: asyncio.Task | None = None
+        self.inodes = Reserved(self._reserve_inodes, RESERVE, self._spawn)
+        self.chunk_ids = Reserved(self._reserve_chunks, CHUNK_RESERVE, self._spawn)
+        self.placement: list[str] = []   # chunkservers with room, for new chunks
+        self.began: dict[int, set[int]] = {}   # own file -> chunk indexes begun
         self._tasks: set[asyncio.Task] = set()
         self._answering = False     # sending a command answered here (see before())
 
@@ -128,23 +137,46 @@ class Delegations:
                                 parent=parent, name=name, mode=mode, inode=attr.inode,
                                 time_ns=attr.ctime_ns, delegate=True)})
         if attr is not None:
-            self.adopt(attr)
+            self.adopt(attr, parent, self.held[parent].sclass)
         return attr
 
-    def _answer(self, caller: pb.Caller, parent: int, name: bytes, mode: int, command
+    def symlink(self, caller: pb.Caller, parent: int, name: bytes, target: bytes
                 ) -> pb.Attr | None:
+        """Like create, for a symbolic link (a target the fold would refuse goes to
+        the master, which says why)."""
+        try:
+            check_symlink_target(target)
+        except FsError:
+            return None
+        attr = self._answer(caller, parent, name, stat.S_IFLNK | 0o777,
+                            lambda attr: {"symlink": pb.Symlink(
+                                parent=parent, name=name, target=target,
+                                inode=attr.inode, time_ns=attr.ctime_ns)},
+                            size=len(target))
+        if attr is not None:
+            self.targets[attr.inode] = target
+        return attr
+
+    def readlink(self, inode: int) -> bytes | None:
+        """The target of a symbolic link this mount made, while it answers for it."""
+        return self.targets.get(inode) if inode in self.own else None
+
+    def _answer(self, caller: pb.Caller, parent: int, name: bytes, mode: int, command,
+                size: int = 0) -> pb.Attr | None:
         """Make a node here if this session may; `command(attr)`: the one to send."""
         if not self._may_answer(caller, parent, name):
             return None
-        attr = self._new(self.held[parent], caller, name, mode)
+        attr = self._new(self.held[parent], caller, name, mode, size)
         if attr is not None:
             self._defer(caller, parent, name, attr.inode, **command(attr))
         return attr
 
-    def adopt(self, attr: pb.Attr) -> None:
-        """A directory this session just made, delegated to it (Mkdir.delegate)."""
-        self.held[attr.inode] = Held(attr, {})
-        self._take_inode(ahead=True)
+    def adopt(self, attr: pb.Attr, parent: int, sclass: str = "") -> None:
+        """A directory this session just made in `parent`, delegated to it
+        (Mkdir.delegate); `sclass`: the storage class its files get."""
+        self.held[attr.inode] = Held(attr, {}, parent, sclass)
+        self.inodes.take(ahead=True)
+        self.chunk_ids.take(ahead=True)
 
     async def settle(self, entries: list[tuple[int, bytes]]) -> None:
         """After a command the master made (a rename, symlink, mknod, link, unlink or
@@ -212,17 +244,17 @@ class Delegations:
             return False
         return True
 
-    def _new(self, held: Held, caller: pb.Caller, name: bytes, mode: int
+    def _new(self, held: Held, caller: pb.Caller, name: bytes, mode: int, size: int = 0
              ) -> pb.Attr | None:
         """The attributes the fold will give a node made in `held` (None: no inode
         number left for now), entered in the directory as known here."""
-        ino = self._take_inode()
+        ino = self.inodes.take()
         if not ino:
             return None
         now = time.time_ns()
         mode, gid = perm.inherited(caller, _node(held.attr), mode)
         nlink = 2 if stat.S_ISDIR(mode) else 1
-        attr = r.Inode(ino, mode, caller.uid, gid, nlink, 0, now, now, now).to_attr()
+        attr = r.Inode(ino, mode, caller.uid, gid, nlink, size, now, now, now).to_attr()
         held.enter(name, ino, mode, now)
         held.made[name] = ino
         self.own[ino] = attr
@@ -368,6 +400,35 @@ class Delegations:
             return self.own[inode]
         return None
 
+    def listing(self, caller: pb.Caller, directory: int
+                ) -> list[tuple[bytes, pb.Attr]] | None:
+        """Every entry of a held directory with its attributes, when this mount knows
+        them all (it made them): the directory is listed without the master. None:
+        ask the master. FsError (EACCES) as the master would refuse it."""
+        held = self.held.get(directory)
+        if held is None or not self._live():
+            return None
+        perm.require(caller, _node(held.attr), perm.R, "no read permission on the "
+                                                        "directory")
+        out = []
+        for name, (ino, _mode) in held.names.items():
+            sub = self.held.get(ino)
+            attr = sub.attr if sub is not None else self.own.get(ino)
+            if attr is None:
+                return None
+            out.append((name, attr))
+        return out
+
+    def parent_of(self, directory: int) -> tuple[int, pb.Attr | None]:
+        """(inode, attributes) of the directory a held directory is in, as far as
+        known here: (0, None) when this mount did not make it; attributes None when
+        that directory is not held."""
+        held = self.held.get(directory)
+        if held is None or not held.parent:
+            return 0, None
+        above = self.held.get(held.parent)
+        return held.parent, above.attr if above is not None else None
+
     def inode_at(self, inode: int, names) -> bool:
         """Whether a held directory has `inode` at one of these (directory, name)."""
         for parent, name in names:
@@ -444,6 +505,33 @@ class Delegations:
         attributes.wrote(caller, node, op.end, op.time_ns)
         return self._answer_own(caller, node, commit_write=op)
 
+    def begin_chunk(self, caller: pb.Caller, inode: int, index: int) -> mpb.Reply | None:
+        """Begin a new chunk of a file this mount answers for here, as the master
+        would answer a begin_write (a chunk id of the session's range, version 1, on
+        chunkservers spread by id), committing the BeginWrite in the background.
+        None: ask the master (not a new chunk, no id or class at hand)."""
+        attr = self.own_file(inode)
+        begun = self.began.setdefault(inode, set()) if attr is not None else set()
+        if attr is None or index in begun or attr.size > index * r.CHUNK_SIZE:
+            return None
+        sclass = self.held[self.own_at[inode][0]].sclass
+        if not sclass or not self.placement:
+            return None
+        chunk_id = self.chunk_ids.take()
+        if not chunk_id:
+            return None
+        parsed = storage_class.parse(sclass)
+        targets = spread(chunk_id, self.placement,
+                         parsed.m + 1 if parsed.is_ec else parsed.copies)
+        begun.add(index)
+        self._answer_own(caller, _node(attr), begin_write=pb.BeginWrite(
+            inode=inode, chunk_index=index, chunk_id=chunk_id, targets=targets))
+        reply = mpb.Reply(storage_class=sclass,
+                          targets=[mpb.ChunkLocation(address=a) for a in targets])
+        reply.result.attr.CopyFrom(attr)
+        reply.result.chunk.CopyFrom(pb.Chunk(index=index, id=chunk_id, version=1))
+        return reply
+
     def _answer_own(self, caller: pb.Caller, node, **op) -> pb.Attr:
         parent, name = self.own_at[node.ino]
         self.own[node.ino] = node.to_attr()
@@ -461,7 +549,8 @@ class Delegations:
         creates (reads may overtake commands on the way). A command changing a held
         directory other than by a create made here ends the delegation: the
         directory's names are no longer all known here."""
-        if mutation and kind in ("delegate", "undelegate", "reserve_inodes"):
+        if mutation and kind in ("delegate", "undelegate", "reserve_inodes",
+                                 "reserve_chunks"):
             return []
         if self._answering:
             return []   # a command answered here: the names are as it left them
@@ -487,6 +576,8 @@ class Delegations:
                     self.give_back(ino)
             if mutation and ino in self.own and kind not in KEEPS_OWN:
                 self._drop_own(ino)    # the master's answer is newer than ours
+            elif mutation and kind == "begin_write" and ino in self.own:
+                self.began.setdefault(ino, set()).add(op.chunk_index)
             if ino in self.pending and not mutation:
                 waits.append(self.pending[ino])
         if waits:
@@ -539,16 +630,16 @@ class Delegations:
 
     async def _ask(self, caller: pb.Caller, parent: int) -> None:
         try:
-            if self._range[0] >= self._range[1] and self._reserving is None:
-                await self._reserve()
-            attr = (await self.md.mutate(caller, delegate=pb.Delegate(dir=parent))).attr
+            if not self.inodes.at_hand() and not self.inodes.asking():
+                await self.inodes.fill()
+            reply = await self.md.mutate_reply(caller, delegate=pb.Delegate(dir=parent))
             names = await self._names(parent)
             if parent in self._stale:            # recalled or changed meanwhile
                 self._undelegate(parent)
                 self._not_before[parent] = max(self._not_before.get(parent, 0.0),
                                                time.monotonic() + ASK_WINDOW_S)
                 return
-            self.held[parent] = Held(attr, names)
+            self.held[parent] = Held(reply.result.attr, names, sclass=reply.storage_class)
         except Exception as exc:   # refused (EBUSY, E2BIG, EACCES), or the cluster
             log.debug("not taking directory %d: %s", parent, exc)
             self._not_before[parent] = time.monotonic() + REFUSED_S
@@ -577,12 +668,14 @@ class Delegations:
         held = self.held.pop(directory, None)
         if held is not None:
             self._disown(held)             # others may change them from now on
+        self._drop_own(directory)          # its own attributes too
         self._undelegate(directory)
 
     def give_back(self, directory: int) -> None:
         """This session changes the directory in a way not tracked here (a mkdir, a
         rename...): give it back; ask again only after a while, not at once."""
         held = self.held.pop(directory, None)
+        self._drop_own(directory)
         if held is not None:
             self._disown(held)               # their attributes may change at the master
             self._not_before[directory] = time.monotonic() + REFUSED_S
@@ -595,6 +688,8 @@ class Delegations:
     def _drop_own(self, ino: int) -> None:
         self.own.pop(ino, None)
         self.own_at.pop(ino, None)
+        self.targets.pop(ino, None)
+        self.began.pop(ino, None)
 
     def reset(self) -> None:
         """The session stream was replaced: a recall may have been missed."""
@@ -607,43 +702,28 @@ class Delegations:
         for directory in list(self.held):
             self._disown(self.held.pop(directory))
         self._stale.update(self._asking)
-        self._range = self._next_range = (0, 0)
+        self.inodes.reset()
+        self.chunk_ids.reset()
 
     def _undelegate(self, directory: int) -> None:
         self.md.mutate_deferred(pb.Caller(), undelegate=pb.Undelegate(dir=directory))
         self.md.send_deferred()
 
-    # -- inode numbers -------------------------------------------------------------------
-    def _take_inode(self, ahead: bool = False) -> int:
-        """The next reserved inode (0: none now; `ahead`: take none, only reserve).
-        The next range is reserved while a quarter of this one is left (the master
-        keeps both valid)."""
-        lo, hi = self._range
-        if lo >= hi:
-            self._range, self._next_range = self._next_range, (0, 0)
-            lo, hi = self._range
-        if hi - lo < RESERVE // 4 and not self._next_range[1] and self._reserving is None:
-            self._reserving = self._spawn(self._reserve())
-        if lo >= hi or ahead:
-            return 0
-        self._range = (lo + 1, hi)
-        return lo
+    # -- reserved numbers ----------------------------------------------------------------
+    async def _reserve_inodes(self, count: int) -> tuple[int, int]:
+        result = await self.md.mutate(pb.Caller(),
+                                      reserve_inodes=pb.ReserveInodes(count=count))
+        return result.first_inode, result.inode_count
 
-    async def _reserve(self) -> None:
-        try:
-            result = await self.md.mutate(pb.Caller(),
-                                          reserve_inodes=pb.ReserveInodes(count=RESERVE))
-            new = (result.first_inode, result.first_inode + result.inode_count)
-            if self._range[0] < self._range[1]:
-                self._next_range = new
-            else:
-                self._range = new
-        finally:
-            self._reserving = None
+    async def _reserve_chunks(self, count: int) -> tuple[int, int]:
+        reply = await self.md.mutate_reply(pb.Caller(),
+                                           reserve_chunks=pb.ReserveChunks(count=count))
+        self.placement = [t.address for t in reply.targets]
+        return reply.result.first_chunk, reply.result.chunk_count
 
     def has_inodes(self) -> bool:
         """Reserved inode numbers are at hand (creates can be answered here)."""
-        return self._range[0] < self._range[1]
+        return self.inodes.at_hand()
 
     def _live(self) -> bool:
         return time.monotonic() - self.md.last_heard < LIVE_S
@@ -657,6 +737,14 @@ class Delegations:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+
+def spread(chunk_id: int, servers: list[str], copies: int) -> list[str]:
+    """`copies` of `servers` for a chunk, chosen by the chunk id (rendezvous hashing:
+    new chunks spread evenly, and each server's share moves little when one joins)."""
+    def weight(address: str) -> bytes:
+        return hashlib.blake2b(f"{chunk_id}/{address}".encode(), digest_size=8).digest()
+    return sorted(servers, key=weight)[:copies]
 
 
 def _node(attr: pb.Attr) -> r.Inode:

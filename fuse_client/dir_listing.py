@@ -8,6 +8,8 @@ open directory and served from until it runs out.
 """
 
 from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+from services.metadata.namespace.records import name_hash
 
 DOT, DOTDOT = 1, 2
 OFFSET = 2
@@ -28,15 +30,25 @@ def cookie_at(start: int) -> int:
     return max(start - OFFSET, 0)
 
 
-def rest_of_page(page: list[mpb.DirEntry], page_cookie: int,
-                 cookie: int) -> list[mpb.DirEntry] | None:
+def rest_of_page(page: list[mpb.DirEntry], page_cookie: int, cookie: int,
+                 last: bool = False) -> list[mpb.DirEntry] | None:
     """The entries of a kept page after `cookie`, or None when the page cannot say
-    (it was read from elsewhere, or `cookie` is not in it)."""
-    if not page:
-        return None
-    if cookie == page_cookie:
+    (it was read from elsewhere, or `cookie` is not in it). `last`: the page runs to
+    the end of the directory, so after its last entry there is nothing ([])."""
+    if cookie == page_cookie and (page or last):
         return page
     for i, entry in enumerate(page):
         if entry.cookie == cookie:
-            return page[i + 1:] or None
+            return page[i + 1:] if last else page[i + 1:] or None
     return None
+
+
+def in_master_order(entries: list[tuple[bytes, pb.Attr]], cookie: int = 0
+                    ) -> list[mpb.DirEntry]:
+    """A directory's entries known here, as the master would list them from `cookie`:
+    in name-hash order, each with the cookie the master would give it."""
+    out = []
+    for h, name, attr in sorted((name_hash(n), n, a) for n, a in entries):
+        if h >= cookie:
+            out.append(mpb.DirEntry(name=name, attr=attr, cookie=h + 1))
+    return out

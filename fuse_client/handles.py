@@ -32,6 +32,7 @@ class OpenDir:
     page: list[mpb.DirEntry] = field(default_factory=list)
     page_cookie: int = -1                     # the cookie `page` was read from
     page_epoch: int = -1                      # the kernel cache epoch it was asked at
+    page_last: bool = False                   # the page runs to the directory's end
 
 
 class Handles:

@@ -75,7 +75,7 @@ class Operations(pyfuse3.Operations):
         self.delegations = Delegations(metadata, on_lost=self._lost,
                                        enabled=delegations).attach()
         chunk_io.inline.commit = self._commit_inline
-        chunk_io.lease_commit(self._commit_chunk)
+        chunk_io.lease_hooks(self.delegations.begin_chunk, self._commit_chunk)
 
     def init(self) -> None:
         if self.on_init is not None:     # after this returns, INIT's answer is sent
@@ -248,6 +248,9 @@ class Operations(pyfuse3.Operations):
     # -- names ------------------------------------------------------------------------------
     @fuse_operation
     async def readlink(self, inode, ctx):
+        target = self.delegations.readlink(inode)
+        if target is not None:
+            return target
         return (await self.md.read(self.callers.of(ctx),
                                    readlink=mpb.Readlink(inode=inode))).data
 
@@ -270,15 +273,21 @@ class Operations(pyfuse3.Operations):
         attr = self.delegations.mkdir(caller, parent_inode, name, mode)
         if attr is None:
             delegate = bool(self.md.session) and self.delegations.enabled
-            attr = (await self.md.mutate(caller, mkdir=pb.Mkdir(
-                parent=parent_inode, name=name, mode=mode, delegate=delegate))).attr
+            reply = await self.md.mutate_reply(caller, mkdir=pb.Mkdir(
+                parent=parent_inode, name=name, mode=mode, delegate=delegate))
+            attr = reply.result.attr
             self.delegations.made_at_master(parent_inode, name, attr)
             if delegate:
-                self.delegations.adopt(attr)
+                self.delegations.adopt(attr, parent_inode, reply.storage_class)
         return self._entry(attr, since, parent_inode, name)
 
     @fuse_operation
     async def symlink(self, parent_inode, name, target, ctx):
+        caller, since = self.callers.of(ctx), self.kernel.epoch
+        await self.delegations.room(parent_inode)
+        attr = self.delegations.symlink(caller, parent_inode, name, target)
+        if attr is not None:
+            return self._entry(attr, since, parent_inode, name)
         return await self._made(ctx, parent_inode, name, symlink=pb.Symlink(
             parent=parent_inode, name=name, target=target))
 
@@ -567,16 +576,13 @@ class Operations(pyfuse3.Operations):
                 return
         cookie = dir_listing.cookie_at(start_id)
         while True:
-            entries = dir_listing.rest_of_page(listing.page, listing.page_cookie, cookie)
+            entries = dir_listing.rest_of_page(listing.page, listing.page_cookie, cookie,
+                                               listing.page_last)
             if entries is None:
-                since = self.kernel.epoch
-                reply = await self.md.read(listing.caller, readdir=mpb.Readdir(
-                    inode=listing.inode, cookie=cookie, limit=READDIR_PAGE))
-                listing.page, listing.page_cookie = list(reply.entries), cookie
-                listing.page_epoch = since
+                await self._read_page(listing, cookie)
                 entries = listing.page
-                if not entries:
-                    return
+            if not entries:
+                return
             for e in entries:
                 entry = self._attrs(e.attr, listing.page_epoch)
                 if not pyfuse3.readdir_reply(token, e.name, entry,
@@ -585,12 +591,32 @@ class Operations(pyfuse3.Operations):
                 self.kernel.told(e.attr.inode, listing.inode, e.name)
             cookie = entries[-1].cookie
 
+    async def _read_page(self, listing: OpenDir, cookie: int) -> None:
+        """The next page of a listing: from what this mount knows of a directory it
+        holds and made every entry of, else from the master."""
+        since = self.kernel.epoch
+        known = self.delegations.listing(listing.caller, listing.inode)
+        if known is not None:
+            listing.page = dir_listing.in_master_order(known, cookie)
+            listing.page_last = True
+        else:
+            reply = await self.md.read(listing.caller, readdir=mpb.Readdir(
+                inode=listing.inode, cookie=cookie, limit=READDIR_PAGE))
+            listing.page = list(reply.entries)
+            listing.page_last = len(listing.page) < READDIR_PAGE
+        listing.page_cookie, listing.page_epoch = cookie, since
+
     async def _dot(self, listing: OpenDir, name: bytes) -> pb.Attr:
         if name == b".":
             return listing.attr
         if listing.parent is None:   # as root: listing needs no search permission
-            listing.parent = (await self.md.read(ROOT, lookup=mpb.Lookup(
-                parent=listing.inode, name=b".."))).attr
+            ino, attr = self.delegations.parent_of(listing.inode)
+            if attr is None and ino:     # not held: its attributes, from the master
+                attr = (await self.md.read(ROOT, getattr=mpb.Getattr(inode=ino))).attr
+            if attr is None:
+                attr = (await self.md.read(ROOT, lookup=mpb.Lookup(
+                    parent=listing.inode, name=b".."))).attr
+            listing.parent = attr
         return listing.parent
 
     @fuse_operation

@@ -32,6 +32,7 @@ from fuse_client.chunk_locations import Located, LocationCache, of_copies
 from fuse_client.chunk_reader import ChunkReader, LocationOutdatedError
 from fuse_client.chunk_servers import ChunkServers
 from fuse_client.data_errors import WriteFailedError
+from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkRequestError
@@ -78,6 +79,9 @@ class LeaseContext:
     # background); raises FsError. The mount commits files only it can reach yet in
     # the background (docs/consistency.md).
     commit: Callable[[pb.Caller, pb.CommitWrite], Awaitable[pb.Attr | None]] | None = None
+    # (caller, inode, chunk index) -> a begin_write's answer made here for a new
+    # chunk of such a file (None: ask the master)
+    begin: Callable[[pb.Caller, int, int], mpb.Reply | None] | None = None
 
     async def send_commit(self, caller: pb.Caller, op: pb.CommitWrite) -> pb.Attr | None:
         if self.commit is not None:
@@ -233,8 +237,12 @@ class WriteLease:
             errno.ENOSPC if full else errno.EIO)
 
     async def _begin(self) -> None:
-        reply = await self.ctx.metadata.mutate_reply(
-            self.caller, begin_write=pb.BeginWrite(inode=self.inode, chunk_index=self.index))
+        reply = None
+        if self.chunk is None and self.ctx.begin is not None:   # not a renewal
+            reply = self.ctx.begin(self.caller, self.inode, self.index)
+        if reply is None:
+            reply = await self.ctx.metadata.mutate_reply(self.caller, begin_write=pb.BeginWrite(
+                inode=self.inode, chunk_index=self.index))
         known = of_copies(self.chunk, self.targets) if self.chunk is not None else \
             self.ctx.locations.peek(self.inode, self.index)
         ready = await write_targets.prepare(self.ctx.servers, self.ctx.reader, reply, known)

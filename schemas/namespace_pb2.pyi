@@ -19,7 +19,7 @@ class Caller(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ..., umask: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks", "delegate", "undelegate", "reserve_inodes", "write_inline")
+    __slots__ = ("time_ns", "caller", "session", "seq", "acked_seq", "mkdir", "mknod", "create", "symlink", "link", "unlink", "rmdir", "rename", "setattr", "setxattr", "removexattr", "open_session", "close_session", "open", "release", "begin_write", "commit_write", "set_class", "ship_entries", "promote_region", "adopt_chunks", "delegate", "undelegate", "reserve_inodes", "write_inline", "reserve_chunks")
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class Command(_message.Message):
     UNDELEGATE_FIELD_NUMBER: _ClassVar[int]
     RESERVE_INODES_FIELD_NUMBER: _ClassVar[int]
     WRITE_INLINE_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     time_ns: int
     caller: Caller
     session: int
@@ -80,7 +81,8 @@ class Command(_message.Message):
     undelegate: Undelegate
     reserve_inodes: ReserveInodes
     write_inline: WriteInline
-    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ..., delegate: _Optional[_Union[Delegate, _Mapping]] = ..., undelegate: _Optional[_Union[Undelegate, _Mapping]] = ..., reserve_inodes: _Optional[_Union[ReserveInodes, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInline, _Mapping]] = ...) -> None: ...
+    reserve_chunks: ReserveChunks
+    def __init__(self, time_ns: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., mkdir: _Optional[_Union[Mkdir, _Mapping]] = ..., mknod: _Optional[_Union[Mknod, _Mapping]] = ..., create: _Optional[_Union[Create, _Mapping]] = ..., symlink: _Optional[_Union[Symlink, _Mapping]] = ..., link: _Optional[_Union[Link, _Mapping]] = ..., unlink: _Optional[_Union[Unlink, _Mapping]] = ..., rmdir: _Optional[_Union[Rmdir, _Mapping]] = ..., rename: _Optional[_Union[Rename, _Mapping]] = ..., setattr: _Optional[_Union[Setattr, _Mapping]] = ..., setxattr: _Optional[_Union[Setxattr, _Mapping]] = ..., removexattr: _Optional[_Union[Removexattr, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., open: _Optional[_Union[Open, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., begin_write: _Optional[_Union[BeginWrite, _Mapping]] = ..., commit_write: _Optional[_Union[CommitWrite, _Mapping]] = ..., set_class: _Optional[_Union[SetClass, _Mapping]] = ..., ship_entries: _Optional[_Union[ShipEntries, _Mapping]] = ..., promote_region: _Optional[_Union[PromoteRegion, _Mapping]] = ..., adopt_chunks: _Optional[_Union[AdoptChunks, _Mapping]] = ..., delegate: _Optional[_Union[Delegate, _Mapping]] = ..., undelegate: _Optional[_Union[Undelegate, _Mapping]] = ..., reserve_inodes: _Optional[_Union[ReserveInodes, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInline, _Mapping]] = ..., reserve_chunks: _Optional[_Union[ReserveChunks, _Mapping]] = ...) -> None: ...
 
 class Mkdir(_message.Message):
     __slots__ = ("parent", "name", "mode", "inode", "time_ns", "delegate")
@@ -154,15 +156,25 @@ class ReserveInodes(_message.Message):
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
+class ReserveChunks(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
 class Symlink(_message.Message):
-    __slots__ = ("parent", "name", "target")
+    __slots__ = ("parent", "name", "target", "inode", "time_ns")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     target: bytes
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ...) -> None: ...
+    inode: int
+    time_ns: int
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ..., inode: _Optional[int] = ..., time_ns: _Optional[int] = ...) -> None: ...
 
 class Link(_message.Message):
     __slots__ = ("inode", "new_parent", "new_name")
@@ -287,12 +299,16 @@ class Release(_message.Message):
     def __init__(self, inode: _Optional[int] = ...) -> None: ...
 
 class BeginWrite(_message.Message):
-    __slots__ = ("inode", "chunk_index")
+    __slots__ = ("inode", "chunk_index", "chunk_id", "targets")
     INODE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     inode: int
     chunk_index: int
-    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ...) -> None: ...
+    chunk_id: int
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, inode: _Optional[int] = ..., chunk_index: _Optional[int] = ..., chunk_id: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CommitWrite(_message.Message):
     __slots__ = ("inode", "chunk_index", "chunk_id", "version", "end", "inline_digest", "time_ns")
@@ -385,7 +401,7 @@ class Chunk(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("errno", "message", "attr", "session", "chunk", "first_inode", "inode_count")
+    __slots__ = ("errno", "message", "attr", "session", "chunk", "first_inode", "inode_count", "first_chunk", "chunk_count")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTR_FIELD_NUMBER: _ClassVar[int]
@@ -393,6 +409,8 @@ class Result(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FIRST_INODE_FIELD_NUMBER: _ClassVar[int]
     INODE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     errno: int
     message: str
     attr: Attr
@@ -400,7 +418,9 @@ class Result(_message.Message):
     chunk: Chunk
     first_inode: int
     inode_count: int
-    def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., first_inode: _Optional[int] = ..., inode_count: _Optional[int] = ...) -> None: ...
+    first_chunk: int
+    chunk_count: int
+    def __init__(self, errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., session: _Optional[int] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., first_inode: _Optional[int] = ..., inode_count: _Optional[int] = ..., first_chunk: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
 
 class ShippedEntry(_message.Message):
     __slots__ = ("index", "term", "command")

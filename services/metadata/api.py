@@ -245,8 +245,15 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             reply = self._mutation_reply(request, outcome)
             if reply.status == Status.OK and not reply.errno:
                 self.subscribers.publish(request.session, stamped, reply.result, named)
-                if kind == "begin_write":
+                if kind == "begin_write" and command.begin_write.chunk_id:
+                    self.chunks.client_began(reply.result.chunk, command.begin_write.targets)
+                elif kind == "begin_write":
                     reply = self._add_write_targets(request, reply)
+                elif kind == "reserve_chunks":
+                    reply.targets.extend(mpb.ChunkLocation(address=address)
+                                         for address in self.chunks.placement())
+                elif kind in ("delegate", "mkdir"):   # where new files' chunks go
+                    reply.storage_class = str(self.chunks.class_of(reply.result.attr.inode))
                 elif kind == "set_class":
                     self.chunks.class_changed(command.set_class.inode)
             put(reply)

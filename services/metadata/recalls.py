@@ -26,7 +26,8 @@ REPEAT_S = 0.2       # the notice again (a holder's stream may have been replace
 POLL_S = 0.05        # changes made outside this servicer (session expiry) are seen so
 _INODE_FIELDS = ("parent", "new_parent", "inode")
 CHANGES = frozenset({"delegate", "undelegate", "close_session"})  # see proposing()
-_OWN_OPS = frozenset({"delegate", "undelegate", "reserve_inodes", "open_session",
+_OWN_OPS = frozenset({"delegate", "undelegate", "reserve_inodes", "reserve_chunks",
+                      "open_session",
                       "close_session", "ship_entries", "promote_region"})
 
 
@@ -46,7 +47,7 @@ def touched(projection, request: mpb.Request) -> set[int]:
     else:
         op, found = getattr(request, kind), set()
     for field in _INODE_FIELDS:
-        if kind in ("create", "mkdir") and field == "inode":
+        if kind in ("create", "mkdir", "symlink") and field == "inode":
             continue              # the new inode of a create or mkdir answered by a holder
         value = getattr(op, field, 0)
         if value:

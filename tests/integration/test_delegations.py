@@ -68,7 +68,7 @@ class Session:
         """A new directory in the root, held from the start (as the mount makes them)."""
         attr = (await self.md.mutate(ROOT, mkdir=pb.Mkdir(parent=1, name=name, mode=0o755,
                                                            delegate=True))).attr
-        self.delegations.adopt(attr)
+        self.delegations.adopt(attr, 1)
         for _ in range(200):          # its inode numbers are being reserved meanwhile
             if self.delegations.has_inodes():
                 break
@@ -136,13 +136,13 @@ def test_after_its_stream_is_replaced_a_session_takes_a_big_directory_back_once(
             made = [a.delegations.create(ROOT, d, b"f%d" % i, 0o644, 0) for i in range(3000)]
             assert all(made)
             asks = []
-            mutate = a.md.mutate
+            mutate = a.md.mutate_reply
 
             async def counting(caller, **op):
                 if "delegate" in op:
                     asks.append(op["delegate"].dir)
                 return await mutate(caller, **op)
-            a.md.mutate = counting
+            a.md.mutate_reply = counting
             a.delegations.reset()                  # as the mount does on a new stream
             assert d not in a.delegations.held
             for i in range(100):

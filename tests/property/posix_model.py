@@ -309,13 +309,7 @@ class PosixModel:
         if open and not session:
             raise Refused(E.EINVAL, "create with open outside a session")
         if inode:
-            low, end, low2, end2 = self.ranges(session)
-            if low <= inode < end:
-                after = (inode + 1, end, low2, end2)
-            elif low2 <= inode < end2:
-                after = (inode + 1, end2, 0, 0)
-            else:
-                raise Refused(E.EINVAL, "inode not in the session's unused ranges")
+            after = self._claim(session, inode)
             now = time_ns or now
         d = self._parent(user, parent, name)
         if name in d.entries:
@@ -367,6 +361,15 @@ class PosixModel:
             n.perm = without_privileges(n.perm)
         return self.attr(inode)
 
+    def _claim(self, session, inode):
+        """The session's ranges after a delegated node takes `inode` (next unused)."""
+        low, end, low2, end2 = self.ranges(session)
+        if low <= inode < end:
+            return inode + 1, end, low2, end2
+        if low2 <= inode < end2:
+            return inode + 1, end2, 0, 0
+        raise Refused(E.EINVAL, "inode not in the session's unused ranges")
+
     def op_reserve_inodes(self, user, now, count, *, session=0):
         if not session:
             raise Refused(E.EINVAL, "reserving inodes needs a session")
@@ -389,18 +392,25 @@ class PosixModel:
             return low2, end2, 0, 0
         return low, end, low2, end2
 
-    def op_symlink(self, user, now, parent, name, target):
+    def op_symlink(self, user, now, parent, name, target, inode=0, time_ns=0, *,
+                   session=0):
         if not target:
             raise Refused(E.ENOENT, "empty target")
         if len(target) > SYMLINK_MAX:
             raise Refused(E.ENAMETOOLONG, "target")
         if b"\0" in target:
             raise Refused(E.EINVAL, "NUL in target")
+        if inode:
+            after = self._claim(session, inode)
+            now = time_ns or now
         d = self._parent(user, parent, name)
         if name in d.entries:
             raise Refused(E.EEXIST)
         self._may_create(user, d)
-        return self._new_node(user, now, d, name, "lnk", 0o777, target=target)
+        attr = self._new_node(user, now, d, name, "lnk", 0o777, target=target, ino=inode)
+        if inode:
+            self.reserved[session] = after
+        return attr
 
     def op_link(self, user, now, inode, new_parent, new_name):
         src = self._node(inode)
@@ -625,7 +635,7 @@ class PosixModel:
                 self._forget_if_unlinked(key[1])
         return None
 
-    SESSION_OPS = ("create", "reserve_inodes", "write_inline")  # see the command's session
+    SESSION_OPS = ("create", "reserve_inodes", "write_inline", "symlink")  # with session
 
     def _run(self, user: User, now: int, op: str, args: dict, session: int = 0) -> Outcome:
         if op in self.SESSION_OPS:

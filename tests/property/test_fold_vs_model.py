@@ -514,6 +514,20 @@ class FoldVsModel(RuleBasedStateMachine):
         user = self.user(data, inode)
         return user, "write_inline", {"inode": inode, "pieces": pieces, "time_ns": time_ns}
 
+    def gen_delegated_symlink(self, data, sid: int):
+        """A symlink the client of session `sid` answered itself (see above)."""
+        m = self.model
+        low, end, low2, end2 = m.ranges(sid)
+        inode = weighted(data, (10, [low] if low < end else []), (2, range(low + 1, end)),
+                         (2, [low2] if low2 < end2 else []), (1, [m.next_ino]),
+                         label="inode")
+        user = self.user(data)
+        parent = self.new_parent(data, user)
+        return user, "symlink", {
+            "parent": parent, "name": self.name_in(data, parent),
+            "target": data.draw(st.sampled_from(TARGETS), label="target"),
+            "inode": inode, "time_ns": self.now - 1}
+
     def gen_open_session(self, data):
         return self.user(data), "open_session", {"client": "host:/mnt"}
 
@@ -602,6 +616,8 @@ class FoldVsModel(RuleBasedStateMachine):
             kinds.append(self.gen_reserve_inodes)
         creates = data.draw(st.integers(1, 3), label="creates")
         kinds += [lambda d: self.gen_delegated_create(d, sid)] * creates
+        kinds += [lambda d: self.gen_delegated_symlink(d, sid)] * data.draw(
+            st.integers(0, 1), label="symlinks")
         writes = data.draw(st.integers(0, 3), label="writes")
         kinds += [lambda d: self.gen_write_inline(d, sid)] * writes
         self.send(data, kinds, self.clients[sid])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from schemas import chunkmaster_pb2 as cpb
 from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
 from services.chunk.header import CHUNK_SIZE, HEADER_SIZE
 from services.common import storage_class
 from services.metadata.chunks import planner
@@ -422,6 +423,18 @@ class ChunkManager:
         self.registry.write_began(chunk, version, [server for server, _, _ in chosen])
         return [mpb.ChunkLocation(address=self.registry.address(server), version=held,
                                   length=length) for server, held, length in chosen]
+
+    def placement(self) -> list[str]:
+        """The connected chunkservers with room for a new chunk, for a client that
+        begins new chunks itself (it spreads them over these by chunk id)."""
+        return [c.address for c in self._room()]
+
+    def client_began(self, chunk: pb.Chunk, addresses) -> None:
+        """A client began a new chunk itself, on these servers: readers are sent
+        there before the servers' reports say so, as after a begin_write here."""
+        ids = {s.address: s.server_id for s in self.registry.servers.values()}
+        self.registry.write_began(chunk.id, chunk.version,
+                                  [ids[a] for a in addresses if a in ids])
 
     def contents(self, chunk: int, version: int) -> list[mpb.ChunkLocation]:
         """Where a writer that began `version` reads the chunk's contents from when it

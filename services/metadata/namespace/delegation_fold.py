@@ -19,6 +19,7 @@ import errno
 import struct
 
 from schemas import namespace_pb2 as pb
+from services.chunk.parts import MAX_CHUNK_ID
 from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
@@ -81,39 +82,67 @@ def ranges(found: bytes | None) -> tuple[int, int, int, int]:
 def reserve_inodes(ns, op: pb.ReserveInodes, session: int) -> pb.Result:
     """A new range: the current one if the session has used up its own, else the
     one after it (replacing an earlier one after it)."""
-    if not session:
-        raise FsError(errno.EINVAL, "reserving inodes needs a session")
-    if not 0 < op.count <= MAX_RESERVED:
-        raise FsError(errno.EINVAL, f"reserve 1 to {MAX_RESERVED} inodes, not {op.count}")
-    first = ns.counter(b"next_inode")
-    ns.txn.put(r.META, b"next_inode", r.u64(first + op.count))
-    low, end, _, _ = ranges(ns.txn.get(r.RESERVED, r.u64(session)))
-    new = (first, first + op.count)
-    record = (low, end, *new) if low < end else (*new, 0, 0)
-    ns.txn.put(r.RESERVED, r.u64(session), RANGES.pack(*record))
+    first = _reserve(ns, session, op.count, b"next_inode", r.u64(session), "inodes")
     return pb.Result(first_inode=first, inode_count=op.count)
+
+
+def reserve_chunks(ns, op: pb.ReserveChunks, session: int) -> pb.Result:
+    """Chunk ids, kept like inode ranges (under the session's key + b"/chunks")."""
+    first = _reserve(ns, session, op.count, b"next_chunk", chunks_key(session), "chunks")
+    if first + op.count - 1 > MAX_CHUNK_ID:
+        raise FsError(errno.ENOSPC, "every chunk id has been used")
+    return pb.Result(first_chunk=first, chunk_count=op.count)
+
+
+def chunks_key(session: int) -> bytes:
+    return r.u64(session) + b"/chunks"
+
+
+def _reserve(ns, session: int, count: int, counter: bytes, key: bytes, what: str) -> int:
+    if not session:
+        raise FsError(errno.EINVAL, f"reserving {what} needs a session")
+    if not 0 < count <= MAX_RESERVED:
+        raise FsError(errno.EINVAL, f"reserve 1 to {MAX_RESERVED} {what}, not {count}")
+    first = ns.counter(counter)
+    ns.txn.put(r.META, counter, r.u64(first + count))
+    low, end, _, _ = ranges(ns.txn.get(r.RESERVED, key))
+    new = (first, first + count)
+    record = (low, end, *new) if low < end else (*new, 0, 0)
+    ns.txn.put(r.RESERVED, key, RANGES.pack(*record))
+    return first
 
 
 def claim(ns, session: int, ino: int) -> None:
     """A delegated create's inode: the next unused ones of the session's current
     range, or of the range after it (which then becomes the current one)."""
-    found = ns.txn.get(r.RESERVED, r.u64(session)) if session else None
+    _claim(ns, session, ino, r.u64(session), "inode")
+
+
+def claim_chunk(ns, session: int, chunk_id: int) -> None:
+    """A chunk id the client began a write with, from the session's chunk ranges."""
+    _claim(ns, session, chunk_id, chunks_key(session), "chunk")
+
+
+def _claim(ns, session: int, value: int, key: bytes, what: str) -> None:
+    found = ns.txn.get(r.RESERVED, key) if session else None
     if found is None:
-        raise FsError(errno.EINVAL, f"inode {ino}: session {session} has no reserved range")
+        raise FsError(errno.EINVAL, f"{what} {value}: session {session} has no reserved "
+                                    "range")
     low, end, low2, end2 = ranges(found)
-    if low <= ino < end:
-        record = (ino + 1, end, low2, end2)
-    elif low2 <= ino < end2:
-        record = (ino + 1, end2, 0, 0)
+    if low <= value < end:
+        record = (value + 1, end, low2, end2)
+    elif low2 <= value < end2:
+        record = (value + 1, end2, 0, 0)
     else:
-        raise FsError(errno.EINVAL, f"inode {ino} is not in session {session}'s unused "
+        raise FsError(errno.EINVAL, f"{what} {value} is not in session {session}'s unused "
                                     f"ranges [{low}, {end}) and [{low2}, {end2})")
-    ns.txn.put(r.RESERVED, r.u64(session), RANGES.pack(*record))
+    ns.txn.put(r.RESERVED, key, RANGES.pack(*record))
 
 
 def end_session(ns, session: int) -> None:
-    """A closing session's delegations and range go with it."""
+    """A closing session's delegations and ranges go with it."""
     ns.txn.delete(r.RESERVED, r.u64(session))
+    ns.txn.delete(r.RESERVED, chunks_key(session))
     for key, value in ns.txn.scan(r.DELEGATIONS, b""):
         if r.from_u64(value) == session:
             ns.txn.delete(r.DELEGATIONS, key)

@@ -261,12 +261,16 @@ def _created_with_data(ns: Namespace, op: pb.Create, ino: int) -> pb.Result:
     return _ok(node)
 
 
-def _symlink(ns: Namespace, op: pb.Symlink) -> pb.Result:
+def _symlink(ns: Namespace, op: pb.Symlink, session: int) -> pb.Result:
     check_symlink_target(op.target)
+    if op.inode:        # delegated: answered by the client, at its time
+        delegation_fold.claim(ns, session, op.inode)
+        ns.now = op.time_ns or ns.now
     directory = ns.parent(op.parent, op.name)
     _absent(ns, directory, op.name)
     perm.may_create(ns.caller, directory)
-    return _make(ns, directory, op.name, stat.S_IFLNK | 0o777, target=op.target)
+    return _make(ns, directory, op.name, stat.S_IFLNK | 0o777, target=op.target,
+                 ino=op.inode)
 
 
 def _make(ns: Namespace, directory: r.Inode, name: bytes, mode: int, rdev: int = 0,
@@ -594,7 +598,14 @@ def _begin_write(ns: Namespace, op: pb.BeginWrite, session: int) -> pb.Result:
         raise FsError(errno.EFBIG, f"chunk {op.chunk_index} is past the largest file size")
     key = r.chunk_key(node.ino, op.chunk_index)
     found = ns.txn.get(r.CHUNKS, key)
-    if found is None:
+    if op.chunk_id:     # begun by the client with an id of its session's range
+        if found is not None:
+            raise FsError(errno.EEXIST, f"chunk {op.chunk_index} of inode {node.ino} "
+                                        "exists: begin its write at the master")
+        delegation_fold.claim_chunk(ns, session, op.chunk_id)
+        chunk_id, version = op.chunk_id, 0
+        ns.txn.put(r.CHUNK_OWNERS, r.u64(chunk_id), key)
+    elif found is None:
         chunk_id, version = ns.counter(b"next_chunk"), 0
         if chunk_id > MAX_CHUNK_ID:
             raise FsError(errno.ENOSPC, "every chunk id has been used")
@@ -744,7 +755,7 @@ def _check_adoptable(ns: Namespace, op: pb.AdoptChunks) -> None:
 
 
 OPERATIONS = {
-    "mknod": _mknod, "symlink": _symlink,
+    "mknod": _mknod,
     "link": _link, "rename": _rename,
     "setattr": _setattr, "setxattr": _setxattr, "removexattr": _removexattr,
     "open_session": _open_session, "close_session": _close_session,
@@ -752,13 +763,15 @@ OPERATIONS = {
 }
 # Operations on a session's own state take its id too.
 SESSION_OPERATIONS = {"create": _create, "open": _open, "release": _release,
+                      "symlink": _symlink,
                       "unlink": _unlink, "mkdir": _mkdir, "rmdir": _rmdir,
                       "begin_write": _begin_write,
                       "commit_write": _commit_write,
                       "write_inline": _write_inline,
                       "delegate": delegation_fold.delegate,
                       "undelegate": delegation_fold.undelegate,
-                      "reserve_inodes": delegation_fold.reserve_inodes}
+                      "reserve_inodes": delegation_fold.reserve_inodes,
+                      "reserve_chunks": delegation_fold.reserve_chunks}
 
 
 # -- the fold -----------------------------------------------------------------------
