@@ -28,7 +28,11 @@ Prints one JSON object (progress to stderr):
 Needs root (tmpfs, the mount), tar, cp, find and grep. Everything it starts is
 stopped and removed at the end, also on failure or Ctrl-C.
 
-Usage: python -m bench.workloads [--files N] [--targets mooseng,tmpfs,disk]
+With --probe it then writes --files small files again and keeps them, and measures
+1,000 small-file writes, reads and stats beside them (`probe_*`): the same figures
+with --files 1000 and --files 100000 show what the number of files costs.
+
+Usage: python -m bench.workloads [--files N] [--targets mooseng,tmpfs,disk] [--probe]
 """
 
 import argparse
@@ -53,6 +57,7 @@ SMALL_FILE = 4096
 PY_SOURCES_ENTRIES = 320     # about as many entries as the tree in the issue's table
 TARGETS = ("tmpfs", "disk", "mooseng")
 NO_SUCH_STRING = "mooseng-bench-string-in-no-file-8d1f"
+PROBE_FILES = 1000
 
 
 def progress(message: str) -> None:
@@ -245,7 +250,30 @@ def measure(name: str, root: str, args, inputs: dict, cpu: CpuMeter | None) -> d
         result["cpu_us_per_create"] = round(cpu.stop_us() / args.files)
         result["create_per_s"] = round(args.files / seconds, 1)
         shutil.rmtree(empty)
+    if args.probe:
+        probe(root, args.files, result)
     return result
+
+
+def probe(root: str, files: int, result: dict) -> None:
+    """The same small-file work on a fixed PROBE_FILES files while the file system
+    holds `files` more (kept in another directory): compared between --files 1000
+    and --files 100000, it shows what the number of files costs each operation."""
+    kept = os.path.join(root, "kept")
+    os.mkdir(kept)
+    small_write(kept, files)
+    fresh = os.path.join(root, "probe")
+    os.mkdir(fresh)
+    result["probe_files_held"] = files
+    result["probe_small_write_files_per_s"] = round(
+        PROBE_FILES / small_write(fresh, PROBE_FILES), 1)
+    result["probe_small_read_files_per_s"] = round(
+        PROBE_FILES / small_read(fresh, PROBE_FILES), 1)
+    start = time.perf_counter()
+    for i in range(PROBE_FILES):
+        os.stat(os.path.join(kept, f"f{i * max(1, files // PROBE_FILES) % files:06d}"))
+    result["probe_stat_per_s"] = round(PROBE_FILES / (time.perf_counter() - start), 1)
+    timed_command(["rm", "-rf", kept, fresh])
 
 
 def ratios(ours: dict, reference: dict) -> dict:
@@ -259,6 +287,10 @@ def parse_args() -> argparse.Namespace:
                         help="small files written and read (default 1000)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help="which of tmpfs,disk,mooseng to measure (default all)")
+    parser.add_argument("--probe", action="store_true",
+                        help=f"then write, read and stat {PROBE_FILES} small files while "
+                             "--files more are kept (run with --files 1000 and 100000 "
+                             "to see what the number of files costs)")
     args = parser.parse_args()
     args.targets = [t for t in args.targets.split(",") if t]
     if args.files < 1 or not set(args.targets) <= set(TARGETS) or not args.targets:

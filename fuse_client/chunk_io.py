@@ -202,8 +202,19 @@ class ChunkIO:
         return self._committed.pop(inode, None)
 
     async def fsync(self, caller: pb.Caller, inode: int) -> pb.Attr | None:
-        """flush, then make every chunk written since the last fsync durable on its
-        copies (SYNC). WriteFailedError when a chunk could be synced on none of them."""
+        """Make every write to the inode durable on every copy its storage class keeps,
+        then commit (flush). Writes still kept by a lease are synced before their
+        commit, so a copy that fails is replaced and written again; chunks committed
+        earlier are synced where their commit put them. WriteFailedError (EIO) when
+        a chunk cannot be made durable on every copy."""
+        for key in [k for k in self._leases if k[0] == inode]:
+            lease = self._leases.get(key)
+            if lease is not None:
+                try:
+                    await lease.sync()
+                except (WriteFailedError, FsError):
+                    self._drop(lease)
+                    raise
         attr = await self.flush(caller, inode)
         unsynced = self._unsynced.pop(inode, {})
         await asyncio.gather(*(self._sync(chunk, targets)
@@ -221,17 +232,17 @@ class ChunkIO:
             self.locations.put(inode, 0, from_reply(reply))
 
     async def _sync(self, chunk: pb.Chunk, targets: tuple[str, ...]) -> None:
+        """SYNC a committed chunk on every copy it was written to. A copy that moved
+        on (a newer version: another writer came after) needs none; any other
+        failure means the bytes are not durable on every copy: WriteFailedError."""
         answers = await asyncio.gather(*(self.servers.call(t, "sync", chunk.id, chunk.version)
                                          for t in targets), return_exceptions=True)
         failed = [f"{t}: {a}" for t, a in zip(targets, answers, strict=True)
-                  if isinstance(a, BaseException)]
-        moved_on = [a for a in answers if isinstance(a, ChunkRequestError)
-                    and a.status in (p.STALE, p.NOT_FOUND)]
-        if failed and len(failed) == len(targets) and len(moved_on) < len(failed):
-            raise WriteFailedError(f"chunk {chunk.id} version {chunk.version} could be made "
-                                   f"durable on none of its copies ({'; '.join(failed)})")
+                  if isinstance(a, BaseException) and not _moved_on(a)]
         if failed:
-            log.warning("chunk %d: sync failed on %s", chunk.id, "; ".join(failed))
+            raise WriteFailedError(f"chunk {chunk.id} version {chunk.version} could not be "
+                                   f"made durable on every copy ({'; '.join(failed)}); "
+                                   "the chunk manager copies it again from the others")
 
     async def truncate_tail(self, caller: pb.Caller, inode: int, size: int) -> None:
         """Before a setattr shrinks the file to `size`: when `size` falls inside a chunk,
@@ -339,6 +350,9 @@ class ChunkIO:
         self.locations.put(lease.inode, lease.index,
                            of_copies(lease.chunk, lease.targets, lease.storage_class))
         unsynced = self._unsynced.setdefault(lease.inode, {})
+        if lease.synced:        # fsync synced it before the commit
+            unsynced.pop(lease.chunk.id, None)
+            return
         unsynced[lease.chunk.id] = (lease.chunk, lease.targets)
         if sync:
             try:
@@ -374,3 +388,8 @@ class ChunkIO:
         exc = self._failures.pop(inode, None)
         if exc is not None:
             raise exc
+
+
+def _moved_on(answer: BaseException) -> bool:
+    """A SYNC refused because the copy holds a newer version, or none any more."""
+    return isinstance(answer, ChunkRequestError) and answer.status in (p.STALE, p.NOT_FOUND)

@@ -65,6 +65,9 @@ class InlineIO:
         # inode -> True: its bytes are inline (or it has none and no chunks);
         # False: it has chunks. Absent: not known (asked at the first small write).
         self._inline: dict[int, bool] = {}
+        # inode -> opens here: their bytes are kept whatever the bound (a file open
+        # here stays readable when another client removes it)
+        self._held: dict[int, int] = {}
 
     # -- what the master said ---------------------------------------------------------
     def learned(self, inode: int, inline: bool, data: bytes | None = None) -> None:
@@ -96,7 +99,11 @@ class InlineIO:
 
     def forget(self, inode: int) -> None:
         """Another client changed the file: what is known of it may be stale (kept
-        writes stay: they are this mount's)."""
+        writes stay: they are this mount's). A file open here keeps the bytes its open
+        found until it is closed (close-to-open: the next open asks again), so it stays
+        readable when another client removes it."""
+        if inode in self._held:
+            return
         self._inline.pop(inode, None)
         self._drop_known(inode)
 
@@ -196,13 +203,28 @@ class InlineIO:
         return base[offset:end].ljust(end - offset, b"\0")
 
     # -- the bounded store of known bytes ---------------------------------------------
+    def hold(self, inode: int) -> None:
+        """The file is open here: keep its bytes while it is."""
+        self._held[inode] = self._held.get(inode, 0) + 1
+
+    def unhold(self, inode: int) -> None:
+        left = self._held.get(inode, 0) - 1
+        if left > 0:
+            self._held[inode] = left
+        else:
+            self._held.pop(inode, None)
+
     def _remember(self, inode: int, data: bytes) -> None:
         self._drop_known(inode)
         self._known[inode] = data
         self._known_bytes += len(data)
-        while self._known_bytes > self.known_limit and self._known:
-            _, old = self._known.popitem(last=False)
-            self._known_bytes -= len(old)
+        if self._known_bytes <= self.known_limit:
+            return
+        for old in list(self._known):        # the oldest first, past the bound
+            if self._known_bytes <= self.known_limit:
+                break
+            if old not in self._held:
+                self._known_bytes -= len(self._known.pop(old))
 
     def _drop_known(self, inode: int) -> None:
         old = self._known.pop(inode, None)

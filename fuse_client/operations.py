@@ -425,6 +425,7 @@ class Operations(pyfuse3.Operations):
         self.sizes[attr.inode] = attr.size
         fh = self.handles.add_file(OpenFile(attr.inode, caller, flags, attr=attr,
                                             logged=logged))
+        self.data.inline.hold(attr.inode)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     def _pin(self, inodes) -> None:
@@ -501,9 +502,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_operation
     async def fsync(self, fh, datasync):
+        """Durable: the bytes on every copy of the file's storage class (or, kept
+        inline, in the log), and every command answered here for the file committed
+        (its create, its writes' commits), in that order."""
         handle = self.handles.file(fh)
-        await self.delegations.settled(handle.inode)
         await self._commit(handle, self.data.fsync)
+        await self.delegations.settled(handle.inode)
 
     async def _commit(self, handle: OpenFile, how) -> None:
         """Commit this mount's writes to the file; then note the version the kernel's
@@ -542,6 +546,7 @@ class Operations(pyfuse3.Operations):
             log.error("inode %d: writes lost at release: %s", handle.inode, exc)
         finally:
             self.handles.drop_file(fh)
+            self.data.inline.unhold(handle.inode)
             if not self.handles.is_open(handle.inode):
                 self.sizes.pop(handle.inode, None)
         # Nobody waits for a release (close(2) returned already): it rides along with

@@ -113,6 +113,7 @@ class WriteLease:
         self._base_len = 0            # how far copied inline bytes reach in chunk 0
         self.attr: pb.Attr | None = None   # the file's, as the last commit left it
         self.written_ns = 0           # when the last write was made (the file's mtime)
+        self.synced = False           # every write so far is durable on every target
 
     def __repr__(self) -> str:
         return f"chunk {self.index} of inode {self.inode}"
@@ -134,11 +135,32 @@ class WriteLease:
                 await self._commit(self.caller)
             self._pending.append((offset, data))
             self.written_ns = time.time_ns()
+            self.synced = False
             self.pending_bytes += len(data)
             self.ctx.pending_total += len(data)
             await self._send(offset, data)
             if extends:
                 self.end = max(self.end, self.index * CHUNK_SIZE + offset + len(data))
+
+    async def sync(self) -> None:
+        """Every write of the lease is on every target and durable there (SYNC), before
+        its commit: a target that fails is replaced as for a failed write (the lease
+        begins again, the new target is filled, the kept writes are sent again)."""
+        async with self._lock:
+            for _attempt in range(self.ctx.attempts):
+                await self._settle()
+                answers = await asyncio.gather(*(
+                    self.ctx.servers.call(t, "sync", self.chunk.id, self.chunk.version)
+                    for t in self.targets), return_exceptions=True)
+                failed = [a for a in answers if isinstance(a, BaseException)]
+                if not failed:
+                    self.synced = True
+                    return
+                log.info("%r: sync failed (%s); beginning the write again", self, failed[0])
+                self._failure = failed[0]
+            raise WriteFailedError(f"{self!r}: could not make the written bytes durable on "
+                                   f"every copy in {self.ctx.attempts} attempts; last "
+                                   f"failure: {self._failure}")
 
     async def commit(self, caller: pb.Caller | None = None) -> None:
         """Wait until every target holds every write, then commit_write."""

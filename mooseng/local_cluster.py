@@ -23,6 +23,7 @@ from mooseng.status import gather
 
 METADATA_NODES, CHUNKSERVERS = 3, 3
 METALOGGER = "metalogger"   # its process name, and its archive's directory in DIR
+METALOGGER_NICE = 10
 
 
 class ClusterError(Exception):
@@ -85,7 +86,9 @@ class LocalCluster:
             return None
         return pid
 
-    def spawn(self, name: str, args: list[str]) -> None:
+    def spawn(self, name: str, args: list[str], nice: int = 0) -> None:
+        """Start `mooseng ARGS` as `name` in the background; `nice`: at a lower priority
+        (what may fall behind during a burst and catch up after)."""
         if self.pid(name):
             return
         os.makedirs(self.path("logs"), exist_ok=True)
@@ -93,7 +96,8 @@ class LocalCluster:
         with open(self.path("logs", f"{name}.log"), "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "mooseng", *args], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
         with open(self.path("run", f"{name}.pid"), "w") as f:
             f.write(str(proc.pid))
 
@@ -122,8 +126,10 @@ class LocalCluster:
             os.makedirs(self.path(name), exist_ok=True)
             self.spawn(name, ["chunkserver", "--data", self.path(name), "--masters",
                               layout.masters, "--listen", address])
+        # The archive may lag during a burst: on one machine it must not take the CPU
+        # the nodes serving the mount need (its effects builder runs lower still).
         self.spawn(METALOGGER, ["metalogger", "--masters", layout.masters, "--data",
-                                self.path(METALOGGER)])
+                                self.path(METALOGGER)], nice=METALOGGER_NICE)
         asyncio.run(self._wait_ready(layout, timeout))
         self._mount(layout)
         return layout

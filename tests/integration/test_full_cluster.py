@@ -1,6 +1,7 @@
 """A cluster out of space behaves like a full local disk: the write that does not fit
 fails with ENOSPC (not EIO, and not after minutes of retries), what was committed
-before it reads back intact, and a new file's first write gets ENOSPC too.
+before it reads back intact, and a new file's first write gets ENOSPC too, unless
+the file is small enough to be kept inline (in the metadata log).
 
 The chunkservers keep their chunks on small tmpfs mounts (150 MiB each: room for two
 64 MiB chunks), so three of them hold three chunks at copies=2."""
@@ -76,6 +77,10 @@ def test_a_full_cluster_answers_enospc_and_keeps_what_fit(tmp_path):
         assert not bad, f"MiB blocks {bad[:5]}... of what fit read back wrong"
 
         with pytest.raises(OSError) as again, \
-                open(os.path.join(cluster.mountpoint, "small"), "wb") as f:
-            f.write(b"one more file")
+                open(os.path.join(cluster.mountpoint, "another"), "wb") as f:
+            f.write(block(0))
         assert again.value.errno == errno.ENOSPC
+        # a small file keeps its bytes in the metadata log: no chunkserver is needed
+        with open(os.path.join(cluster.mountpoint, "small"), "wb") as f:
+            f.write(b"one more file")
+        assert read(os.path.join(cluster.mountpoint, "small")) == b"one more file"

@@ -60,8 +60,20 @@ def test_copies_a_repair_already_moved_to_the_new_version_still_carry_the_conten
 
 
 def test_a_copy_older_than_the_committed_version_is_not_taken_for_the_contents():
+    # b carries the contents; a fresh server (filled from b) makes up the goal, not a
     chunks = manager(committed=3, holdings={"a": [(0, 2)], "b": [(0, 3)]})
-    assert targets(chunks, 4) == [("b:1", 3)]
+    chosen = targets(chunks, 4)
+    assert ("b:1", 3) in chosen and len(chosen) == 2
+    assert [version for address, version in chosen if address != "b:1"] == [0]
+    assert "a:1" not in {address for address, _ in chosen}
+
+
+def test_a_write_to_a_chunk_short_of_its_goal_gets_fresh_servers_to_make_it_up():
+    # The server of one copy died under the last write: the next writer fills another
+    # server from the surviving copy, so fsync can find the bytes on two copies.
+    chunks = manager(committed=3, holdings={"b": [(0, 3)]})
+    chosen = targets(chunks, 4)
+    assert ("b:1", 3) in chosen and sorted(v for _, v in chosen) == [0, 3]
 
 
 def test_committed_contents_nobody_is_known_to_hold_refuse_the_write():

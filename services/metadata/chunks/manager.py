@@ -413,6 +413,12 @@ class ChunkManager:
         if held:
             newest = max(v for v, _ in held.values())
             chosen = [(s, v, n) for s, (v, n) in held.items() if v == newest]
+            # Short of the goal (a copy's server died under an earlier write): fresh
+            # servers too, which the writer fills from these before it writes, so an
+            # fsync finds the bytes on as many copies as the class asks for.
+            holders = [h for h in self.holders(chunk) if h.part == 0]
+            chosen += [(c.server, 0, 0) for c in planner.spread(
+                chunk, self._room(), holders, goal - len(chosen))]
         elif floor and not self.contents(chunk, version):
             raise ContentsUnknownError(chunk, floor, self.clock() - self.since)
         else:
