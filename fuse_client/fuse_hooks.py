@@ -9,7 +9,15 @@
   who may write an attribute but not read it gets EACCES from the check. The fold
   takes the flags and decides in one command.
 
-So after pyfuse3.init() we set these two entries of the session's copy of libfuse's
+- **opendir flags**: pyfuse3's opendir sets only the handle, so the kernel reads a
+  directory from the mount at every opendir, however often the same unchanged
+  directory is listed (`find` then `tar c`, a build's many `ls`). The opendir entry
+  is wrapped to set `cache_readdir` and `keep_cache` before pyfuse3's own handler
+  runs: the kernel keeps listings in the directory's page cache, and drops them
+  when the directory changes through this mount, when its mtime moves, or when the
+  master's push for another client's change invalidates the directory.
+
+So after pyfuse3.init() we set these three entries of the session's copy of libfuse's
 `struct fuse_lowlevel_ops`. pyfuse3 keeps its own copy and the session pointer in
 module statics; their addresses come from the module's ELF symbol table. The
 session's copy is found by content (the bytes of pyfuse3's copy), so nothing
@@ -31,9 +39,13 @@ log = logging.getLogger(__name__)
 # struct fuse_lowlevel_ops of libfuse 3.x (fuse_lowlevel.h): 44 function pointers.
 # Checked against the header (offsetof) when this was written.
 OPS_SIZE = 44 * 8
+OPENDIR_OFFSET = 20 * 8
 SETXATTR_OFFSET = 25 * 8
 FALLOCATE_OFFSET = 40 * 8
 FH_OFFSET = 16                 # struct fuse_file_info: flags, bit fields, padding, fh
+BITS_OFFSET = 4                # its bit fields (fuse_common.h of libfuse 3.14), from bit 0:
+KEEP_CACHE, CACHE_READDIR = 1 << 2, 1 << 6  # writepage, direct_io, keep_cache, flush,
+# nonseekable, flock_release, cache_readdir
 SESSION_SCAN = 256             # the ops sit near the start of struct fuse_session
 
 OPS_SYMBOL = b"__pyx_v_7pyfuse3_fuse_ops"
@@ -43,6 +55,11 @@ INIT_SYMBOL = b"PyInit_pyfuse3"    # exported: gives the module's load address
 # void fallocate(fuse_req_t, fuse_ino_t, int mode, off_t, off_t, struct fuse_file_info *)
 _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                               ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+# void opendir(fuse_req_t, fuse_ino_t, struct fuse_file_info *): ours, and pyfuse3's,
+# called with the GIL held (a CFUNCTYPE call would let go of it, and pyfuse3's handler
+# needs it)
+_OPENDIR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
+_PYFUSE3_OPENDIR = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
 # void setxattr(fuse_req_t, fuse_ino_t, const char *name, const char *value, size_t, int)
 _SETXATTR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
                              ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -64,13 +81,15 @@ class NotInstalled(Exception):
 def install(operations) -> bool:
     """Answer FUSE fallocate with `await operations.fallocate(fh, mode, offset,
     length)` and setxattr with `await operations.setxattr(inode, name, value, ctx,
-    flags)`. Call between pyfuse3.init() and pyfuse3.main(), in the loop that serves
-    the mount. Returns whether it worked."""
+    flags)`, and have the kernel cache directory listings (opendir). Call between
+    pyfuse3.init() and pyfuse3.main(), in the loop that serves the mount. Returns
+    whether it worked."""
     try:
         ops = _session_ops()
     except (NotInstalled, OSError, ValueError, struct.error) as exc:
-        log.warning("fallocate(2) will answer EOPNOTSUPP and XATTR_CREATE/REPLACE are "
-                    "checked apart from the change on this mount: %s", exc)
+        log.warning("fallocate(2) will answer EOPNOTSUPP, XATTR_CREATE/REPLACE are "
+                    "checked apart from the change, and directory listings are not "
+                    "cached by the kernel on this mount: %s", exc)
         return False
     libfuse = ctypes.CDLL("libfuse3.so.3")
     libfuse.fuse_reply_err.argtypes = (ctypes.c_void_p, ctypes.c_int)
@@ -113,8 +132,17 @@ def install(operations) -> bool:
             return operations.setxattr(ino, name, data, who, flags)
         start(req, call)
 
-    callbacks = {FALLOCATE_OFFSET: _FALLOCATE(fallocate), SETXATTR_OFFSET: _SETXATTR(setxattr)}
-    _installed.update(callbacks=callbacks, pending=pending, libfuse=libfuse)
+    pyfuse3_opendir = _PYFUSE3_OPENDIR(ctypes.c_void_p.from_address(ops + OPENDIR_OFFSET).value)
+
+    def opendir(req, ino, fi):
+        bits = ctypes.c_uint32.from_address(fi + BITS_OFFSET)
+        bits.value |= KEEP_CACHE | CACHE_READDIR
+        pyfuse3_opendir(req, ino, fi)
+
+    callbacks = {FALLOCATE_OFFSET: _FALLOCATE(fallocate), SETXATTR_OFFSET: _SETXATTR(setxattr),
+                 OPENDIR_OFFSET: _OPENDIR(opendir)}
+    _installed.update(callbacks=callbacks, pending=pending, libfuse=libfuse,
+                      pyfuse3_opendir=pyfuse3_opendir)
     for offset, callback in callbacks.items():
         ctypes.c_void_p.from_address(ops + offset).value = \
             ctypes.cast(callback, ctypes.c_void_p).value
@@ -138,8 +166,9 @@ def _session_ops() -> int:
     ops = ctypes.string_at(base + symbols[OPS_SYMBOL], OPS_SIZE)
     if ops[FALLOCATE_OFFSET:FALLOCATE_OFFSET + 8] != bytes(8):
         raise NotInstalled("pyfuse3 has a fallocate handler of its own (another version)")
-    if ops[SETXATTR_OFFSET:SETXATTR_OFFSET + 8] == bytes(8):
-        raise NotInstalled("pyfuse3 has no setxattr handler where one is expected")
+    for offset, name in ((SETXATTR_OFFSET, "setxattr"), (OPENDIR_OFFSET, "opendir")):
+        if ops[offset:offset + 8] == bytes(8):
+            raise NotInstalled(f"pyfuse3 has no {name} handler where one is expected")
     around = ctypes.string_at(session, SESSION_SCAN + OPS_SIZE)
     found = [at for at in range(0, SESSION_SCAN, 8) if around[at:at + OPS_SIZE] == ops]
     if len(found) != 1:

@@ -4,6 +4,7 @@
   files (kept inline) and big ones (chunks), made in a directory the writer holds
   (committed in the background) or not (committed before close returns);
 - a file open for reading on one mount stays readable when the other removes it;
+- a directory listing the kernel caches follows the other mount's changes;
 - a mount SIGKILLed after close loses nothing of a file it did not make itself, and
   after fsync loses nothing at all, small or big;
 - fsync makes the bytes durable on every copy: a copy whose chunkserver died while
@@ -24,9 +25,16 @@ mount_fixture = pytest.importorskip("tests.integration.mount_fixture",
 from fuse_client.metadata_client import MetadataClient  # noqa: E402
 from schemas import metadata_pb2 as mpb  # noqa: E402
 from schemas import namespace_pb2 as pb  # noqa: E402
-from tests.integration.mount_fixture import mount_process, read, second_mount, write  # noqa: E402
+from tests.integration.mount_fixture import (  # noqa: E402
+    mount_process,
+    read,
+    second_mount,
+    within,
+    write,
+)
 
 SMALL, BIG = 3000, (3 << 20) + 17     # kept inline / in chunks
+PUSH_S = 2.0                          # for a pushed invalidation to reach the kernel
 ROOT = pb.Caller()
 
 
@@ -69,6 +77,23 @@ def test_an_overwrite_is_seen_by_the_other_mount_at_its_next_open(cluster, other
     data = os.urandom(size)
     write(os.path.join(cluster.mountpoint, name), data)
     assert read(os.path.join(other, name)) == data
+
+
+def test_a_directory_listing_the_kernel_keeps_follows_the_other_mounts_changes(
+        cluster, other):
+    """The kernel caches listings (cache_readdir, fuse_hooks.py): the master's push
+    for a change made elsewhere drops them, so a listing never shows a stale name."""
+    top = os.path.join(cluster.mountpoint, "listed")
+    os.mkdir(top)
+    write(os.path.join(top, "first"), b"1")
+    there = os.path.join(other, "listed")
+    assert sorted(os.listdir(there)) == ["first"]
+    assert sorted(os.listdir(there)) == ["first"]          # from the kernel's cache
+    write(os.path.join(top, "second"), b"2")
+    os.unlink(os.path.join(top, "first"))
+    within(PUSH_S, lambda: sorted(os.listdir(there)) == ["second"])
+    write(os.path.join(there, "third"), b"3")               # and the other way round
+    within(PUSH_S, lambda: sorted(os.listdir(top)) == ["second", "third"])
 
 
 @pytest.mark.parametrize("size", [SMALL, BIG], ids=["small", "big"])
