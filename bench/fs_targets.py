@@ -26,8 +26,9 @@ def uninterruptible():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:   # None: a handler not set from Python, which cannot be put back
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None
+                      else previous)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,8 @@ holds many more entries than one kernel request takes, so the page is kept on th
 open directory and served from until it runs out.
 """
 
+import bisect
+
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.metadata.namespace.records import name_hash
@@ -30,16 +32,18 @@ def cookie_at(start: int) -> int:
     return max(start - OFFSET, 0)
 
 
-def rest_of_page(page: list[mpb.DirEntry], page_cookie: int, cookie: int,
-                 last: bool = False) -> list[mpb.DirEntry] | None:
-    """The entries of a kept page after `cookie`, or None when the page cannot say
-    (it was read from elsewhere, or `cookie` is not in it). `last`: the page runs to
-    the end of the directory, so after its last entry there is nothing ([])."""
+def rest_of_page(page: list[mpb.DirEntry], cookies: list[int], page_cookie: int,
+                 cookie: int, last: bool = False) -> int | None:
+    """Where in a kept page the entries after `cookie` start, or None when the page
+    cannot say (it was read from elsewhere, or `cookie` is not in it). `cookies`:
+    the page's cookies, ascending (the master lists in cookie order). `last`: the page
+    runs to the end of the directory, so after its last entry there is nothing (the
+    page's length)."""
     if cookie == page_cookie and (page or last):
-        return page
-    for i, entry in enumerate(page):
-        if entry.cookie == cookie:
-            return page[i + 1:] if last else page[i + 1:] or None
+        return 0
+    at = bisect.bisect_left(cookies, cookie)
+    if at < len(cookies) and cookies[at] == cookie and (last or at + 1 < len(page)):
+        return at + 1
     return None
 
 

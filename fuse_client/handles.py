@@ -30,6 +30,7 @@ class OpenDir:
     attr: pb.Attr                             # as it was opened
     parent: pb.Attr | None = None             # "..", fetched with the first page
     page: list[mpb.DirEntry] = field(default_factory=list)
+    page_cookies: list[int] = field(default_factory=list)   # each entry's, ascending
     page_cookie: int = -1                     # the cookie `page` was read from
     page_epoch: int = -1                      # the kernel cache epoch it was asked at
     page_last: bool = False                   # the page runs to the directory's end

@@ -220,11 +220,15 @@ class InlineIO:
         self._known_bytes += len(data)
         if self._known_bytes <= self.known_limit:
             return
-        for old in list(self._known):        # the oldest first, past the bound
-            if self._known_bytes <= self.known_limit:
+        victims, freed = [], 0
+        for old, known in self._known.items():     # the oldest first, past the bound
+            if self._known_bytes - freed <= self.known_limit:
                 break
             if old not in self._held:
-                self._known_bytes -= len(self._known.pop(old))
+                victims.append(old)
+                freed += len(known)
+        for old in victims:
+            self._known_bytes -= len(self._known.pop(old))
 
     def _drop_known(self, inode: int) -> None:
         old = self._known.pop(inode, None)

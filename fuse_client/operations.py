@@ -581,20 +581,22 @@ class Operations(pyfuse3.Operations):
                 return
         cookie = dir_listing.cookie_at(start_id)
         while True:
-            entries = dir_listing.rest_of_page(listing.page, listing.page_cookie, cookie,
-                                               listing.page_last)
-            if entries is None:
+            at = dir_listing.rest_of_page(listing.page, listing.page_cookies,
+                                          listing.page_cookie, cookie, listing.page_last)
+            if at is None:
                 await self._read_page(listing, cookie)
-                entries = listing.page
-            if not entries:
+                at = 0
+            page = listing.page
+            if at >= len(page):
                 return
-            for e in entries:
+            for i in range(at, len(page)):     # a big page is not copied for each call
+                e = page[i]
                 entry = self._attrs(e.attr, listing.page_epoch)
                 if not pyfuse3.readdir_reply(token, e.name, entry,
                                              dir_listing.position(e.cookie)):
                     return
                 self.kernel.told(e.attr.inode, listing.inode, e.name)
-            cookie = entries[-1].cookie
+            cookie = page[-1].cookie
 
     async def _read_page(self, listing: OpenDir, cookie: int) -> None:
         """The next page of a listing: from what this mount knows of a directory it
@@ -610,6 +612,7 @@ class Operations(pyfuse3.Operations):
             listing.page = list(reply.entries)
             listing.page_last = len(listing.page) < READDIR_PAGE
         listing.page_cookie, listing.page_epoch = cookie, since
+        listing.page_cookies = [e.cookie for e in listing.page]
 
     async def _dot(self, listing: OpenDir, name: bytes) -> pb.Attr:
         if name == b".":

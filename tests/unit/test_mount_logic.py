@@ -13,6 +13,7 @@ from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient,
 from fuse_client.mount_options import MountOptionError, parse
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.metadata.namespace import records as r
 
 
 def test_our_options_are_taken_and_the_rest_go_to_fuse():
@@ -48,10 +49,24 @@ def test_listing_positions_resume_after_dots_and_entries():
     assert dir_listing.dots_from(dir_listing.DOTDOT) == []
     assert dir_listing.cookie_at(dir_listing.position(77)) == 77
     page = [mpb.DirEntry(name=b"a", cookie=10), mpb.DirEntry(name=b"b", cookie=20)]
-    assert dir_listing.rest_of_page(page, 0, 0) == page
-    assert [e.name for e in dir_listing.rest_of_page(page, 0, 10)] == [b"b"]
-    assert dir_listing.rest_of_page(page, 0, 20) is None      # used up: ask the master
-    assert dir_listing.rest_of_page(page, 0, 15) is None
+    cookies = [10, 20]
+    assert dir_listing.rest_of_page(page, cookies, 0, 0) == 0
+    assert page[dir_listing.rest_of_page(page, cookies, 0, 10)].name == b"b"
+    assert dir_listing.rest_of_page(page, cookies, 0, 20) is None   # used up: ask again
+    assert dir_listing.rest_of_page(page, cookies, 0, 15) is None
+    # a page that runs to the end of the directory (a local listing): nothing after it
+    assert dir_listing.rest_of_page(page, cookies, 0, 20, last=True) == 2
+    assert dir_listing.rest_of_page([], [], 0, 0, last=True) == 0
+
+
+def test_a_listing_known_here_is_in_the_masters_order_with_its_cookies():
+    entries = [(bytes([65 + i]) * 3, pb.Attr(inode=i + 2)) for i in range(50)]
+    listed = dir_listing.in_master_order(entries)
+    cookies = [e.cookie for e in listed]
+    assert cookies == sorted(cookies) and len(listed) == 50
+    assert [e.cookie for e in listed] == [r.name_hash(e.name) + 1 for e in listed]
+    after = dir_listing.in_master_order(entries, cookies[20])   # resumes after entry 20
+    assert [e.name for e in after] == [e.name for e in listed[21:]]
 
 
 class Fields:

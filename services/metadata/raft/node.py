@@ -486,6 +486,11 @@ class RaftNode:
         index to serve it at. NotLeaderError if this node is not the leader."""
         if self.core.role != LEADER:
             raise self.not_leader()
+        core = self.core
+        if (self.options.raft.lease_reads and core.term_at(core.commit) == core.term
+                and self.machine.applied_index >= core.commit and core.lease_valid()):
+            return self.machine.applied_index   # the lease holds and all is applied:
+            # what the loop's round would answer, without waiting for a turn of it
         fut = asyncio.get_running_loop().create_future()
         self._reads.append(fut)
         self._wake.set()
