@@ -251,17 +251,24 @@ def measure(name: str, root: str, args, inputs: dict, cpu: CpuMeter | None) -> d
         result["create_per_s"] = round(args.files / seconds, 1)
         shutil.rmtree(empty)
     if args.probe:
-        probe(root, args.files, result)
+        probe(root, args.files, result, cpu)
     return result
 
 
-def probe(root: str, files: int, result: dict) -> None:
+def probe(root: str, files: int, result: dict, cpu: CpuMeter | None) -> None:
     """The same small-file work on a fixed PROBE_FILES files while the file system
     holds `files` more (kept in another directory): compared between --files 1000
-    and --files 100000, it shows what the number of files costs each operation."""
+    and --files 100000, it shows what the number of files costs each operation.
+    The cluster first finishes what the writes left it (commits, the archive), so
+    the probe measures the files it holds, not the backlog of making them."""
     kept = os.path.join(root, "kept")
     os.mkdir(kept)
     small_write(kept, files)
+    fd = os.open(kept, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    if cpu is not None:
+        result["probe_settle_s"] = settle(cpu)
     fresh = os.path.join(root, "probe")
     os.mkdir(fresh)
     result["probe_files_held"] = files
@@ -274,6 +281,18 @@ def probe(root: str, files: int, result: dict) -> None:
         os.stat(os.path.join(kept, f"f{i * max(1, files // PROBE_FILES) % files:06d}"))
     result["probe_stat_per_s"] = round(PROBE_FILES / (time.perf_counter() - start), 1)
     timed_command(["rm", "-rf", kept, fresh])
+
+
+def settle(cpu: CpuMeter, idle_cores: float = 0.1, limit_s: float = 300.0) -> float:
+    """Wait until the measured processes use less than `idle_cores` of CPU over a
+    second (at most `limit_s`); how long that took."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        cpu.start()
+        time.sleep(1.0)
+        if cpu.stop_us() < idle_cores * 1e6:
+            break
+    return round(time.monotonic() - start, 1)
 
 
 def ratios(ours: dict, reference: dict) -> dict:

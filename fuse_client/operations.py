@@ -299,6 +299,7 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def unlink(self, parent_inode, name, ctx):
         caller = self.callers.of(ctx)
+        await self.delegations.room(parent_inode)
         self._pin(self._open_at((parent_inode, name)))
         if self.delegations.unlink(caller, parent_inode, name):
             return
@@ -310,6 +311,7 @@ class Operations(pyfuse3.Operations):
     @fuse_operation
     async def rmdir(self, parent_inode, name, ctx):
         caller = self.callers.of(ctx)
+        await self.delegations.room(parent_inode)
         if not self.delegations.rmdir(caller, parent_inode, name):
             self.delegations.renaming(parent_inode, name, self.kernel.name_of)
             await self.md.mutate(caller, rmdir=pb.Rmdir(parent=parent_inode, name=name))

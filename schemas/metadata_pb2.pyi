@@ -23,14 +23,16 @@ class Getattr(_message.Message):
     def __init__(self, inode: _Optional[int] = ...) -> None: ...
 
 class Readdir(_message.Message):
-    __slots__ = ("inode", "cookie", "limit")
+    __slots__ = ("inode", "cookie", "limit", "names_only")
     INODE_FIELD_NUMBER: _ClassVar[int]
     COOKIE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NAMES_ONLY_FIELD_NUMBER: _ClassVar[int]
     inode: int
     cookie: int
     limit: int
-    def __init__(self, inode: _Optional[int] = ..., cookie: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    names_only: bool
+    def __init__(self, inode: _Optional[int] = ..., cookie: _Optional[int] = ..., limit: _Optional[int] = ..., names_only: _Optional[bool] = ...) -> None: ...
 
 class Readlink(_message.Message):
     __slots__ = ("inode",)

@@ -400,7 +400,7 @@ def answer(view, request: mpb.Request, reply: mpb.Reply) -> None:
         reply.attr.CopyFrom(reads.getattr(view, op.inode))
     elif kind == "readdir":
         limit = min(op.limit or 1000, MAX_READDIR)
-        for e in reads.readdir(view, caller, op.inode, op.cookie, limit):
+        for e in reads.readdir(view, caller, op.inode, op.cookie, limit, op.names_only):
             reply.entries.add(name=e.name, attr=e.attr, cookie=e.cookie)
     elif kind == "readlink":
         reply.data = reads.readlink(view, op.inode)

@@ -161,6 +161,11 @@ class Projection:
                 h.update(len(value).to_bytes(4, "big") + value)
         return h.hexdigest()
 
+    def flush(self) -> None:
+        """Write the memtables to table files (safe beside writes, from any thread;
+        rocksdict lets go of the GIL meanwhile)."""
+        self._db.flush()
+
     def checkpoint(self, path: str) -> None:
         """A consistent copy of the projection at its applied index, in `path` (which
         must not exist): hard links to immutable files, so cheap. This is a snapshot."""

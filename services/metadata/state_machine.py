@@ -35,6 +35,11 @@ class NamespaceMachine:
         return self.applier.apply_many(
             [(e.index, e.data if e.kind == NORMAL else None) for e in entries])
 
+    def flush(self) -> None:
+        """Write what is in memory to disk (the slow part of a checkpoint, which may
+        run in another thread while entries are applied)."""
+        self.projection.flush()
+
     def checkpoint(self) -> str:
         """A snapshot at the applied index; returns its directory. Older ones go."""
         index = self.applied_index
@@ -108,6 +113,9 @@ class CounterMachine:
             else:
                 results.append(None)
         return results
+
+    def flush(self) -> None:
+        """Nothing is kept in memory but the count."""
 
     def checkpoint(self) -> str:
         path = os.path.join(self.snapshots, f"snap-{self.applied_index:020d}")

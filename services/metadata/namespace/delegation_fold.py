@@ -24,7 +24,8 @@ from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import records as r
 from services.metadata.namespace.errors import FsError
 
-MAX_DELEGATED_ENTRIES = 65_536  # the holder lists the directory when it takes it
+MAX_DELEGATED_ENTRIES = 1 << 18  # the holder lists the directory's names when it
+# takes it (names only: a few seconds at this size)
 MAX_RESERVED = 1 << 16
 RANGES = struct.Struct(">QQQQ")
 

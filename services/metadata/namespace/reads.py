@@ -66,8 +66,9 @@ def lookup(view, caller: pb.Caller, parent: int, name: bytes) -> pb.Attr:
 
 
 def readdir(view, caller: pb.Caller, ino: int, cookie: int = 0,
-            limit: int = READDIR_PAGE) -> list[DirEntry]:
-    """Up to `limit` entries after `cookie` (0: from the start), with attributes.
+            limit: int = READDIR_PAGE, names_only: bool = False) -> list[DirEntry]:
+    """Up to `limit` entries after `cookie` (0: from the start), with attributes
+    (`names_only`: only the inode and the file type, which the entry itself holds).
 
     Entries come in hash order. A page never ends inside a run of equal hashes, so
     resuming at the last cookie neither skips nor repeats an entry that stayed put.
@@ -80,7 +81,10 @@ def readdir(view, caller: pb.Caller, ino: int, cookie: int = 0,
         h, name = r.split_dentry_key(key)
         if len(page) >= limit and h + 1 != page[-1].cookie:
             break
-        page.append(DirEntry(name, getattr(view, r.dentry_child(value)), h + 1))
+        child = r.dentry_child(value)
+        attr = pb.Attr(inode=child, mode=value[8] << 12) if names_only else \
+            getattr(view, child)
+        page.append(DirEntry(name, attr, h + 1))
     return page
 
 

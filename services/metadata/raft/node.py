@@ -165,6 +165,7 @@ class RaftNode:
         self._read_seq = 0
         self._read_round: bytes | None = None     # the ReadIndex context in flight
         self._read_round_term = 0
+        self._flushing: asyncio.Future | None = None   # a snapshot's slow part, beside
         self._wake = asyncio.Event()
         self._ticks = 0
         self._tasks: list[asyncio.Task] = []
@@ -418,9 +419,24 @@ class RaftNode:
                                  if i in config.members or i == self.id})
 
     def _maybe_snapshot(self) -> None:
+        """Every snapshot_every entries, a snapshot at the applied index, and the log
+        compacted up to it. Writing the state machine's memory to disk is the slow part
+        (seconds for a big memtable): it runs in a thread first, while this loop goes
+        on (a leader that stopped answering for that long was voted out), and the
+        snapshot itself then has little left to write."""
         applied = self.machine.applied_index
         if applied - self.core.snapshot.index < self.options.snapshot_every:
             return
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(asyncio.to_thread(self.machine.flush))
+            self._flushing.add_done_callback(lambda _f: self._wake.set())
+            return
+        if not self._flushing.done():
+            return
+        flushed, self._flushing = self._flushing, None
+        if flushed.exception() is not None:
+            log.warning("node %d: writing the projection to disk before a snapshot "
+                        "failed: %s", self.id, flushed.exception())
         self.machine.checkpoint()
         self.core.compact(applied)
         self._write_snapshot_meta(self.core.snapshot)
