@@ -20,12 +20,11 @@ import signal
 
 import pytest
 
-mount_fixture = pytest.importorskip("tests.integration.mount_fixture",
-                                    reason="the mount (mount_fixture.py) is not there yet")
-from fuse_client.metadata_client import MetadataClient  # noqa: E402
-from schemas import metadata_pb2 as mpb  # noqa: E402
-from schemas import namespace_pb2 as pb  # noqa: E402
-from tests.integration.mount_fixture import (  # noqa: E402
+from fuse_client.metadata_client import MetadataClient
+from schemas import metadata_pb2 as mpb
+from schemas import namespace_pb2 as pb
+from tests.integration import mount_fixture
+from tests.integration.mount_fixture import (
     mount_process,
     read,
     second_mount,

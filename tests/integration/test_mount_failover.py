@@ -19,9 +19,8 @@ import time
 
 import pytest
 
-mount_fixture = pytest.importorskip("tests.integration.mount_fixture",
-                                    reason="the mount (mount_fixture.py) is not there yet")
-from tests.integration.mount_fixture import (  # noqa: E402
+from tests.integration import mount_fixture
+from tests.integration.mount_fixture import (
     gone,
     mount_process,
     read,

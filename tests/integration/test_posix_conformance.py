@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 
+from tests.integration.mount_fixture import mounted_cluster
 from tests.integration.posix_suite import CASES, differences, run_case
 from tests.integration.random_syscalls import first_difference, run_sequence
 from tests.integration.tmpfs import mounted_tmpfs, tmpfs_dir  # noqa: F401 - a fixture
@@ -23,10 +24,6 @@ def target(request):
         with mounted_tmpfs() as point:
             yield "tmpfs2", point
     else:
-        try:
-            from tests.integration.mount_fixture import mounted_cluster
-        except ImportError:
-            pytest.skip("tests/integration/mount_fixture.py (the mount) is not there yet")
         with mounted_cluster(request.getfixturevalue("tmp_path_factory").mktemp("posix")) \
                 as cluster:
             yield "mooseng", cluster.mountpoint

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.integration.mount_fixture import mounted_cluster
 from tests.integration.tmpfs import mounted_tmpfs
 
 MiB = 1 << 20
@@ -27,10 +28,6 @@ def target(request, tmp_path_factory):
         with mounted_tmpfs() as point:
             yield point
         return
-    try:
-        from tests.integration.mount_fixture import mounted_cluster
-    except ImportError:
-        pytest.skip("tests/integration/mount_fixture.py (the mount) is not there yet")
     with mounted_cluster(tmp_path_factory.mktemp("programs")) as cluster:
         yield cluster.mountpoint
 
