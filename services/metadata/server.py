@@ -20,7 +20,7 @@ from services.metadata.chunks.control import ChunkMasterServicer
 from services.metadata.chunks.manager import ChunkManager, ManagerOptions
 from services.metadata.raft import codec
 from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
-from services.metadata.raft.transport import GRPC_OPTIONS, Transport
+from services.metadata.raft.transport import SERVER_OPTIONS, Transport
 from services.metadata.sessions import SessionKeeper
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class MetadataServer:
         self.options = options or NodeOptions()
         self.listen = listen
         self.node = RaftNode(node_id, peers, data_dir, self.options, own_address=listen)
-        self.server = grpc.aio.server(options=GRPC_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.transport = Transport(self.node)
         self.sessions = SessionKeeper(self.node, session_timeout_s)
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.node, self.transport),

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # A Ready this small, with nothing else waiting, is fsynced on the event loop: the
 # hop to a thread costs more latency than it saves (measured: p50 2.05 -> 1.95 ms).
 INLINE_SYNC_ENTRIES = 4
+STALL_WARN_TICKS = 4   # a tick this late is logged: the node could not keep time
 
 
 class NotLeaderError(Exception):
@@ -166,6 +167,9 @@ class RaftNode:
         self._read_round: bytes | None = None     # the ReadIndex context in flight
         self._read_round_term = 0
         self._flushing: asyncio.Future | None = None   # a snapshot's slow part, beside
+        self._checkpoint: asyncio.Future | None = None  # taking the snapshot, in a thread
+        self._checkpoint_index = 0
+        self._held_back: list[Entry] = []   # committed while it is taken, applied after
         self._wake = asyncio.Event()
         self._ticks = 0
         self._tasks: list[asyncio.Task] = []
@@ -225,8 +229,16 @@ class RaftNode:
                        asyncio.create_task(self._loop(), name="raft-loop")]
 
     async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            start = loop.time()
             await asyncio.sleep(self.options.tick_s)
+            late = loop.time() - start - self.options.tick_s
+            if late > STALL_WARN_TICKS * self.options.tick_s:
+                log.warning("node %d: the event loop was held up for %.2f s (an election "
+                            "times out after %d-%d ticks of %.0f ms)", self.id, late,
+                            self.options.raft.election_ticks,
+                            2 * self.options.raft.election_ticks, self.options.tick_s * 1000)
             self._ticks += 1
             self._wake.set()
 
@@ -245,6 +257,7 @@ class RaftNode:
     async def _turn(self) -> None:
         """Step in what arrived, then carry out Readies until the core is quiet.
         Whatever arrives during an fsync joins the next batch: group commit."""
+        self._maybe_snapshot()      # a snapshot's step in a thread may have ended
         self._step_inputs()
         core = self.core
         while rd := core.ready():
@@ -346,6 +359,7 @@ class RaftNode:
         if early:
             self._send(rd.messages)  # replicate while our own fsync runs
         if rd.snapshot:
+            await self._checkpoint_taken()
             self._install_snapshot(rd.snapshot, rd.snapshot_data)
         if rd.entries:
             self.log.append(rd.entries)
@@ -386,6 +400,9 @@ class RaftNode:
             self.send(plain)
 
     def _apply(self, entries: list[Entry]) -> None:
+        if self._checkpoint is not None:
+            self._held_back.extend(entries)   # applied once the checkpoint is taken
+            return
         committed_at = time.time_ns()
         for entry in entries:
             if (waiter := self._waiting.get(entry.index)) is not None:
@@ -420,16 +437,22 @@ class RaftNode:
 
     def _maybe_snapshot(self) -> None:
         """Every snapshot_every entries, a snapshot at the applied index, and the log
-        compacted up to it. Writing the state machine's memory to disk is the slow part
-        (seconds for a big memtable): it runs in a thread first, while this loop goes
-        on (a leader that stopped answering for that long was voted out), and the
-        snapshot itself then has little left to write."""
+        compacted up to it, without holding up this loop (a leader that stopped
+        answering for longer than the election timeout was voted out, and every
+        session stream and delegation with it). Two steps in a thread: writing the
+        state machine's memory to disk (seconds for a big memtable) while entries go
+        on being applied, then the checkpoint itself, while committed entries are
+        held back so that it is exactly at the index it is named by. Replication,
+        commits and heartbeats go on throughout; only applying waits."""
+        if self._checkpoint is not None:
+            if self._checkpoint.done():
+                self._finish_checkpoint()
+            return
         applied = self.machine.applied_index
         if applied - self.core.snapshot.index < self.options.snapshot_every:
             return
         if self._flushing is None:
-            self._flushing = asyncio.ensure_future(asyncio.to_thread(self.machine.flush))
-            self._flushing.add_done_callback(lambda _f: self._wake.set())
+            self._flushing = self._in_thread(self.machine.flush)
             return
         if not self._flushing.done():
             return
@@ -437,11 +460,40 @@ class RaftNode:
         if flushed.exception() is not None:
             log.warning("node %d: writing the projection to disk before a snapshot "
                         "failed: %s", self.id, flushed.exception())
-        self.machine.checkpoint()
-        self.core.compact(applied)
-        self._write_snapshot_meta(self.core.snapshot)
-        self.log.compact(applied, self.core.snapshot.term)
-        self._forget_snapshot_metas(keep=applied)
+        self._checkpoint_index = applied
+        self._checkpoint = self._in_thread(self.machine.checkpoint)
+
+    def _in_thread(self, fn) -> asyncio.Future:
+        future = asyncio.ensure_future(asyncio.to_thread(fn))
+        future.add_done_callback(lambda _f: self._wake.set())
+        return future
+
+    def _finish_checkpoint(self, apply: bool = True) -> None:
+        """The checkpoint is taken: compact the log up to it (unless it failed), then
+        apply what was held back meanwhile (`apply` False: stopping; those entries are
+        in the log and are applied at the next start)."""
+        done, self._checkpoint = self._checkpoint, None
+        index = self._checkpoint_index
+        if done.exception() is not None:
+            log.warning("node %d: taking a snapshot at index %d failed: %s", self.id,
+                        index, done.exception())
+        else:
+            self.core.compact(index)
+            self._write_snapshot_meta(self.core.snapshot)
+            self.log.compact(index, self.core.snapshot.term)
+            self._forget_snapshot_metas(keep=index)
+        held, self._held_back = self._held_back, []
+        if held and apply:
+            self._apply(held)
+            self._release_reads()
+
+    async def _checkpoint_taken(self, apply: bool = True) -> None:
+        """Before the state machine is replaced or closed: the thread is done with it."""
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+            self._finish_checkpoint(apply)
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
 
     # -- reads --------------------------------------------------------------------------
     def _release_reads(self) -> None:
@@ -582,6 +634,8 @@ class RaftNode:
                 await task
         for waiter in [*self._waiting.values(), *self._deadlines]:
             waiter.fail(TimeoutError("the node shut down before the proposal applied"))
+        with contextlib.suppress(Exception):
+            await self._checkpoint_taken(apply=False)
         self.log.close()
         self.machine.close()
         self.stopped = True

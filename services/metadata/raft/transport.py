@@ -27,6 +27,13 @@ CHUNK = 1 << 20
 GRPC_OPTIONS = [("grpc.max_send_message_length", 64 << 20),
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.keepalive_time_ms", 10_000)]
+# The server takes its clients' keepalive pings (every 10 s, also on a quiet channel):
+# by default gRPC answers pings more often than every 5 minutes with a GOAWAY
+# ("too_many_pings"), which broke peers' Raft streams and clients' sessions.
+SERVER_OPTIONS = [*GRPC_OPTIONS,
+                  ("grpc.keepalive_permit_without_calls", 1),
+                  ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                  ("grpc.http2.max_ping_strikes", 0)]
 
 
 class PeerLink:

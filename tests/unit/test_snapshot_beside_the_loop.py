@@ -1,0 +1,103 @@
+"""A snapshot is taken beside the Raft loop: however long the checkpoint takes, the
+node keeps its clock, commits and answers, and what committed meanwhile is applied
+after it, in order, with the snapshot exactly at the index it names."""
+
+import asyncio
+import time
+
+from services.metadata.raft.core import LEADER, RaftOptions
+from services.metadata.raft.node import NodeOptions, RaftNode
+
+SLOW_S = 0.8        # longer than this node's election timeout (10-20 ticks of 20 ms)
+
+
+async def _leading(tmp_path) -> RaftNode:
+    node = RaftNode(1, {1: "127.0.0.1:1"}, str(tmp_path), NodeOptions(
+        tick_s=0.02, snapshot_every=40, state_machine="counter",
+        raft=RaftOptions(election_ticks=10)))
+    await node.start()
+    for _ in range(500):
+        if node.core.role == LEADER:
+            return node
+        await asyncio.sleep(0.01)
+    raise AssertionError("a single voter did not become leader")
+
+
+def test_a_slow_checkpoint_holds_up_applying_only(tmp_path):
+    async def run():
+        node = await _leading(tmp_path)
+        taken = []
+        checkpoint = node.machine.checkpoint
+
+        def slow_checkpoint():
+            at = node.machine.applied_index
+            time.sleep(SLOW_S)                # a big projection on a slow disk
+            taken.append((at, node.machine.applied_index))
+            return checkpoint()
+        node.machine.checkpoint = slow_checkpoint
+        lags = []
+
+        async def watch_the_loop():
+            while True:
+                start = time.monotonic()
+                await asyncio.sleep(0.01)
+                lags.append(time.monotonic() - start - 0.01)
+        watcher = asyncio.ensure_future(watch_the_loop())
+        try:
+            indexes = []
+            started = time.monotonic()
+            while not taken and time.monotonic() - started < 10:
+                index, _ = await node.propose([b"x"])
+                indexes.append(index)
+            assert taken, "no snapshot was taken"
+            await asyncio.sleep(0.05)         # the watcher notes the last stretch
+            # the loop was never held up by the checkpoint
+            assert max(lags) < SLOW_S / 2
+            # nothing was applied while the checkpoint was taken: it is exactly at
+            # the index it is named by
+            (at, after), = taken
+            assert after == at
+            await asyncio.sleep(0.1)
+            assert node.core.snapshot.index == at
+            # everything proposed is applied, each once, in order
+            assert indexes == sorted(set(indexes))
+            assert node.machine.applied_index >= indexes[-1]
+            assert node.machine.count == len(indexes)
+        finally:
+            watcher.cancel()
+            await node.stop()
+    asyncio.run(run())
+
+
+def test_stopping_during_a_checkpoint_keeps_every_committed_entry(tmp_path):
+    async def run():
+        node = await _leading(tmp_path)
+        checkpoint = node.machine.checkpoint
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow_checkpoint():
+            loop.call_soon_threadsafe(started.set)
+            time.sleep(SLOW_S)
+            return checkpoint()
+        node.machine.checkpoint = slow_checkpoint
+        last = 0
+        while not started.is_set():
+            last, _ = await node.propose([b"x"])
+        # committed while the checkpoint runs: held back, then the node stops
+        pending = asyncio.ensure_future(node.propose([b"y"]))
+        await asyncio.sleep(0.1)
+        await node.stop()
+        pending.cancel()
+        return last
+    last = asyncio.run(run())
+
+    async def restart():
+        node = await _leading(tmp_path)
+        try:
+            index, _ = await node.propose([b"z"])
+            assert index > last
+            assert node.machine.applied_index == index
+        finally:
+            await node.stop()
+    asyncio.run(restart())
