@@ -26,8 +26,8 @@ from fuse_client.write_lease import ByteBudget, LeaseContext, WriteLease
 from schemas import namespace_pb2 as pb
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkRequestError
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.records import CHUNK_SIZE
+from services.common.posix.errors import FsError
+from services.common.posix.records import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
 # A sequential writer this close to a chunk's end gets the next chunk begun meanwhile,

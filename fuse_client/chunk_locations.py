@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 
 ENTRY_TTL_S = 5.0
 HOLE_TTL_S = 0.5

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from services.metadata.namespace.records import CHUNK_SIZE
+from services.common.posix.records import CHUNK_SIZE
 
 
 class Span(NamedTuple):

@@ -19,7 +19,7 @@ A file made here stays this mount's own while it holds the directory: no other
 session can reach it without a recall (which sends everything answered here first).
 The mount then answers for it too: its attributes, opens, setattrs and the commits
 of its writes (inline bytes, chunks) are computed here with the fold's own rules
-(namespace/attributes.py) and committed in the background, in order. Anything the
+(common/posix/attributes.py) and committed in the background, in order. Anything the
 master does to it instead (a rename, a link, an xattr), or giving the directory
 back, ends that.
 """
@@ -39,11 +39,11 @@ from fuse_client.reserved import Reserved
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.common import storage_class
-from services.metadata.namespace import attributes
-from services.metadata.namespace import permissions as perm
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.names import NAME_MAX, check_name, check_symlink_target
+from services.common.posix import attributes
+from services.common.posix import permissions as perm
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
+from services.common.posix.names import NAME_MAX, check_name, check_symlink_target
 
 log = logging.getLogger(__name__)
 ASK_AFTER = 2        # creates in a directory within ASK_WINDOW_S before asking for it

@@ -11,7 +11,7 @@ import bisect
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.records import name_hash
+from services.common.posix.records import name_hash
 
 DOT, DOTDOT = 1, 2
 OFFSET = 2

@@ -13,7 +13,7 @@ import logging
 import pyfuse3
 
 from fuse_client.metadata_client import ClusterUnavailableError
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 
 log = logging.getLogger(__name__)
 

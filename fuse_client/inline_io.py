@@ -1,5 +1,5 @@
 """Small files whose bytes the metadata cluster keeps inline (in the log), as a mount
-writes and reads them. See services/metadata/namespace/inline_data.py.
+writes and reads them. See services/common/posix/inline_data.py.
 
 Writes to a file with no chunks that stay within INLINE_MAX bytes are kept here
 until the file is flushed (close, fsync), then committed in one command: a
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.records import INLINE_MAX
+from services.common.posix.errors import FsError
+from services.common.posix.records import INLINE_MAX
 
 KNOWN_BYTES = 64 << 20      # bytes of committed small files kept for reads
 MAX_BACKINGS = 1 << 17

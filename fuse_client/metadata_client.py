@@ -29,8 +29,8 @@ from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common import tracing
 from services.common.discovery import find_leader
-from services.logship.region_status import describe as describe_region
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
+from services.common.region_lag import describe as describe_region
 
 log = logging.getLogger(__name__)
 GRPC_OPTIONS = [("grpc.max_send_message_length", 16 << 20),

@@ -15,6 +15,7 @@ import signal
 import socket
 import tempfile
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyfuse3
@@ -44,7 +45,13 @@ class MountConfig:
     masters: list[str]
     mountpoint: str             # canonical (mountinfo.canonical)
     options: MountOptions
-    restored: str = ""          # serve this restored projection read-only (see below)
+
+
+# Where a mount's session comes from when it is not the cluster at `masters`: given
+# the config, an async context manager that yields (addresses, session name) while
+# the source serves (a restored projection: mooseng/mount_command.py).
+MetadataSource = Callable[[MountConfig],
+                          contextlib.AbstractAsyncContextManager[tuple[list[str], str]]]
 
 
 def pid_file(mountpoint: str) -> str:
@@ -53,8 +60,9 @@ def pid_file(mountpoint: str) -> str:
     return os.path.join(PID_DIR, f"{name}.pid")
 
 
-def run(config: MountConfig) -> int:
-    """Serve the mount until it is unmounted or the process is told to stop."""
+def run(config: MountConfig, source: MetadataSource | None = None) -> int:
+    """Serve the mount until it is unmounted or the process is told to stop; its
+    session is with the cluster at config.masters, or with `source`."""
     pyfuse3.asyncio.enable()
     fuse_wakeups.install()
     try:
@@ -62,37 +70,17 @@ def run(config: MountConfig) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    runner(_serve(config))
+    runner(_serve(config, source))
     return 0
 
 
-async def _serve(config: MountConfig) -> None:
-    if config.restored:
-        await _serve_restored(config)
+async def _serve(config: MountConfig, source: MetadataSource | None) -> None:
+    if source is None:
+        await _mount(config, MetadataClient(config.masters, name=f"mount "
+                                            f"{socket.gethostname()}:{config.mountpoint}"))
         return
-    md = MetadataClient(config.masters, name=f"mount {socket.gethostname()}:"
-                                             f"{config.mountpoint}")
-    await _mount(config, md)
-
-
-async def _serve_restored(config: MountConfig) -> None:
-    """A restored projection, served by this process on loopback and mounted from
-    there; chunks are located (by id) and read on the live cluster `masters`."""
-    from services.logship.restored_server import RestoredError, RestoredServer
-    from services.metadata.projection import ProjectionError
-    live = MetadataClient(config.masters, name=f"restored view {socket.gethostname()}:"
-                                               f"{config.mountpoint}")
-    server = RestoredServer(config.restored, live)
-    await live.open()
-    try:
-        try:
-            address = await server.start()
-        except (RestoredError, ProjectionError) as exc:
-            raise MountError(str(exc)) from None
-        await _mount(config, MetadataClient([address], name="restored view"))
-    finally:
-        await server.stop()
-        await live.close()
+    async with source(config) as (addresses, name):
+        await _mount(config, MetadataClient(addresses, name=name))
 
 
 async def _mount(config: MountConfig, md: MetadataClient) -> None:

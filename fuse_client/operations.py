@@ -33,7 +33,7 @@ from fuse_client.handles import Handles, OpenDir, OpenFile
 from fuse_client.kernel_cache import KernelCache
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 
 log = logging.getLogger(__name__)
 ROOT = pb.Caller(uid=0, gid=0)

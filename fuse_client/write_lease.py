@@ -36,9 +36,9 @@ from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.chunk import protocol as p
 from services.chunk.data_client import ChunkRequestError
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.inline_data import digest
-from services.metadata.namespace.records import CHUNK_SIZE
+from services.common.posix.errors import FsError
+from services.common.posix.inline_data import digest
+from services.common.posix.records import CHUNK_SIZE
 
 log = logging.getLogger(__name__)
 # failures that a new begin_write (other targets, a new version) may cure

@@ -11,8 +11,8 @@ import stat
 from fuse_client.metadata_client import MetadataClient
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.records import ROOT_INO
+from services.common.posix.errors import FsError
+from services.common.posix.records import ROOT_INO
 
 ROOT = pb.Caller(uid=0, gid=0)
 

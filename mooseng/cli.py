@@ -5,7 +5,7 @@ import json
 import sys
 
 from mooseng import log_commands, metalogger_command, region_commands
-from mooseng.addresses import AddressError
+from services.common.addresses import AddressError
 from services.metadata.commandfile import CommandFileError
 from services.metadata.projection import ProjectionError
 
@@ -58,7 +58,7 @@ def _metadata(args) -> int:
     import asyncio
     import logging
 
-    from mooseng.addresses import host_port, peer_map
+    from services.common.addresses import host_port, peer_map
     from services.metadata.server import serve
 
     peers = peer_map(args.peers)
@@ -88,7 +88,7 @@ def _metadata(args) -> int:
         parse(args.default_class)
     except StorageClassError as exc:
         raise AddressError(f"--default-class: {exc}") from None
-    from mooseng.addresses import address_list
+    from services.common.addresses import address_list
     chunks = ManagerOptions(default_class=args.default_class,
                             lost_after_s=args.replicate_after, quiet_s=args.chunk_quiet,
                             retention_s=args.chunk_retention,
@@ -103,10 +103,10 @@ def _chunkserver(args) -> int:
     import asyncio
     import logging
 
-    from mooseng.addresses import address_list, host_port
     from services.chunk.control import MAX_HEARTBEAT_S
     from services.chunk.errors import ChunkError
     from services.chunk.server import ChunkServerError, Options, serve
+    from services.common.addresses import address_list, host_port
 
     directories = [d.strip() for d in args.data.split(",") if d.strip()]
     if not directories:
@@ -138,8 +138,8 @@ def _chunkserver(args) -> int:
 def _status(args) -> int:
     import asyncio
 
-    from mooseng.addresses import address_list
     from mooseng.status import gather, render
+    from services.common.addresses import address_list
 
     nodes = asyncio.run(gather(address_list(args.masters), args.timeout))
     print(render(nodes, args.json))
@@ -151,8 +151,8 @@ def _class(args) -> int:
 
     from fuse_client.metadata_client import MetadataClient
     from mooseng import classes
-    from mooseng.addresses import address_list
-    from services.metadata.namespace.errors import FsError
+    from services.common.addresses import address_list
+    from services.common.posix.errors import FsError
 
     async def run() -> str:
         async with MetadataClient(address_list(args.masters), name="mooseng class") as client:
@@ -182,7 +182,7 @@ def _chunks(args) -> int:
 
     from fuse_client.metadata_client import MetadataClient
     from mooseng import classes
-    from mooseng.addresses import address_list
+    from services.common.addresses import address_list
 
     async def run():
         async with MetadataClient(address_list(args.masters), name="mooseng chunks") as client:
@@ -221,8 +221,8 @@ def _down(args) -> int:
 def _members(args) -> int:
     import asyncio
 
-    from mooseng.addresses import address_list, host_port
     from mooseng.members import change, listing
+    from services.common.addresses import address_list, host_port
 
     masters = address_list(args.masters)
     if args.action == "list":
@@ -237,12 +237,12 @@ def _members(args) -> int:
 
 
 def _mount(args) -> int:
-    from fuse_client.mount_command import mount
+    from mooseng.mount_command import mount
     return mount(args)
 
 
 def _umount(args) -> int:
-    from fuse_client.mount_command import umount
+    from mooseng.mount_command import umount
     return umount(args)
 
 

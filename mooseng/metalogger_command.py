@@ -3,7 +3,7 @@
 import re
 import sys
 
-from mooseng.addresses import AddressError
+from services.common.addresses import AddressError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -62,7 +62,7 @@ def _metalogger(args) -> int:
     import asyncio
     import logging
 
-    from mooseng.addresses import address_list, host_port
+    from services.common.addresses import address_list, host_port
     from services.logship.archive import Archive, ArchiveError
     from services.logship.follower import FollowOptions
 

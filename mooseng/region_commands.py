@@ -10,7 +10,7 @@ when B has a namespace of its own.
 import json
 import sys
 
-from mooseng.addresses import address_list
+from services.common.addresses import address_list
 
 FENCED, RESEED, NOT_EMPTY = 3, 4, 5
 
@@ -141,7 +141,8 @@ def _seed(args) -> int:
 def _status(args) -> int:
     import asyncio
 
-    from services.logship.region_status import RegionUnavailableError, describe, lag, region_info
+    from services.common.region_lag import describe, lag
+    from services.logship.region_status import RegionUnavailableError, region_info
 
     async def source_commit() -> int | None:
         if not args.source:

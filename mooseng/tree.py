@@ -4,8 +4,8 @@ import stat
 from collections.abc import Iterator
 
 from schemas import namespace_pb2 as pb
+from services.common.posix.records import ROOT_INO
 from services.metadata.namespace import reads
-from services.metadata.namespace.records import ROOT_INO
 
 ROOT = pb.Caller(uid=0, gid=0)
 

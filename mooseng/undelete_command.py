@@ -23,11 +23,11 @@ def check_arguments(args) -> None:
 
 def undelete(args, target: dict) -> int:
     from fuse_client.metadata_client import ClusterUnavailableError
-    from mooseng.addresses import address_list
+    from services.common.addresses import address_list
+    from services.common.posix.errors import FsError
     from services.logship.archive import Archive
     from services.logship.restore import replay
     from services.logship.undelete import UndeleteError
-    from services.metadata.namespace.errors import FsError
     from services.metadata.projection import open_projection
 
     check_arguments(args)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import crc32c
 
-from services.metadata.namespace.records import COLUMN_FAMILIES
+from services.common.posix.records import COLUMN_FAMILIES
 
 EFFECTS = "effects"
 STATE = "state"

@@ -17,10 +17,10 @@ import grpc
 
 from schemas import logship_pb2_grpc
 from services.common.discovery import find_leader
+from services.common.posix import records as r
 from services.logship.archive import copy_checkpoint
 from services.logship.restore import _write_node_meta
 from services.logship.snapshot_fetch import Fetched, fetch_snapshot
-from services.metadata.namespace import records as r
 from services.metadata.namespace import region_fold
 from services.metadata.namespace.txn import DELETE, PUT
 from services.metadata.projection import ProjectionError, open_projection

@@ -1,16 +1,15 @@
 """Asking a region's metadata cluster how far it has followed region A's log (a read,
-answered from the projection), and the lag as a user reads it."""
+answered from the projection); the lag as a user reads it is in
+services/common/region_lag.py."""
 
 import hashlib
-import time
-from dataclasses import dataclass
 
 import grpc
 
 from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from services.common.discovery import find_leader
-from services.metadata.namespace import records as r
+from services.common.posix import records as r
 from services.metadata.namespace.region_fold import REGION_KEYS
 from services.metadata.projection import POSITION_KEYS
 from services.metadata.raft.transport import GRPC_OPTIONS
@@ -45,39 +44,6 @@ async def _ask(address: str, follower_read: bool, timeout_s: float) -> mpb.Reply
         finally:
             call.cancel()
     return None
-
-
-@dataclass(frozen=True)
-class Lag:
-    entries: int          # of A's committed entries not yet in B (at least)
-    seconds: float | None  # since A stamped the newest command B holds; None: no command
-
-
-def lag(info: mpb.RegionInfo, source_commit: int | None = None,
-        now_ns: int | None = None) -> Lag:
-    """How far behind B is: behind A's commit index as last heard (by the shipper, or
-    `source_commit` asked of A just now). Age counts only while entries are missing:
-    a caught-up region is 0 s behind however old its newest command."""
-    commit = max(info.source_commit, source_commit or 0)
-    behind = max(0, commit - info.shipped_index)
-    if not info.shipped_time_ns:
-        return Lag(behind, None)
-    age = ((now_ns or time.time_ns()) - info.shipped_time_ns) / 1e9 if behind else 0.0
-    return Lag(behind, max(0.0, age))
-
-
-def describe(info: mpb.RegionInfo, source_commit: int | None = None) -> str:
-    """One line for humans: the role, the position, the lag."""
-    if info.promoted:
-        return (f"primary (promoted); it had shipped region A's log up to index "
-                f"{info.shipped_index} (term {info.shipped_term})")
-    if not info.following:
-        return "not following another region (a primary, or nothing shipped yet)"
-    behind = lag(info, source_commit)
-    age = "" if behind.seconds is None else f", {behind.seconds:.1f} s"
-    return (f"following region A: shipped up to index {info.shipped_index} (term "
-            f"{info.shipped_term}); A's commit index {max(info.source_commit, source_commit or 0)}"
-            f"; behind by {behind.entries} entries{age}")
 
 
 def namespace_digest(projection) -> str:

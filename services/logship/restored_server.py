@@ -19,9 +19,9 @@ import grpc
 from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc, raft_pb2, raft_pb2_grpc
 from schemas import namespace_pb2 as pb
+from services.common.posix.errors import FsError
 from services.metadata.api import answer
 from services.metadata.namespace import reads
-from services.metadata.namespace.errors import FsError
 from services.metadata.projection import Projection, open_projection
 
 log = logging.getLogger(__name__)

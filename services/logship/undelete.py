@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
 from services.metadata.namespace import reads
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
 
 ROOT = pb.Caller(uid=0, gid=0)   # umask 0: modes are restored as they were
 PAGE = 1000

@@ -19,15 +19,15 @@ from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
 from services.common import metrics, tracing
+from services.common.posix import permissions as perm
+from services.common.posix.errors import FsError
+from services.common.posix.names import check_name, check_xattr_name
+from services.common.posix.records import INLINE_MAX
 from services.common.streams import pipelined
 from services.metadata import region_open
 from services.metadata.chunks.manager import ChunkManager, ContentsUnknownError
 from services.metadata.invalidations import Subscriber, Subscribers, named_inodes
-from services.metadata.namespace import permissions as perm
 from services.metadata.namespace import reads, region_fold
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.names import check_name, check_xattr_name
-from services.metadata.namespace.records import INLINE_MAX
 from services.metadata.raft.core import LEADER
 from services.metadata.raft.node import NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.recalls import Recalls

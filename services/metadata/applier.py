@@ -9,8 +9,8 @@ import struct
 from collections.abc import Callable
 
 from schemas import namespace_pb2 as pb
+from services.common.posix.records import COLUMN_FAMILIES, INLINE, RESULTS
 from services.metadata.namespace.fold import fold, fold_bytes
-from services.metadata.namespace.records import COLUMN_FAMILIES, INLINE, RESULTS
 from services.metadata.namespace.txn import DELETE, DELETE_RANGE, PUT, Txn
 from services.metadata.projection import Projection
 

@@ -7,7 +7,7 @@ stream so it drops them at once instead of at the end of its timeout.
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import records as r
+from services.common.posix import records as r
 
 # Operations whose first fields are (parent, name) of the entry they add or remove.
 _ENTRY_OPS = ("mkdir", "mknod", "create", "symlink", "unlink", "rmdir")

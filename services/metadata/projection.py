@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from rocksdict import BlockBasedOptions, Checkpoint, Options, Rdict, WriteBatch
 
-from services.metadata.namespace import records as r
+from services.common.posix import records as r
 from services.metadata.namespace.txn import DELETE, PUT
 
 APPLIED_INDEX = b"applied_index"

@@ -17,8 +17,8 @@ import time
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.common.posix import records as r
 from services.metadata.invalidations import named_inodes
-from services.metadata.namespace import records as r
 
 log = logging.getLogger(__name__)
 RECALL_S = 1.0       # how long a holder has to give a directory back

@@ -9,7 +9,7 @@ projection instead, like reads; opens that could change the file stay EROFS.
 """
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import permissions as perm
+from services.common.posix import permissions as perm
 from services.metadata.namespace import reads
 
 O_ACCMODE, O_TRUNC = 0o3, 0o1000

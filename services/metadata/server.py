@@ -14,10 +14,10 @@ import grpc
 from schemas import chunkmaster_pb2_grpc, logship_pb2_grpc, metadata_pb2_grpc, raft_pb2_grpc
 from schemas import raft_pb2 as pb
 from services.common.streams import pipelined
-from services.logship.follow_service import FollowServicer
 from services.metadata.api import MetadataServicer
 from services.metadata.chunks.control import ChunkMasterServicer
 from services.metadata.chunks.manager import ChunkManager, ManagerOptions
+from services.metadata.follow_service import FollowServicer
 from services.metadata.raft import codec
 from services.metadata.raft.node import NodeOptions, NotLeaderError, ProposalLostError, RaftNode
 from services.metadata.raft.transport import SERVER_OPTIONS, Transport

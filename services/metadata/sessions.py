@@ -10,7 +10,7 @@ import logging
 import time
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import records as r
+from services.common.posix import records as r
 from services.metadata.namespace.region_fold import following
 from services.metadata.raft.core import LEADER
 from services.metadata.raft.node import RaftNode

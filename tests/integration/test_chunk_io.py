@@ -19,7 +19,7 @@ from fuse_client.chunk_io import ChunkIO
 from fuse_client.metadata_client import MetadataClient
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.records import CHUNK_SIZE
+from services.common.posix.records import CHUNK_SIZE
 from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.metadata_cluster import MetadataCluster
 

@@ -17,7 +17,7 @@ from fuse_client.delegations import Delegations
 from fuse_client.metadata_client import MetadataClient
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 from services.metadata.recalls import RECALL_S
 from tests.integration.metadata_cluster import MetadataCluster
 

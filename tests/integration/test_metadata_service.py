@@ -15,8 +15,8 @@ from fuse_client.metadata_client import MetadataClient
 from schemas import metadata_pb2 as mpb
 from schemas import metadata_pb2_grpc
 from schemas import namespace_pb2 as pb
+from services.common.posix.errors import FsError
 from services.metadata.namespace import reads
-from services.metadata.namespace.errors import FsError
 from services.metadata.projection import open_projection
 from tests.integration.metadata_cluster import MetadataCluster
 from tests.integration.mkdir_workers import assert_no_node_lost, timed_mkdirs

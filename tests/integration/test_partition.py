@@ -20,7 +20,7 @@ from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient
 from mooseng import classes
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as nspb
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.link_proxy import LinkProxy
 from tests.integration.metadata_cluster import MetadataCluster

@@ -145,7 +145,7 @@ def client_write(cluster: MetadataCluster, name: bytes) -> tuple[bool, int, str]
     Returns (read-only, errno, message)."""
     async def run():
         from fuse_client.metadata_client import MetadataClient
-        from services.metadata.namespace.errors import FsError
+        from services.common.posix.errors import FsError
         client = await MetadataClient(masters(cluster), name="region test").open()
         try:
             await client.mutate(nspb.Caller(), mkdir=nspb.Mkdir(parent=1, name=name,
@@ -162,7 +162,7 @@ def client_open(cluster: MetadataCluster, name: bytes, flags: int) -> int:
     """What a mount of the region does at open(2) and close(2): 0, or the errno."""
     async def run():
         from fuse_client.metadata_client import MetadataClient
-        from services.metadata.namespace.errors import FsError
+        from services.common.posix.errors import FsError
         client = await MetadataClient(masters(cluster), name="region test").open()
         try:
             found = await client.read(nspb.Caller(), lookup=mpb.Lookup(parent=1, name=name))

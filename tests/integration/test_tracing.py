@@ -10,7 +10,7 @@ from mooseng.ports import free_ports
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.common import tracing
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 from services.metadata.raft.node import NodeOptions
 from services.metadata.server import MetadataServer
 

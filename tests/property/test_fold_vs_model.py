@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from schemas import namespace_pb2 as pb
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
 from services.metadata.applier import Applier
 from services.metadata.namespace import delegation_fold, reads
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
 from services.metadata.projection import open_projection
 from tests.property.posix_model import (
     MAX_RESERVED,

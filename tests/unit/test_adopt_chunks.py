@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import namespace_pb2 as pb
+from services.common.posix.records import CHUNK_SIZE
 from services.metadata.namespace import reads
-from services.metadata.namespace.records import CHUNK_SIZE
 from tests.conftest import ALICE, Fs
 from tests.unit.test_open_files_and_chunks import Client
 

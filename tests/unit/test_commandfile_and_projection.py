@@ -2,8 +2,8 @@
 
 import pytest
 
+from services.common.posix import records as r
 from services.metadata.commandfile import CommandFileError, read_commands, write_commands
-from services.metadata.namespace import records as r
 from services.metadata.projection import ProjectionError, open_projection
 
 COMMANDS = [b"one", b"", b"three" * 100]

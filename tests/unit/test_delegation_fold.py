@@ -7,9 +7,9 @@ import stat
 import pytest
 
 from schemas import namespace_pb2 as pb
+from services.common.posix import records as r
 from services.metadata.applier import Applier
 from services.metadata.namespace import delegation_fold, reads
-from services.metadata.namespace import records as r
 from services.metadata.projection import POSITION_KEYS, open_projection
 from tests.conftest import ALICE, ROOT
 

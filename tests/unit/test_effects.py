@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import namespace_pb2 as pb
+from services.common.posix.records import COLUMN_FAMILIES
 from services.logship import effects
 from services.logship.archive import Archive
 from services.logship.effects import EffectsError, EffectsIndex, decode, encode
 from services.logship.effects_builder import BuilderBusy, EffectsBuilder, run
 from services.logship.restore import replay
 from services.metadata.applier import Applier
-from services.metadata.namespace.records import COLUMN_FAMILIES
 from services.metadata.projection import open_projection
 from services.metadata.raft.messages import NORMAL, Entry
 

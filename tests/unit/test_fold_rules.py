@@ -6,8 +6,8 @@ import stat
 import pytest
 
 from schemas import namespace_pb2 as pb
+from services.common.posix.errors import FsError
 from services.metadata.namespace import reads
-from services.metadata.namespace.errors import FsError
 from tests.conftest import ALICE, BOB, ROOT
 
 R = 1  # root inode

@@ -1,14 +1,15 @@
 """Small files kept inline: written in the log, read with the open, moved into chunk 0
-when they grow (services/metadata/namespace/inline_data.py)."""
+when they grow (services/common/posix/inline_data.py)."""
 
 import errno
 
 import pytest
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import inline_data, reads
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
+from services.common.posix import inline_data
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
+from services.metadata.namespace import reads
 from tests.conftest import ALICE
 from tests.unit.test_open_files_and_chunks import O_RDWR, O_TRUNC, O_WRONLY, Client
 

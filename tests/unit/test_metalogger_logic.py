@@ -7,17 +7,17 @@ import os
 import grpc
 import pytest
 
-from mooseng.addresses import AddressError
 from mooseng.metalogger_command import parse_duration, parse_size
 from schemas import logship_pb2 as pb
 from schemas import raft_pb2 as raftpb
-from services.logship import follow_service
+from services.common.addresses import AddressError
 from services.logship.archive import Archive
 from services.logship.continuity import GapError, check_batch, snapshot_wanted
 from services.logship.follower import Follower, FollowOptions
-from services.logship.recent_entries import RecentEntries
 from services.logship.snapshot_fetch import SnapshotFetchError, fetch_snapshot
+from services.metadata import follow_service
 from services.metadata.raft.messages import NOOP, Entry
+from services.metadata.recent_entries import RecentEntries
 
 
 def entries(first: int, last: int, term: int = 1) -> list[Entry]:

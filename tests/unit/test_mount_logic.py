@@ -13,7 +13,7 @@ from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient,
 from fuse_client.mount_options import MountOptionError, parse
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import records as r
+from services.common.posix import records as r
 
 
 def test_our_options_are_taken_and_the_rest_go_to_fuse():

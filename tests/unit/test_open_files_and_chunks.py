@@ -3,9 +3,9 @@
 import errno
 
 from schemas import namespace_pb2 as pb
+from services.common.posix import records as r
+from services.common.posix.records import CHUNK_SIZE
 from services.metadata.namespace import reads
-from services.metadata.namespace import records as r
-from services.metadata.namespace.records import CHUNK_SIZE
 from tests.conftest import ALICE, ROOT
 
 R = 1

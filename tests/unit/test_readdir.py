@@ -5,7 +5,8 @@ import tracemalloc
 import pytest
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import reads, records
+from services.common.posix import records
+from services.metadata.namespace import reads
 from tests.conftest import ROOT
 
 R = 1

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from schemas import namespace_pb2 as pb
+from services.common.posix.errors import FsError
 from services.metadata import region_open
-from services.metadata.namespace.errors import FsError
 from tests.conftest import ROOT
 
 OTHER = pb.Caller(uid=1000, gid=1000)

@@ -9,10 +9,10 @@ import pytest
 
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
+from services.common.posix.errors import FsError
+from services.common.posix.records import CHUNK_SIZE
 from services.logship.undelete import UndeleteError, past_tree, undelete
 from services.metadata.api import answer
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.records import CHUNK_SIZE
 from tests.conftest import Fs
 from tests.unit.test_open_files_and_chunks import Client
 

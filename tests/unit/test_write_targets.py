@@ -11,8 +11,8 @@ import pytest
 
 from schemas import chunkmaster_pb2 as cpb
 from services.common import storage_class
+from services.common.posix import records as r
 from services.metadata.chunks.manager import ChunkManager, ContentsUnknownError
-from services.metadata.namespace import records as r
 
 CHUNK = 7
 COPIES2 = storage_class.parse("copies=2")

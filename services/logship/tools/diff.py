@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 from rocksdict import AccessType, Options, Rdict
 
+from services.common.posix import records as r
 from services.logship.archive import ArchiveError
-from services.metadata.namespace import records as r
 from services.metadata.projection import APPLIED_DIGEST, APPLIED_INDEX, POSITION_KEYS
 
 _MISSING = object()

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 
 from rocksdict import AccessType, Options, Rdict
 
+from services.common.posix import records as r
 from services.logship.archive import Archive, ArchiveError, SnapshotInfo
 from services.logship.effects import EffectsError, EffectsIndex, effects_dir
-from services.metadata.namespace import records as r
 from services.metadata.projection import APPLIED_INDEX
 from services.metadata.raft.messages import Config
 

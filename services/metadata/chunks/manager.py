@@ -25,11 +25,11 @@ from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.chunk.header import CHUNK_SIZE, HEADER_SIZE
 from services.common import storage_class
+from services.common.posix import records as r
 from services.metadata.chunks import planner
 from services.metadata.chunks.region_source import RegionSource
 from services.metadata.chunks.registry import Registry, Server
 from services.metadata.namespace import reads, region_fold
-from services.metadata.namespace import records as r
 
 log = logging.getLogger(__name__)
 ROOM = HEADER_SIZE + CHUNK_SIZE

@@ -20,9 +20,9 @@ import struct
 
 from schemas import namespace_pb2 as pb
 from services.chunk.parts import MAX_CHUNK_ID
-from services.metadata.namespace import permissions as perm
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
+from services.common.posix import permissions as perm
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
 
 MAX_DELEGATED_ENTRIES = 1 << 18  # the holder lists the directory's names when it
 # takes it (names only: a few seconds at this size)

@@ -15,17 +15,18 @@ from google.protobuf.message import DecodeError
 from schemas import namespace_pb2 as pb
 from services.chunk.parts import MAX_CHUNK_ID
 from services.common import storage_class
-from services.metadata.namespace import attributes, delegation_fold, inline_data, region_fold
-from services.metadata.namespace import permissions as perm
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.names import (
+from services.common.posix import attributes, inline_data
+from services.common.posix import permissions as perm
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
+from services.common.posix.names import (
     XATTR_SIZE_MAX,
     check_name,
     check_symlink_target,
     check_xattr_name,
     check_xattr_name_length,
 )
+from services.metadata.namespace import delegation_fold, region_fold
 from services.metadata.namespace.txn import Txn
 
 log = logging.getLogger(__name__)

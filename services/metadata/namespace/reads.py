@@ -9,10 +9,10 @@ import stat
 from dataclasses import dataclass
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import permissions as perm
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.names import NAME_MAX, check_xattr_name
+from services.common.posix import permissions as perm
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
+from services.common.posix.names import NAME_MAX, check_xattr_name
 
 READDIR_PAGE = 1000
 
@@ -155,7 +155,7 @@ def parts_class(view, ino: int) -> str | None:
 
 
 def inline(view, ino: int) -> bytes | None:
-    """The first bytes of a file kept inline (namespace/inline_data.py), or None when
+    """The first bytes of a file kept inline (common/posix/inline_data.py), or None when
     its bytes are in chunks (or it has none)."""
     return view.get(r.INLINE, r.u64(ino))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import records as r
+from services.common.posix import records as r
 
 STATE = b"region_state"        # absent: a primary that never followed anyone
 SHIPPED = b"region_shipped"    # A's index, term, command time, commit seen

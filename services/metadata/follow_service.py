@@ -3,7 +3,7 @@ its latest snapshot in checksummed chunks, for followers outside the Raft group.
 
 A node serves what it has applied (applied entries are committed), so followers of
 the Raft group serve as well as the leader; one that is behind serves less. Recent
-entries come from memory (services.logship.recent_entries), older ones from the log
+entries come from memory (services.metadata.recent_entries), older ones from the log
 store. Nothing here steps the Raft core: the log and the snapshot files are only read.
 """
 
@@ -19,9 +19,9 @@ import grpc
 from schemas import logship_pb2 as pb
 from schemas import logship_pb2_grpc
 from schemas import raft_pb2 as raftpb
-from services.logship.recent_entries import RecentEntries
 from services.metadata.raft.log_store import LogCompactedError
 from services.metadata.raft.node import RaftNode
+from services.metadata.recent_entries import RecentEntries
 
 log = logging.getLogger(__name__)
 

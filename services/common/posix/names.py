@@ -2,7 +2,7 @@
 
 import errno
 
-from services.metadata.namespace.errors import FsError
+from services.common.posix.errors import FsError
 
 NAME_MAX = 255
 PATH_MAX = 4096

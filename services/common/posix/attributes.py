@@ -11,9 +11,9 @@ import errno
 import stat
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import permissions as perm
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.records import Inode
+from services.common.posix import permissions as perm
+from services.common.posix.errors import FsError
+from services.common.posix.records import Inode
 
 MAX_FILE_SIZE = 1 << 57
 

@@ -20,8 +20,8 @@ import errno
 import hashlib
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace import records as r
-from services.metadata.namespace.errors import FsError
+from services.common.posix import records as r
+from services.common.posix.errors import FsError
 
 CLIENT_TIME_WINDOW_NS = 10 * 10**9   # how far before the leader's stamp a client's
 # own time (a file only it can reach yet) is still taken

@@ -1,14 +1,16 @@
 """`mooseng mount` and `mooseng umount`, from parsed arguments to an exit status."""
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 import tempfile
 import urllib.parse
 
 from fuse_client import background, mountinfo
 from fuse_client.mount_options import MountOptionError, parse
-from mooseng.addresses import AddressError, address_list
+from services.common.addresses import AddressError, address_list
 
 LOG_DIR = os.path.join(tempfile.gettempdir(), "mooseng-mounts")
 
@@ -59,10 +61,36 @@ def _foreground(masters, mountpoint, options, log_path, restored="") -> int:
                         format=f"%(asctime)s mount {mountpoint} %(levelname)s "
                                "%(name)s: %(message)s")
     try:
-        return run(MountConfig(masters, mountpoint, options, restored))
+        config = MountConfig(masters, mountpoint, options)
+        return run(config, restored_source(restored) if restored else None)
     except (MountError, ClusterUnavailableError) as exc:
         logging.getLogger("fuse_client.mount").error("%s", exc)
         return _fail(str(exc), 1)
+
+
+def restored_source(restored: str):
+    """A restored projection, served by the mount process on loopback and mounted
+    from there; chunks are located (by id) and read on the live cluster's masters."""
+    @contextlib.asynccontextmanager
+    async def source(config):
+        from fuse_client.metadata_client import MetadataClient
+        from fuse_client.mount import MountError
+        from services.logship.restored_server import RestoredError, RestoredServer
+        from services.metadata.projection import ProjectionError
+        live = MetadataClient(config.masters, name=f"restored view {socket.gethostname()}:"
+                                                   f"{config.mountpoint}")
+        server = RestoredServer(restored, live)
+        await live.open()
+        try:
+            try:
+                address = await server.start()
+            except (RestoredError, ProjectionError) as exc:
+                raise MountError(str(exc)) from None
+            yield [address], "restored view"
+        finally:
+            await server.stop()
+            await live.close()
+    return source
 
 
 def umount(args) -> int:

@@ -38,7 +38,7 @@ CHUNK_OWNERS, CLASSES = "chunk_owners", "classes"
 COMMITTED = "committed"
 # Delegated directories and reserved inode ranges (delegation_fold.py).
 DELEGATIONS, RESERVED = "delegations", "reserved"
-# Small files' bytes (namespace/inline_data.py). Last: a family's position tags it in
+# Small files' bytes (common/posix/inline_data.py). Last: a family's position tags it in
 # the replicas' running digest.
 INLINE = "inline"
 COLUMN_FAMILIES = (INODES, DENTRIES, XATTRS, SESSIONS, RESULTS, META, OPENS, INODE_OPENS,

@@ -4,8 +4,8 @@ import errno
 import stat
 
 from schemas import namespace_pb2 as pb
-from services.metadata.namespace.errors import FsError
-from services.metadata.namespace.records import Inode
+from services.common.posix.errors import FsError
+from services.common.posix.records import Inode
 
 R, W, X = 4, 2, 1
 
