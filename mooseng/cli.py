@@ -254,10 +254,7 @@ def _use_uvloop() -> None:
     uvloop.install()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mooseng", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_up(sub) -> None:
     up = sub.add_parser("up", help="start a local cluster (3 metadata nodes, 3 "
                                    "chunkservers) and mount it")
     up.add_argument("--dir", default="mooseng-data",
@@ -267,16 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where to mount it (default ./mnt, or where the last `up` did)")
     up.set_defaults(func=_up)
 
+
+def _add_down(sub) -> None:
     down = sub.add_parser("down", help="unmount and stop a local cluster, keeping its data")
     down.add_argument("--dir", default="mooseng-data", help="the cluster's directory "
                                                             "(default ./mooseng-data)")
     down.set_defaults(func=_down)
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="fold a scripted set of commands and print the tree")
     demo.add_argument("--data", help="keep the projection and command file here "
                                      "(default: a temporary directory)")
     demo.set_defaults(func=_demo)
 
+
+def _add_fold(sub) -> None:
     fold = sub.add_parser("fold", help="fold a command file into a projection")
     fold.add_argument("--commands", required=True, help="command file to read")
     fold.add_argument("--data", required=True, help="projection directory (created if new)")
@@ -287,10 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "as JSON lines")
     fold.set_defaults(func=_fold)
 
+
+def _add_tree(sub) -> None:
     tree = sub.add_parser("tree", help="print the namespace held in a projection")
     tree.add_argument("--data", required=True, help="projection directory")
     tree.set_defaults(func=_tree)
 
+
+def _add_metadata(sub) -> None:
     meta = sub.add_parser("metadata", help="run a metadata node")
     meta.add_argument("--id", type=int, required=True, help="this node's id (in --peers)")
     meta.add_argument("--data", required=True, help="data directory (log, projection)")
@@ -339,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "file contents from region A's")
     meta.set_defaults(func=_metadata)
 
+
+def _add_chunkserver(sub) -> None:
     chunk = sub.add_parser("chunkserver", help="run a chunkserver")
     chunk.add_argument("--data", required=True, metavar="DIR[,DIR...]",
                        help="chunk directories, one per data disk (the first also keeps "
@@ -358,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     chunk.set_defaults(func=_chunkserver)
 
+
+def _add_class(sub) -> None:
     cls = sub.add_parser("class", help="show or set the storage class of a path")
     cls.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
     cls.add_argument("action", choices=("get", "set"))
@@ -368,12 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set it on everything under the path too")
     cls.set_defaults(func=_class)
 
+
+def _add_chunks(sub) -> None:
     chunks = sub.add_parser("chunks", help="chunkservers and the health of every chunk "
                                            "(exit status 1 if any chunk is missing)")
     chunks.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
     chunks.add_argument("--json", action="store_true", help="print JSON")
     chunks.set_defaults(func=_chunks)
 
+
+def _add_members(sub) -> None:
     members = sub.add_parser("members", help="list or change the metadata cluster's members")
     members.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")
     members.add_argument("action", choices=("list", "add-learner", "add-voter", "promote",
@@ -382,12 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     members.add_argument("address", nargs="?", help="HOST:PORT of a node being added")
     members.set_defaults(func=_members)
 
+
+def _add_status(sub) -> None:
     status = sub.add_parser("status", help="show each metadata node's role and progress")
     status.add_argument("--masters", required=True, help="HOST:PORT,... of the nodes")
     status.add_argument("--json", action="store_true", help="a JSON list, one object a node")
     status.add_argument("--timeout", type=float, default=2.0, help="seconds per node")
     status.set_defaults(func=_status)
 
+
+def _add_mount(sub) -> None:
     mount = sub.add_parser("mount", help="mount the file system (FUSE)")
     mount.add_argument("--masters", required=True, help="HOST:PORT,... of the metadata nodes")
     mount.add_argument("--restored", metavar="DIR",
@@ -411,15 +430,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long to wait for the mount to be live (default 120)")
     mount.set_defaults(func=_mount)
 
+
+def _add_umount(sub) -> None:
     umount = sub.add_parser("umount", help="unmount a MooseNG mount and wait for its "
                                            "process to commit and end")
     umount.add_argument("mountpoint")
     umount.add_argument("-l", "--lazy", action="store_true",
                         help="detach now even if files are open; it ends when they close")
     umount.set_defaults(func=_umount)
-    metalogger_command.add_commands(sub)
-    log_commands.add_commands(sub)
-    region_commands.add_commands(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mooseng", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_up, _add_down, _add_demo, _add_fold, _add_tree, _add_metadata,
+                _add_chunkserver, _add_class, _add_chunks, _add_members, _add_status,
+                _add_mount, _add_umount, metalogger_command.add_commands,
+                log_commands.add_commands, region_commands.add_commands):
+        add(sub)
     return parser
 
 

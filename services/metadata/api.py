@@ -204,39 +204,17 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
                                                 self.region_follower))
 
     def _mutate(self, request: mpb.Request, put):
-        """Propose the request's command; the proposal's waiter (None if refused)."""
+        """Validate, stamp and propose the request's command; once applied, reply (with
+        what the chunk layer adds) and tell other sessions. The proposal's waiter, or
+        None when the request was refused."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            put(refusal)
+            return None
         command = request.mutation
-        kind = command.WhichOneof("op")
-        if kind is None:
-            put(reply_error(request, Status.BAD_REQUEST, "the mutation has no operation"))
-            return None
-        if region_fold.refuses_clients(self.node.machine.projection, self.region_follower):
-            message = f"{kind}: {region_fold.FOLLOWING_MESSAGE}"
-            put(mpb.Reply(id=request.id, errno=errno.EROFS, message=message,
-                          result=pb.Result(errno=errno.EROFS, message=message)))
-            return None
-        if not request.HasField("caller"):
-            put(reply_error(request, Status.BAD_REQUEST, "a mutation needs the caller's "
-                                                         "uid, gid and groups"))
-            return None
-        if kind != "open_session" and not request.session:
-            put(reply_error(request, Status.BAD_REQUEST, "mutations need a session: open "
-                                                         "one first"))
-            return None
-        if (problem := precheck(command)) is not None:
-            put(mpb.Reply(id=request.id, errno=problem.errno, message=problem.message,
-                          result=pb.Result(errno=problem.errno, message=problem.message)))
-            return None
-        stamped = pb.Command(time_ns=time.time_ns(), caller=request.caller,
-                             session=request.session if kind != "open_session" else 0,
-                             seq=request.seq if kind != "open_session" else 0,
-                             acked_seq=request.acked_seq)
-        getattr(stamped, kind).CopyFrom(getattr(command, kind))
-        if kind == "set_class":
-            stamped.set_class.default_class = str(self.chunks.default_class)
+        stamped = self._stamp(request)
         named = named_inodes(self.node.machine.projection, command) \
             if self.subscribers.anyone_but(request.session) else ()
-
         delegations_changed = self.recalls.proposing(command, request.session)
 
         def done(outcome) -> None:
@@ -245,19 +223,63 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             reply = self._mutation_reply(request, outcome)
             if reply.status == Status.OK and not reply.errno:
                 self.subscribers.publish(request.session, stamped, reply.result, named)
-                if kind == "begin_write" and command.begin_write.chunk_id:
-                    self.chunks.client_began(reply.result.chunk, command.begin_write.targets)
-                elif kind == "begin_write":
-                    reply = self._add_write_targets(request, reply)
-                elif kind == "reserve_chunks":
-                    reply.targets.extend(mpb.ChunkLocation(address=address)
-                                         for address in self.chunks.placement())
-                elif kind in ("delegate", "mkdir"):   # where new files' chunks go
-                    reply.storage_class = str(self.chunks.class_of(reply.result.attr.inode))
-                elif kind == "set_class":
-                    self.chunks.class_changed(command.set_class.inode)
+                reply = self._applied(request, reply)
             put(reply)
         return self.node.submit([stamped.SerializeToString()], done)
+
+    def _refusal(self, request: mpb.Request) -> mpb.Reply | None:
+        """The answer to a mutation that must not be proposed, or None."""
+        command = request.mutation
+        kind = command.WhichOneof("op")
+        if kind is None:
+            return reply_error(request, Status.BAD_REQUEST, "the mutation has no operation")
+        if region_fold.refuses_clients(self.node.machine.projection, self.region_follower):
+            message = f"{kind}: {region_fold.FOLLOWING_MESSAGE}"
+            return mpb.Reply(id=request.id, errno=errno.EROFS, message=message,
+                             result=pb.Result(errno=errno.EROFS, message=message))
+        if not request.HasField("caller"):
+            return reply_error(request, Status.BAD_REQUEST, "a mutation needs the caller's "
+                                                            "uid, gid and groups")
+        if kind != "open_session" and not request.session:
+            return reply_error(request, Status.BAD_REQUEST, "mutations need a session: "
+                                                            "open one first")
+        if (problem := precheck(command)) is not None:
+            return mpb.Reply(id=request.id, errno=problem.errno, message=problem.message,
+                             result=pb.Result(errno=problem.errno, message=problem.message))
+        return None
+
+    def _stamp(self, request: mpb.Request) -> pb.Command:
+        """The command as the log keeps it: the leader's time, who asked, and the
+        session's request numbers (exactly-once); a storage class change also
+        carries the cluster's default class."""
+        command = request.mutation
+        kind = command.WhichOneof("op")
+        opening = kind == "open_session"
+        stamped = pb.Command(time_ns=time.time_ns(), caller=request.caller,
+                             session=0 if opening else request.session,
+                             seq=0 if opening else request.seq,
+                             acked_seq=request.acked_seq)
+        getattr(stamped, kind).CopyFrom(getattr(command, kind))
+        if kind == "set_class":
+            stamped.set_class.default_class = str(self.chunks.default_class)
+        return stamped
+
+    def _applied(self, request: mpb.Request, reply: mpb.Reply) -> mpb.Reply:
+        """What the chunk layer does after a command applied, and adds to its reply."""
+        command = request.mutation
+        kind = command.WhichOneof("op")
+        if kind == "begin_write" and command.begin_write.chunk_id:
+            self.chunks.client_began(reply.result.chunk, command.begin_write.targets)
+        elif kind == "begin_write":
+            reply = self._add_write_targets(request, reply)
+        elif kind == "reserve_chunks":
+            reply.targets.extend(mpb.ChunkLocation(address=address)
+                                 for address in self.chunks.placement())
+        elif kind in ("delegate", "mkdir"):   # where new files' chunks go
+            reply.storage_class = str(self.chunks.class_of(reply.result.attr.inode))
+        elif kind == "set_class":
+            self.chunks.class_changed(command.set_class.inode)
+        return reply
 
     def _mutation_reply(self, request: mpb.Request, outcome) -> mpb.Reply:
         if isinstance(outcome, NotLeaderError):
