@@ -66,6 +66,7 @@ from services.chunk.header import (
     zero_padded_crc,
 )
 from services.chunk.placement import choose_directory
+from services.common.durable_files import fsync_dir, pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +102,6 @@ def _locked(method):
     return call
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_version(version: int) -> None:
@@ -333,7 +321,7 @@ class ChunkStore:
         return raw if len(raw) == want else raw + bytes(want - len(raw))
 
     def _write_header(self, c: _Open, header: Header, sync: bool) -> None:
-        _pwrite_all(c.fd, encode(header), c.spare * SLOT_STRIDE)
+        pwrite_all(c.fd, encode(header), c.spare * SLOT_STRIDE)
         c.header, c.slot = header, c.spare
         self._meta[header.chunk_id] = (header.version, header.length)
         if sync:
@@ -376,9 +364,9 @@ class ChunkStore:
         try:
             self._write_header(c, header, sync)
             if sync:
-                _fsync_dir(sub)
+                fsync_dir(sub)
                 if new_sub:
-                    _fsync_dir(directory)
+                    fsync_dir(directory)
         except OSError as e:          # leave no half-made file behind
             os.close(fd)
             os.unlink(path)
@@ -401,7 +389,7 @@ class ChunkStore:
             if len(data):
                 old = {b: self._verified(c, b, 1) for b in partly_covered(offset, len(data))}
                 crcs = written_crcs(offset, data, old)
-                _pwrite_all(c.fd, data, HEADER_SIZE + offset)
+                pwrite_all(c.fd, data, HEADER_SIZE + offset)
                 header = c.header.successor(length=max(c.header.length, offset + len(data)))
                 for block, crc in crcs.items():
                     header.crcs[block] = crc
@@ -463,7 +451,7 @@ class ChunkStore:
         try:
             os.unlink(path)
             if sync:
-                _fsync_dir(os.path.dirname(path))
+                fsync_dir(os.path.dirname(path))
         except FileNotFoundError:
             log.warning("chunk %s: its file %s was already gone", chunk_name(chunk_id), path)
         except OSError as e:

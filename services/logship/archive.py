@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import crc32c
 
+from services.common.durable_files import fsync_dir, pwrite_all
 from services.metadata.raft.messages import NORMAL
 
 FORMAT_VERSION = 1
@@ -238,7 +239,7 @@ class Archive:
                                    f"not exist); check the path, or let a metalogger "
                                    f"create it")
             os.makedirs(self.directory)
-            _fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
+            fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
         for sub in (SEGMENTS, SNAPSHOTS):
             path = os.path.join(self.directory, sub)
             if not os.path.isdir(path):
@@ -246,7 +247,7 @@ class Archive:
                     raise ArchiveError(f"{self.directory}: not an archive (no {sub}/ "
                                        f"directory in it)")
                 os.mkdir(path)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         if self.readonly:
             return
         self._lock_fd = os.open(os.path.join(self.directory, LOCK_FILE),
@@ -548,7 +549,7 @@ class Archive:
                                                     seg.size >= self._segment_bytes):
             seg = self._new_segment(first)
         block = encode_block(rows)
-        self._guarded(_pwrite_all, self._fd, block, seg.size)
+        self._guarded(pwrite_all, self._fd, block, seg.size)
         seg.add_block(seg.size, _BLOCK.unpack_from(block))
         seg.size += len(block)
         self._dirty = True
@@ -561,7 +562,7 @@ class Archive:
             self._fd = None
         path = os.path.join(self._seg_dir, f"{first:020d}.seg")
         self._fd = self._guarded(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        self._guarded(_pwrite_all, self._fd, _segment_header(first), 0)
+        self._guarded(pwrite_all, self._fd, _segment_header(first), 0)
         seg = _Segment(path, first)
         self._segments.append(seg)
         self._dirty = self._dir_dirty = True
@@ -573,7 +574,7 @@ class Archive:
         if self._dirty and self._fd is not None:
             self._guarded(_datasync, self._fd)
         if self._dir_dirty:
-            self._guarded(_fsync_dir, self._seg_dir)
+            self._guarded(fsync_dir, self._seg_dir)
         self._dirty = self._dir_dirty = False
 
     def add_snapshot(self, index: int, term: int, config: bytes, source_dir: str) -> None:
@@ -601,9 +602,9 @@ class Archive:
         meta = {"index": index, "term": term, "time_ns": time_ns,
                 "config": base64.b64encode(config).decode()}
         _write_durably(os.path.join(tmp, META_FILE), json.dumps(meta).encode())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, final)
-        _fsync_dir(self._snap_dir)
+        fsync_dir(self._snap_dir)
         self._snapshots.append(_read_snapshot_meta(final, index))
         self._snapshots.sort(key=lambda s: s.index)
         if index > self._entries_last():
@@ -630,12 +631,12 @@ class Archive:
             os.unlink(seg.path)
             report["dropped_segments"] += 1
         if report["dropped_segments"]:
-            _fsync_dir(self._seg_dir)
+            fsync_dir(self._seg_dir)
         for snap in [s for s in self._snapshots if s.index < base.index]:
             folder = os.path.dirname(snap.path)
             report["freed_bytes"] += _tree_bytes(folder)
             os.rename(folder, folder + ".del")
-            _fsync_dir(self._snap_dir)
+            fsync_dir(self._snap_dir)
             shutil.rmtree(folder + ".del")
             self._snapshots.remove(snap)
             report["dropped_snapshots"] += 1
@@ -787,30 +788,18 @@ def copy_checkpoint(source: str, dest: str, durable: bool = True) -> None:
             finally:
                 os.close(fd)
     if durable:
-        _fsync_dir(dest)
+        fsync_dir(dest)
 
 
 def _write_durably(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _pwrite_all(fd, data, 0)
+        pwrite_all(fd, data, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view, done = memoryview(data), 0
-    while done < len(data):
-        done += os.pwrite(fd, view[done:], offset + done)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _tree_bytes(path: str) -> int:

@@ -6,6 +6,7 @@ import os
 import shutil
 
 from schemas import namespace_pb2 as nspb
+from services.common.durable_files import fsync_dir
 from services.metadata.applier import Applier
 from services.metadata.projection import Projection, open_projection
 from services.metadata.raft.messages import NORMAL, Entry
@@ -49,6 +50,7 @@ class NamespaceMachine:
             shutil.rmtree(tmp, ignore_errors=True)
             self.projection.checkpoint(tmp)
             os.rename(tmp, path)
+            fsync_dir(self.snapshots)
         for name in os.listdir(self.snapshots):
             if name.startswith("snap-") and os.path.join(self.snapshots, name) != path:
                 shutil.rmtree(os.path.join(self.snapshots, name), ignore_errors=True)
@@ -68,6 +70,7 @@ class NamespaceMachine:
         os.rename(staged, new)
         os.rename(self.path, old)
         os.rename(new, self.path)
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         shutil.rmtree(old, ignore_errors=True)
         self.projection = open_projection(self.path)
         self.applier = Applier(self.projection)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.common.durable_files import replace_durably
 from services.metadata.raft.core import (
     LEADER,
     Persisted,
@@ -201,7 +202,7 @@ class RaftNode:
                        "config": meta.config.encode().decode()}, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
+        replace_durably(path + ".tmp", path)
 
     def _forget_snapshot_metas(self, keep: int) -> None:
         for name in os.listdir(self.data_dir):
