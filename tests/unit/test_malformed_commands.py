@@ -58,3 +58,24 @@ def test_entries_already_applied_are_skipped(fs):
     before = fs.proj.content_digest()
     assert fs.applier.apply(fs.index, pb.Command(mkdir=pb.Mkdir(parent=R, name=b"z"))) is None
     assert fs.proj.content_digest() == before
+
+
+def test_a_bug_in_the_fold_fails_one_command_not_the_log(fs, monkeypatch):
+    """A command that trips a mistake in the fold (here a KeyError halfway through a
+    mkdir, after it wrote) is an EIO result that changed nothing, on every replica
+    alike; the next commands apply as usual."""
+    from services.metadata.namespace import fold
+
+    fs.mkdir(R, b"keep")
+    before = fs.proj.content_digest()
+    real = fold.SESSION_OPERATIONS["mkdir"]
+
+    def broken(ns, op, session):
+        real(ns, op, session)         # writes the new directory, then fails
+        raise KeyError("a bug")
+    monkeypatch.setitem(fold.SESSION_OPERATIONS, "mkdir", broken)
+    result = fs.do(mkdir=pb.Mkdir(parent=R, name=b"new", mode=0o755))
+    assert result.errno == errno.EIO and "KeyError" in result.message
+    assert fs.proj.content_digest() == before
+    monkeypatch.setitem(fold.SESSION_OPERATIONS, "mkdir", real)
+    assert fs.mkdir(R, b"new")

@@ -30,6 +30,9 @@ from services.metadata.namespace import delegation_fold, region_fold
 from services.metadata.namespace.txn import Txn
 
 log = logging.getLogger(__name__)
+# Exceptions that only the fold's own logic raises on a command's contents.
+FOLD_BUGS = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
+             AssertionError, NotImplementedError, RecursionError)
 
 MAX_FILE_SIZE = attributes.MAX_FILE_SIZE
 LINK_MAX = 65000
@@ -829,6 +832,17 @@ def _run(txn: Txn, cmd: pb.Command) -> pb.Result:
         log.error("command %s failed in the fold: %s", kind, exc)
         txn.rollback(savepoint)
         return _error(errno.EOVERFLOW, f"{kind}: a value is out of range ({exc})")
+    except FOLD_BUGS as exc:
+        # A mistake in the fold that this command's contents trigger: deterministic,
+        # so every replica fails it the same way. Failing the one command (changing
+        # nothing) keeps the log moving; raising would stop every replica, and again
+        # at every restart. Errors of the disk or memory are not caught: a replica
+        # that cannot read its state must stop, not answer differently from the rest.
+        log.exception("BUG: command %s failed in the fold; it fails with EIO and "
+                      "changes nothing", kind)
+        txn.rollback(savepoint)
+        return _error(errno.EIO, f"{kind}: the metadata service could not apply this "
+                                 f"command ({type(exc).__name__}: {exc}); nothing changed")
 
 
 def _session_of(txn: Txn, cmd: pb.Command) -> r.SessionRecord | pb.Result:
