@@ -101,3 +101,24 @@ def test_stopping_during_a_checkpoint_keeps_every_committed_entry(tmp_path):
         finally:
             await node.stop()
     asyncio.run(restart())
+
+
+def test_a_failing_checkpoint_is_tried_again_later_not_at_every_turn(tmp_path):
+    async def run():
+        node = await _leading(tmp_path)
+        calls = []
+
+        def failing_checkpoint():
+            calls.append(node.machine.applied_index)
+            raise OSError(28, "No space left on device")
+        node.machine.checkpoint = failing_checkpoint
+        try:
+            for _ in range(60):
+                await node.propose([b"x"])
+            # one attempt after 40 entries, the next only 4 entries later (40 // 10)
+            assert 1 <= len(calls) <= 1 + 20 // 4
+            assert node.core.snapshot.index == 0     # nothing compacted
+            assert node.machine.count == 60          # and nothing held back for good
+        finally:
+            await node.stop()
+    asyncio.run(run())

@@ -170,6 +170,7 @@ class RaftNode:
         self._flushing: asyncio.Future | None = None   # a snapshot's slow part, beside
         self._checkpoint: asyncio.Future | None = None  # taking the snapshot, in a thread
         self._checkpoint_index = 0
+        self._snapshot_retry_at = 0          # after a failed snapshot: not before this
         self._held_back: list[Entry] = []   # committed while it is taken, applied after
         self._wake = asyncio.Event()
         self._ticks = 0
@@ -450,7 +451,8 @@ class RaftNode:
                 self._finish_checkpoint()
             return
         applied = self.machine.applied_index
-        if applied - self.core.snapshot.index < self.options.snapshot_every:
+        if applied - self.core.snapshot.index < self.options.snapshot_every \
+                or applied < self._snapshot_retry_at:
             return
         if self._flushing is None:
             self._flushing = self._in_thread(self.machine.flush)
@@ -476,8 +478,12 @@ class RaftNode:
         done, self._checkpoint = self._checkpoint, None
         index = self._checkpoint_index
         if done.exception() is not None:
-            log.warning("node %d: taking a snapshot at index %d failed: %s", self.id,
-                        index, done.exception())
+            # tried again after a tenth of the interval, not at every turn (a full
+            # disk would otherwise keep both threads busy)
+            self._snapshot_retry_at = index + max(1, self.options.snapshot_every // 10)
+            log.warning("node %d: taking a snapshot at index %d failed (trying again "
+                        "at index %d): %s", self.id, index, self._snapshot_retry_at,
+                        done.exception())
         else:
             self.core.compact(index)
             self._write_snapshot_meta(self.core.snapshot)
