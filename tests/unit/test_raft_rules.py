@@ -6,6 +6,7 @@ from services.metadata.raft.core import Persisted, RaftCore, RaftInvariantError
 from services.metadata.raft.messages import (
     CAMPAIGN_TRANSFER,
     CONFIG,
+    NORMAL,
     Config,
     Entry,
     Message,
@@ -191,7 +192,18 @@ def test_commit_reaches_followers_and_they_apply_in_order():
     c.propose(1, b"a", b"b")
     c.tick_all(2)
     for i in (1, 2, 3):
-        assert [e.data for e in c.applied[i] if e.data] == [b"a", b"b"]
+        assert [e.data for e in c.applied[i] if e.kind == NORMAL] == [b"a", b"b"]
+
+
+def test_a_new_clusters_first_leader_writes_its_members_into_the_log():
+    """So that every copy of the log (a metalogger's archive) says who the first
+    voters were."""
+    c = Cluster(3)
+    c.elect(1)
+    c.tick_all(2)
+    for i in (1, 2, 3):
+        configs = [Config.decode(e.data) for e in c.applied[i] if e.kind == CONFIG]
+        assert [cfg.voters for cfg in configs] == [frozenset({1, 2, 3})]
 
 
 # -- snapshots -----------------------------------------------------------------------

@@ -403,7 +403,13 @@ class RaftCore:
         for peer in self.config.members:
             self._add_progress(peer, last + 1)
         self.pending_conf_index = last
-        self._append([Entry(last + 1, self.term, NOOP)])
+        entries = [Entry(last + 1, self.term, NOOP)]
+        if last == 0:
+            # A new cluster's first members are otherwise only in its command lines:
+            # the first leader writes them into the log, so that every copy of the log
+            # (an archive being restored, say) says who the voters were.
+            entries.append(Entry(last + 2, self.term, CONFIG, self.config.encode()))
+        self._append(entries)
         self._broadcast_append()
 
     def _add_progress(self, peer: int, next_index: int) -> None:
