@@ -284,14 +284,14 @@ def test_a_torn_header_write_falls_back_to_the_previous_header(dirs, monkeypatch
     store = ChunkStore(dirs)
     store.create(14, 1)
     store.write(14, 1, 0, b"a" * B, sync=True)
-    real = store_module._pwrite_all
+    real = store_module.pwrite_all
 
     def torn(fd, data, offset):
         if offset < HEADER_SIZE:                       # half a header copy, then the crash
             real(fd, bytes(data)[:len(data) // 2], offset)
             raise OSError(errno.EIO, "Input/output error")
         real(fd, data, offset)
-    monkeypatch.setattr(store_module, "_pwrite_all", torn)
+    monkeypatch.setattr(store_module, "pwrite_all", torn)
     with pytest.raises(ChunkIOError):
         store.write(14, 1, 0, b"b" * (B + 1))
     monkeypatch.undo()
@@ -368,7 +368,7 @@ def test_a_header_update_never_overwrites_the_last_synced_copy(dirs):
 def test_a_create_the_disk_refuses_leaves_no_chunk_behind(store, monkeypatch):
     def disk_full(fd, data, offset):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(store_module, "_pwrite_all", disk_full)
+    monkeypatch.setattr(store_module, "pwrite_all", disk_full)
     with pytest.raises(ChunkIOError, match="No space left on device"):
         store.create(17, 1)
     monkeypatch.undo()
