@@ -77,6 +77,9 @@ def _metadata(args) -> int:
         from services.common.metrics import serve_metrics
         serve_metrics(f"mooseng-metadata-{args.id}", host_port(args.metrics_listen))
     _use_uvloop()
+    from services.common import gc_pauses
+    gc_pauses.watch(f"node {args.id}")
+    gc_pauses.tune()
     from services.metadata.raft.core import RaftOptions
     from services.metadata.raft.node import NodeOptions
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,

@@ -11,9 +11,9 @@ from services.metadata.raft.node import NodeOptions, RaftNode
 SLOW_S = 0.8        # longer than this node's election timeout (10-20 ticks of 20 ms)
 
 
-async def _leading(tmp_path) -> RaftNode:
+async def _leading(tmp_path, snapshot_every: int = 40) -> RaftNode:
     node = RaftNode(1, {1: "127.0.0.1:1"}, str(tmp_path), NodeOptions(
-        tick_s=0.02, snapshot_every=40, state_machine="counter",
+        tick_s=0.02, snapshot_every=snapshot_every, state_machine="counter",
         raft=RaftOptions(election_ticks=10)))
     await node.start()
     for _ in range(500):
@@ -120,5 +120,36 @@ def test_a_failing_checkpoint_is_tried_again_later_not_at_every_turn(tmp_path):
             assert node.core.snapshot.index == 0     # nothing compacted
             assert node.machine.count == 60          # and nothing held back for good
         finally:
+            await node.stop()
+    asyncio.run(run())
+
+
+def test_a_burst_of_commits_is_applied_in_slices(tmp_path):
+    """Thousands of entries committed at once (an rm -rf) are applied a slice at a
+    time, the loop free in between: applied in one go they held it for most of a
+    second, and a leader that misses its heartbeats that long is voted out."""
+    async def run():
+        node = await _leading(tmp_path, snapshot_every=100_000)
+        apply = node.machine.apply
+
+        def slow_apply(entries):
+            time.sleep(0.0002 * len(entries))      # 200 µs an entry, like an unlink
+            return apply(entries)
+        node.machine.apply = slow_apply
+        lags = []
+
+        async def watch_the_loop():
+            while True:
+                start = time.monotonic()
+                await asyncio.sleep(0.005)
+                lags.append(time.monotonic() - start - 0.005)
+        watcher = asyncio.ensure_future(watch_the_loop())
+        try:
+            first, results = await node.propose([b"x"] * 3000)
+            await asyncio.sleep(0.02)
+            assert len(results) == 3000 and node.machine.count == 3000
+            assert max(lags) < 0.2          # 3,000 at once would be 0.6 s
+        finally:
+            watcher.cancel()
             await node.stop()
     asyncio.run(run())
