@@ -23,6 +23,14 @@ async def _leading(tmp_path, snapshot_every: int = 40) -> RaftNode:
     raise AssertionError("a single voter did not become leader")
 
 
+async def _watch_the_loop(lags: list[float], every: float) -> None:
+    """How late each of a series of short sleeps woke: how long the loop was held."""
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep(every)
+        lags.append(time.monotonic() - start - every)
+
+
 def test_a_slow_checkpoint_holds_up_applying_only(tmp_path):
     async def run():
         node = await _leading(tmp_path)
@@ -36,13 +44,7 @@ def test_a_slow_checkpoint_holds_up_applying_only(tmp_path):
             return checkpoint()
         node.machine.checkpoint = slow_checkpoint
         lags = []
-
-        async def watch_the_loop():
-            while True:
-                start = time.monotonic()
-                await asyncio.sleep(0.01)
-                lags.append(time.monotonic() - start - 0.01)
-        watcher = asyncio.ensure_future(watch_the_loop())
+        watcher = asyncio.ensure_future(_watch_the_loop(lags, 0.01))
         try:
             indexes = []
             started = time.monotonic()
@@ -137,13 +139,7 @@ def test_a_burst_of_commits_is_applied_in_slices(tmp_path):
             return apply(entries)
         node.machine.apply = slow_apply
         lags = []
-
-        async def watch_the_loop():
-            while True:
-                start = time.monotonic()
-                await asyncio.sleep(0.005)
-                lags.append(time.monotonic() - start - 0.005)
-        watcher = asyncio.ensure_future(watch_the_loop())
+        watcher = asyncio.ensure_future(_watch_the_loop(lags, 0.005))
         try:
             first, results = await node.propose([b"x"] * 3000)
             await asyncio.sleep(0.02)
