@@ -168,6 +168,23 @@ def write(path: str, data: bytes, mode: str = "wb") -> None:
         f.write(data)
 
 
+def read_removed_while_open(made: str, seen: str, data: bytes) -> bytes:
+    """Write `data` at path `made`, open the same file through another mount's path
+    `seen`, remove it through the first, then read all of it from the open file with
+    the page cache dropped (so the bytes come from the cluster, not the kernel)."""
+    write(made, data)
+    fd = os.open(seen, os.O_RDONLY)
+    try:
+        os.unlink(made)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        got = bytearray()
+        while block := os.read(fd, 1 << 20):
+            got += block
+        return bytes(got)
+    finally:
+        os.close(fd)
+
+
 def within(timeout: float, check) -> float:
     """Seconds until check() held; fails after `timeout`."""
     start = time.monotonic()

@@ -27,6 +27,7 @@ from tests.integration import mount_fixture
 from tests.integration.mount_fixture import (
     mount_process,
     read,
+    read_removed_while_open,
     second_mount,
     within,
     write,
@@ -102,17 +103,8 @@ def test_a_file_open_for_reading_stays_readable_when_the_other_mount_removes_it(
     the big one's chunks are retained and found by id."""
     name = f"removed-{size}"
     data = os.urandom(size)
-    write(os.path.join(cluster.mountpoint, name), data)
-    fd = os.open(os.path.join(other, name), os.O_RDONLY)
-    try:
-        os.unlink(os.path.join(cluster.mountpoint, name))
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        got = bytearray()
-        while block := os.read(fd, 1 << 20):
-            got += block
-        assert bytes(got) == data
-    finally:
-        os.close(fd)
+    assert read_removed_while_open(os.path.join(cluster.mountpoint, name),
+                                   os.path.join(other, name), data) == data
 
 
 def test_what_was_closed_survives_the_mount_dying(cluster, other):

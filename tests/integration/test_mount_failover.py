@@ -24,6 +24,7 @@ from tests.integration.mount_fixture import (
     gone,
     mount_process,
     read,
+    read_removed_while_open,
     second_mount,
     within,
     write,
@@ -185,17 +186,7 @@ def test_a_reader_keeps_reading_what_another_mount_removes(both):
     on, as it would on a local file system."""
     a, b = both
     data = os.urandom(3 << 20)
-    write(os.path.join(a, "f"), data)
-    fd = os.open(os.path.join(b, "f"), os.O_RDONLY)
-    try:
-        os.unlink(os.path.join(a, "f"))
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        got = bytearray()
-        while block := os.read(fd, 1 << 20):
-            got += block
-        assert bytes(got) == data
-    finally:
-        os.close(fd)
+    assert read_removed_while_open(os.path.join(a, "f"), os.path.join(b, "f"), data) == data
 
 
 def test_changes_made_while_a_leader_died_show_although_their_pushes_were_lost(cluster, both):
