@@ -9,15 +9,18 @@
   who may write an attribute but not read it gets EACCES from the check. The fold
   takes the flags and decides in one command.
 
-- **opendir flags**: pyfuse3's opendir sets only the handle, so the kernel reads a
-  directory from the mount at every opendir, however often the same unchanged
-  directory is listed (`find` then `tar c`, a build's many `ls`). The opendir entry
-  is wrapped to set `cache_readdir` and `keep_cache` before pyfuse3's own handler
-  runs: the kernel keeps listings in the directory's page cache, and drops them
-  when the directory changes through this mount, when its mtime moves, or when the
-  master's push for another client's change invalidates the directory.
+- **zero-message opendir**: every opendir and closedir is a FUSE request, two of
+  the few each directory costs `find`, `tar c`, `grep -r` and `rm -rf`, though the
+  mount keeps nothing per open directory (dir_pages.py). Since Linux 5.1 the kernel
+  opens directories itself once the file system answers an OPENDIR with ENOSYS, and
+  then keeps listings in the directory's page cache (`cache_readdir` and
+  `keep_cache`), dropping them when the directory changes through this mount, when
+  its mtime moves, or when the master's push for another client's change
+  invalidates the directory. The readdirplus and fsyncdir entries are wrapped to
+  put the directory's inode in the handle, where pyfuse3 looks for it. On an older
+  kernel the opendir entry only sets those two flags before pyfuse3's handler runs.
 
-So after pyfuse3.init() we set these three entries of the session's copy of libfuse's
+So after pyfuse3.init() we set these entries of the session's copy of libfuse's
 `struct fuse_lowlevel_ops`. pyfuse3 keeps its own copy and the session pointer in
 module statics; their addresses come from the module's ELF symbol table. The
 session's copy is found by content (the bytes of pyfuse3's copy), so nothing
@@ -29,6 +32,8 @@ import asyncio
 import ctypes
 import errno
 import logging
+import os
+import re
 import struct
 from types import SimpleNamespace
 
@@ -40,8 +45,11 @@ log = logging.getLogger(__name__)
 # Checked against the header (offsetof) when this was written.
 OPS_SIZE = 44 * 8
 OPENDIR_OFFSET = 20 * 8
+FSYNCDIR_OFFSET = 23 * 8
 SETXATTR_OFFSET = 25 * 8
 FALLOCATE_OFFSET = 40 * 8
+READDIRPLUS_OFFSET = 41 * 8
+ZERO_MESSAGE_OPENDIR = (5, 1)  # the first Linux that opens directories itself
 FH_OFFSET = 16                 # struct fuse_file_info: flags, bit fields, padding, fh
 BITS_OFFSET = 4                # its bit fields (fuse_common.h of libfuse 3.14), from bit 0:
 KEEP_CACHE, CACHE_READDIR = 1 << 2, 1 << 6  # writepage, direct_io, keep_cache, flush,
@@ -60,6 +68,15 @@ _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_i
 # needs it)
 _OPENDIR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
 _PYFUSE3_OPENDIR = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
+# void readdirplus(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *)
+_READDIRPLUS_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_int64,
+                     ctypes.c_void_p)
+_READDIRPLUS = ctypes.CFUNCTYPE(None, *_READDIRPLUS_ARGS)
+_PYFUSE3_READDIRPLUS = ctypes.PYFUNCTYPE(None, *_READDIRPLUS_ARGS)
+# void fsyncdir(fuse_req_t, fuse_ino_t, int datasync, struct fuse_file_info *)
+_FSYNCDIR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p)
+_FSYNCDIR = ctypes.CFUNCTYPE(None, *_FSYNCDIR_ARGS)
+_PYFUSE3_FSYNCDIR = ctypes.PYFUNCTYPE(None, *_FSYNCDIR_ARGS)
 # void setxattr(fuse_req_t, fuse_ino_t, const char *name, const char *value, size_t, int)
 _SETXATTR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
                              ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -81,7 +98,8 @@ class NotInstalled(Exception):
 def install(operations) -> bool:
     """Answer FUSE fallocate with `await operations.fallocate(fh, mode, offset,
     length)` and setxattr with `await operations.setxattr(inode, name, value, ctx,
-    flags)`, and have the kernel cache directory listings (opendir). Call between
+    flags)`; have the kernel open directories itself (or at least cache their
+    listings), with the inode as the handle of readdir and fsyncdir. Call between
     pyfuse3.init() and pyfuse3.main(), in the loop that serves the mount. Returns
     whether it worked."""
     try:
@@ -132,17 +150,35 @@ def install(operations) -> bool:
             return operations.setxattr(ino, name, data, who, flags)
         start(req, call)
 
-    pyfuse3_opendir = _PYFUSE3_OPENDIR(ctypes.c_void_p.from_address(ops + OPENDIR_OFFSET).value)
+    def pyfuse3_entry(offset: int, kind):
+        return kind(ctypes.c_void_p.from_address(ops + offset).value)
+    pyfuse3_opendir = pyfuse3_entry(OPENDIR_OFFSET, _PYFUSE3_OPENDIR)
+    pyfuse3_readdirplus = pyfuse3_entry(READDIRPLUS_OFFSET, _PYFUSE3_READDIRPLUS)
+    pyfuse3_fsyncdir = pyfuse3_entry(FSYNCDIR_OFFSET, _PYFUSE3_FSYNCDIR)
+    zero_message = kernel_release() >= ZERO_MESSAGE_OPENDIR
 
     def opendir(req, ino, fi):
+        if zero_message:
+            libfuse.fuse_reply_err(req, errno.ENOSYS)   # "open it yourself, always"
+            return
         bits = ctypes.c_uint32.from_address(fi + BITS_OFFSET)
         bits.value |= KEEP_CACHE | CACHE_READDIR
         pyfuse3_opendir(req, ino, fi)
 
+    def readdirplus(req, ino, size, off, fi):
+        ctypes.c_uint64.from_address(fi + FH_OFFSET).value = ino   # the handle is the inode
+        pyfuse3_readdirplus(req, ino, size, off, fi)
+
+    def fsyncdir(req, ino, datasync, fi):
+        ctypes.c_uint64.from_address(fi + FH_OFFSET).value = ino
+        pyfuse3_fsyncdir(req, ino, datasync, fi)
+
     callbacks = {FALLOCATE_OFFSET: _FALLOCATE(fallocate), SETXATTR_OFFSET: _SETXATTR(setxattr),
-                 OPENDIR_OFFSET: _OPENDIR(opendir)}
+                 OPENDIR_OFFSET: _OPENDIR(opendir),
+                 READDIRPLUS_OFFSET: _READDIRPLUS(readdirplus),
+                 FSYNCDIR_OFFSET: _FSYNCDIR(fsyncdir)}
     _installed.update(callbacks=callbacks, pending=pending, libfuse=libfuse,
-                      pyfuse3_opendir=pyfuse3_opendir)
+                      pyfuse3=(pyfuse3_opendir, pyfuse3_readdirplus, pyfuse3_fsyncdir))
     for offset, callback in callbacks.items():
         ctypes.c_void_p.from_address(ops + offset).value = \
             ctypes.cast(callback, ctypes.c_void_p).value
@@ -166,7 +202,8 @@ def _session_ops() -> int:
     ops = ctypes.string_at(base + symbols[OPS_SYMBOL], OPS_SIZE)
     if ops[FALLOCATE_OFFSET:FALLOCATE_OFFSET + 8] != bytes(8):
         raise NotInstalled("pyfuse3 has a fallocate handler of its own (another version)")
-    for offset, name in ((SETXATTR_OFFSET, "setxattr"), (OPENDIR_OFFSET, "opendir")):
+    for offset, name in ((SETXATTR_OFFSET, "setxattr"), (OPENDIR_OFFSET, "opendir"),
+                         (READDIRPLUS_OFFSET, "readdirplus"), (FSYNCDIR_OFFSET, "fsyncdir")):
         if ops[offset:offset + 8] == bytes(8):
             raise NotInstalled(f"pyfuse3 has no {name} handler where one is expected")
     around = ctypes.string_at(session, SESSION_SCAN + OPS_SIZE)
@@ -175,6 +212,13 @@ def _session_ops() -> int:
         raise NotInstalled(f"the session's copy of the FUSE operations was found "
                            f"{len(found)} times, not once")
     return session + found[0]
+
+
+def kernel_release(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of the running Linux, or of a release string such as
+    "6.1.0-18-amd64"; (0, 0) when it cannot be read."""
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release if release is None else release)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
 def elf_symbols(path: str, names: tuple[bytes, ...]) -> dict[bytes, int]:

@@ -28,8 +28,9 @@ from fuse_client import attrs, dir_listing
 from fuse_client.attrs import Timeouts
 from fuse_client.caller import Callers
 from fuse_client.delegations import Delegations
+from fuse_client.dir_pages import DirPage, DirPages
 from fuse_client.fuse_errors import fuse_operation
-from fuse_client.handles import Handles, OpenDir, OpenFile
+from fuse_client.handles import Handles, OpenFile
 from fuse_client.kernel_cache import KernelCache
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
@@ -63,6 +64,9 @@ class Operations(pyfuse3.Operations):
         self.callers = Callers()
         self.kernel = KernelCache()
         self.handles = Handles()
+        self.dir_pages = DirPages()
+        self.dir_attrs: dict[int, pb.Attr] = {}   # directory -> attributes last told
+        # the kernel: what fstat of one removed while open answers
         self.sizes: dict[int, int] = {}     # open inode -> its size at the master, as known
         self.cached: dict[int, tuple[int, int]] = {}  # inode -> (mtime, size) of the
         # contents the kernel's pages hold, for close-to-open
@@ -115,7 +119,11 @@ class Operations(pyfuse3.Operations):
         request began (at kernel epoch `since`): it may be older than that change."""
         timeouts = self.timeouts if self.kernel.fresh_since(since) else attrs.NO_CACHE
         size = written = None
-        if stat.S_ISREG(attr.mode):
+        if stat.S_ISDIR(attr.mode):
+            if len(self.dir_attrs) >= MAX_TOLD:
+                self.dir_attrs.clear()
+            self.dir_attrs[attr.inode] = attr
+        elif stat.S_ISREG(attr.mode):
             if len(self.told) >= MAX_TOLD:
                 self.told.clear()      # costs only extra invalidations at open
             self.told[attr.inode] = (attr.mtime_ns, attr.size)
@@ -164,15 +172,17 @@ class Operations(pyfuse3.Operations):
             return self._attrs(removed, since)
 
     def _removed_open_dir(self, inode: int) -> pb.Attr | None:
-        """A directory removed while open here stays open, with no links, as on a
-        local file system (the master keeps no removed directories)."""
-        for listing in self.handles.dirs.values():
-            if listing.inode == inode:
-                gone = pb.Attr()
-                gone.CopyFrom(listing.attr)
-                gone.nlink = 0
-                return gone
-        return None
+        """A directory removed while open stays open, with no links, as on a local
+        file system (the master keeps no removed directories). The kernel asks only
+        for an inode it holds, so one the master no longer knows is held open (or as
+        a working directory): its attributes as last told, with no links."""
+        known = self.dir_attrs.get(inode)
+        if known is None:
+            return None
+        gone = pb.Attr()
+        gone.CopyFrom(known)
+        gone.nlink = 0
+        return gone
 
     @fuse_operation
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -559,87 +569,84 @@ class Operations(pyfuse3.Operations):
             self.md.mutate_deferred(handle.caller, release=pb.Release(inode=handle.inode))
 
     # -- directories ------------------------------------------------------------------------
+    # A directory handle is its inode number (dir_pages.py): with fuse_hooks.py the
+    # kernel sends no OPENDIR or RELEASEDIR and puts the inode in the handle itself.
+    # The kernel checked the opener's right to read at open (default_permissions), so
+    # listings are read as root: a process that changes its identity, or a descriptor
+    # passed to another, lists what was opened, as on a local file system.
     @fuse_operation
     async def opendir(self, inode, ctx):
-        caller = self.callers.of(ctx)
-        attr = await self._getattr(caller, inode)   # "." and, once removed, fstat
-        return self.handles.add_dir(OpenDir(inode, caller, attr))
+        return inode
 
     @fuse_operation
     async def readdir(self, fh, start_id, token):
-        listing = self.handles.dirs[fh]
         try:
-            await self._list(listing, start_id, token)
+            await self._list(fh, start_id, token)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise                  # ENOENT: removed while open, so it lists empty
 
-    async def _list(self, listing: OpenDir, start_id: int, token) -> None:
+    async def _list(self, inode: int, start_id: int, token) -> None:
         for name in dir_listing.dots_from(start_id):
-            attr = await self._dot(listing, name)
+            attr = await self._dot(inode, name)
             at = dir_listing.DOT if name == b"." else dir_listing.DOTDOT
             # never cached: the kernel makes no entries for the dots
-            if not pyfuse3.readdir_reply(token, name, self._attrs(attr, -1), at):
+            if not pyfuse3.readdir_reply(token, name, attrs.entry(attr, attrs.NO_CACHE), at):
                 return
         cookie = dir_listing.cookie_at(start_id)
+        page = self.dir_pages.get(inode) if cookie else None   # from the start: read anew
         while True:
-            at = dir_listing.rest_of_page(listing.page, listing.page_cookies,
-                                          listing.page_cookie, cookie, listing.page_last)
+            at = None if page is None else dir_listing.rest_of_page(
+                page.entries, page.cookies, page.cookie, cookie, page.last)
             if at is None:
-                await self._read_page(listing, cookie)
+                page = await self._read_page(inode, cookie)
                 at = 0
-            page = listing.page
-            if at >= len(page):
+            entries = page.entries
+            if at >= len(entries):
                 return
-            for i in range(at, len(page)):     # a big page is not copied for each call
-                e = page[i]
-                entry = self._attrs(e.attr, listing.page_epoch)
+            for i in range(at, len(entries)):  # a big page is not copied for each call
+                e = entries[i]
+                entry = self._attrs(e.attr, page.epoch)
                 if not pyfuse3.readdir_reply(token, e.name, entry,
                                              dir_listing.position(e.cookie)):
                     return
-                self.kernel.told(e.attr.inode, listing.inode, e.name)
-            cookie = page[-1].cookie
+                self.kernel.told(e.attr.inode, inode, e.name)
+            cookie = entries[-1].cookie
 
-    async def _read_page(self, listing: OpenDir, cookie: int) -> None:
+    async def _read_page(self, inode: int, cookie: int) -> DirPage:
         """The next page of a listing: from what this mount knows of a directory it
         holds and made every entry of, else from the master."""
         since = self.kernel.epoch
-        known = self.delegations.listing(listing.caller, listing.inode)
+        known = self.delegations.listing(ROOT, inode)
         if known is not None:
-            listing.page = dir_listing.in_master_order(known, cookie)
-            listing.page_last = True
+            entries, last = dir_listing.in_master_order(known, cookie), True
         else:
-            reply = await self.md.read(listing.caller, readdir=mpb.Readdir(
-                inode=listing.inode, cookie=cookie, limit=READDIR_PAGE))
-            listing.page = list(reply.entries)
-            listing.page_last = len(listing.page) < READDIR_PAGE
-        listing.page_cookie, listing.page_epoch = cookie, since
-        listing.page_cookies = [e.cookie for e in listing.page]
+            reply = await self.md.read(ROOT, readdir=mpb.Readdir(
+                inode=inode, cookie=cookie, limit=READDIR_PAGE))
+            entries = list(reply.entries)
+            last = len(entries) < READDIR_PAGE
+        page = DirPage(entries, [e.cookie for e in entries], cookie, since, last)
+        self.dir_pages.put(inode, page)
+        return page
 
-    async def _dot(self, listing: OpenDir, name: bytes) -> pb.Attr:
+    async def _dot(self, inode: int, name: bytes) -> pb.Attr:
+        """"." or "..": the kernel takes only the inode number and type of these."""
         if name == b".":
-            return listing.attr
-        if listing.parent is None:   # as root: listing needs no search permission
-            ino, attr = self.delegations.parent_of(listing.inode)
-            if attr is None and ino:     # not held: its attributes, from the master
-                attr = (await self.md.read(ROOT, getattr=mpb.Getattr(inode=ino))).attr
-            if attr is None:
-                attr = (await self.md.read(ROOT, lookup=mpb.Lookup(
-                    parent=listing.inode, name=b".."))).attr
-            listing.parent = attr
-        return listing.parent
+            return pb.Attr(inode=inode, mode=stat.S_IFDIR)
+        ino, attr = self.delegations.parent_of(inode)
+        if ino:
+            return attr or pb.Attr(inode=ino, mode=stat.S_IFDIR)
+        return (await self.md.read(ROOT, lookup=mpb.Lookup(parent=inode, name=b".."))).attr
 
     @fuse_operation
     async def releasedir(self, fh):
-        self.handles.dirs.pop(fh, None)
+        """Nothing is kept per open directory (and with the hooks this never comes)."""
 
     @fuse_operation
     async def fsyncdir(self, fh, datasync):
         """Namespace changes are committed to the replicated log before they are
         answered, except creates answered in a delegated directory: wait for those."""
-        listing = self.handles.dirs.get(fh)
-        if listing is not None:
-            await self.delegations.settled(listing.inode)
+        await self.delegations.settled(fh)
 
     # -- the rest ---------------------------------------------------------------------------
     @fuse_operation

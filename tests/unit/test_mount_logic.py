@@ -6,9 +6,10 @@ import stat
 
 import pytest
 
-from fuse_client import attrs, dir_listing, mountinfo
+from fuse_client import attrs, dir_listing, fuse_hooks, mountinfo
 from fuse_client.caller import parse_groups
 from fuse_client.delegations import _unknown
+from fuse_client.dir_pages import DirPage, DirPages
 from fuse_client.metadata_client import ClusterUnavailableError, MetadataClient, _Call
 from fuse_client.mount_options import MountOptionError, parse
 from schemas import metadata_pb2 as mpb
@@ -67,6 +68,32 @@ def test_a_listing_known_here_is_in_the_masters_order_with_its_cookies():
     assert [e.cookie for e in listed] == [r.name_hash(e.name) + 1 for e in listed]
     after = dir_listing.in_master_order(entries, cookies[20])   # resumes after entry 20
     assert [e.name for e in after] == [e.name for e in listed[21:]]
+
+
+def _page(entries: int) -> DirPage:
+    listed = [mpb.DirEntry(name=b"%d" % i, cookie=i + 1) for i in range(entries)]
+    return DirPage(listed, [e.cookie for e in listed], 0, 0, last=True)
+
+
+def test_kept_listing_pages_are_bounded_by_entries_oldest_first():
+    pages = DirPages(limit=100)
+    pages.put(1, _page(40))
+    pages.put(2, _page(40))
+    pages.put(1, _page(10))           # read again: the newest, and counted once
+    pages.put(3, _page(40))           # 10 + 40 + 40 fit; 2 is now the oldest
+    assert [pages.get(i) is not None for i in (1, 2, 3)] == [True, True, True]
+    pages.put(4, _page(30))           # over 100: the oldest (2) goes
+    assert pages.get(2) is None and len(pages.get(4).entries) == 30
+    pages.put(5, _page(500))          # bigger than the limit: kept alone while read
+    assert pages.get(5) is not None and all(pages.get(i) is None for i in (1, 3, 4))
+
+
+@pytest.mark.parametrize("release, version", [
+    ("6.1.0-18-amd64", (6, 1)), ("5.1.21", (5, 1)), ("4.19.0", (4, 19)),
+    ("5.10rc3", (5, 10)), ("garbage", (0, 0)), ("", (0, 0))])
+def test_the_kernel_release_decides_zero_message_opendir(release, version):
+    assert fuse_hooks.kernel_release(release) == version
+    assert (version >= fuse_hooks.ZERO_MESSAGE_OPENDIR) == (version >= (5, 1))
 
 
 class Fields:
