@@ -191,12 +191,13 @@ class RaftCore:
         self._broadcast_heartbeat(context)
         return True
 
-    def lease_valid(self) -> bool:
+    def lease_valid(self, behind: int = 0) -> bool:
         """Can no other leader exist yet? With CheckQuorum, a follower refuses votes for
         election_ticks after it last heard from us. So once a quorum has answered a
         heartbeat we sent at tick T, no new leader is possible before T +
         election_ticks (less a tick of margin for clocks that run at slightly
-        different speeds). Never during a leadership transfer, which skips leases."""
+        different speeds). `behind`: ticks of time that passed and that this core has
+        not been given yet. Never during a leadership transfer, which skips leases."""
         if not (self.opts.lease_reads and self.opts.check_quorum) or self.transferee:
             return False
         sent = sorted((self.progress[v].echo_tick if v != self.id else self.ticks)
@@ -204,7 +205,7 @@ class RaftCore:
         if len(sent) < self.config.quorum:
             return False
         start = sent[-self.config.quorum]
-        return self.ticks < start + self.opts.election_ticks - 1
+        return self.ticks + behind < start + self.opts.election_ticks - 1
 
     def transfer_leadership(self, to: int) -> bool:
         if self.role != LEADER or to == self.id or to not in self.config.voters:
