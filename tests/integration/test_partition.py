@@ -155,6 +155,47 @@ async def _stale_read_check(c: ProxiedCluster, old: int) -> None:
         await rest.close()
 
 
+def test_a_paused_leader_answers_no_stale_read_when_it_resumes(tmp_path):
+    """The leader is paused (SIGSTOP) with a lease: the others elect a new leader and
+    make a directory. A read sent to the old leader while it is stopped is answered
+    when it resumes, before it has heard of the new term: its lease must have run
+    out with the time it was stopped (the lease counts time, not turns of a paused
+    event loop), so the read finds the directory or fails, never answers ENOENT."""
+    c = MetadataCluster(str(tmp_path), extra_args=("--lease-reads",))
+    try:
+        c.start_all()
+        old = c.wait_leader()["id"]
+        asyncio.run(_paused_read_check(c, old))
+    finally:
+        c.stop_all()
+
+
+async def _paused_read_check(c: MetadataCluster, old: int) -> None:
+    paused = MetadataClient([c.addresses[old]], deadline_s=5.0)
+    rest = MetadataClient([a for i, a in c.addresses.items() if i != old], deadline_s=30.0)
+    await paused.open(session=False)
+    lookup = mpb.Lookup(parent=1, name=b"made-while-paused")
+    try:
+        with pytest.raises(FsError, match="ENOENT"):
+            await paused.read(ROOT, lookup=lookup)       # the leader answers, lease held
+        c.procs[old].send_signal(signal.SIGSTOP)
+        try:
+            await rest.open()
+            await rest.mutate(ROOT, mkdir=nspb.Mkdir(parent=1, name=lookup.name,
+                                                     mode=0o755))
+            waiting = [asyncio.create_task(paused.read(ROOT, lookup=lookup))
+                       for _ in range(5)]               # queued at the stopped leader
+            await asyncio.sleep(0.5)
+        finally:
+            c.procs[old].send_signal(signal.SIGCONT)
+        for outcome in await asyncio.gather(*waiting, return_exceptions=True):
+            assert not (isinstance(outcome, FsError) and outcome.errno == errno.ENOENT), \
+                "the resumed leader answered a stale read from its old lease"
+    finally:
+        await paused.close()
+        await rest.close()
+
+
 def test_session_clients_ride_through_a_partition_of_the_leader(cluster):
     """Eight session clients' mkdirs (exactly-once retries) while the leader is cut off:
     none fails, none is lost, and the waits are a failover's, not a request deadline's

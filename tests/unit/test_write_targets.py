@@ -31,7 +31,7 @@ def manager(committed: int | None, holdings: dict[str, list[tuple[int, int]]],
     if committed is not None:
         projection[(r.COMMITTED, r.u64(CHUNK))] = r.U32.pack(committed)
     node = SimpleNamespace(core=SimpleNamespace(role="leader", term=1),
-                           machine=SimpleNamespace(projection=projection))
+                           machine=SimpleNamespace(projection=projection, applied_index=0))
     chunks = ChunkManager(node)
     for name in [*holdings, *(f"empty{i}" for i in range(spare))]:
         server = chunks.registry.connect(name, f"{name}:1", lambda job: None)

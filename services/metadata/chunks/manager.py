@@ -6,8 +6,11 @@ asks the planner what each needs, and sends the jobs to chunkservers over their
 control streams. Each tick does a bounded amount of work (`step_budget_s`), so the
 cost on the leader's event loop does not grow with the number of chunks: a full
 walk over many chunks takes many ticks (MooseFS loops over its chunks in about five
-minutes for the same reason). Copies that no file refers to (deleted or truncated away) are
-deleted after the retention delay. Everything it knows about copies is soft state:
+minutes for the same reason). While clients keep the log busy the walk gives way
+to them (it is a safety net: every change that needs a look marks its chunk), and
+goes on one tick in `walk_anyway_ticks`, so its health counts stay current.
+Copies that no file refers to (deleted or truncated away) are deleted after the
+retention delay. Everything it knows about copies is soft state:
 when this node stops leading, it forgets all of it and closes the streams.
 """
 
@@ -60,6 +63,8 @@ class ManagerOptions:
     retention_s: float = 86400.0  # unreferenced copies are kept this long
     step_budget_s: float = 0.01  # time one tick may spend checking chunks
     min_per_tick: int = 32       # chunks each kind of check goes on by, however slow
+    busy_entries: int = 50       # log entries applied in a tick that make it a busy one
+    walk_anyway_ticks: int = 10  # a busy leader still walks one tick in this many
     job_timeout_s: float = 120.0
     jobs_per_server: int = 8
     ec_backend: str = ""         # "" : the first available (see services/chunk/erasure.py)
@@ -108,6 +113,8 @@ class ChunkManager:
         self.orphan_pass: list[int] = []        # chunks with copies, left to look at
         self.later: list[tuple[float, int]] = []   # (when, chunk): check it again then
         self._cands: list[planner.Candidate] | None = None
+        self._applied_seen = self.node.machine.applied_index
+        self._busy_ticks = 0
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,8 +164,18 @@ class ChunkManager:
         deadline = time.perf_counter() + self.options.step_budget_s
         self._recheck_due()
         self._check_dirty(deadline)
-        self._walk(deadline)
-        self._sweep_orphans(deadline)
+        if self._walk_due():
+            self._walk(deadline)
+            self._sweep_orphans(deadline)
+
+    def _walk_due(self) -> bool:
+        """Not while clients keep the log busy (more than `busy_entries` applied since
+        the last tick), except one tick in `walk_anyway_ticks`."""
+        applied = self.node.machine.applied_index
+        busy = applied - self._applied_seen > self.options.busy_entries
+        self._applied_seen = applied
+        self._busy_ticks = self._busy_ticks + 1 if busy else 0
+        return not busy or self._busy_ticks % self.options.walk_anyway_ticks == 0
 
     # -- chunkserver events (from the control stream) ------------------------------------------
     def server_gone(self, server: Server) -> None:

@@ -56,6 +56,7 @@ class RaftOptions:
     max_inflight_msgs: int = 256        # per follower
     max_inflight_bytes: int = 64 << 20  # per follower
     lease_reads: bool = False           # serve reads on the leader's lease (see lease_valid)
+    lease_margin_ticks: int = 1         # a lease ends this much early: clock drift
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,15 @@ class RaftCore:
         self._broadcast_heartbeat(context)
         return True
 
-    def lease_valid(self) -> bool:
+    def lease_valid(self, behind: int = 0) -> bool:
         """Can no other leader exist yet? With CheckQuorum, a follower refuses votes for
         election_ticks after it last heard from us. So once a quorum has answered a
         heartbeat we sent at tick T, no new leader is possible before T +
-        election_ticks (less a tick of margin for clocks that run at slightly
-        different speeds). Never during a leadership transfer, which skips leases."""
+        election_ticks - 1 (a tick less: the follower's first tick may come just after
+        our heartbeat reached it), and the lease ends `lease_margin_ticks` before that,
+        for clocks that run at different rates. `behind`: ticks of time that passed
+        and that this core has not been given yet. Never during a leadership
+        transfer, which skips leases."""
         if not (self.opts.lease_reads and self.opts.check_quorum) or self.transferee:
             return False
         sent = sorted((self.progress[v].echo_tick if v != self.id else self.ticks)
@@ -204,7 +208,8 @@ class RaftCore:
         if len(sent) < self.config.quorum:
             return False
         start = sent[-self.config.quorum]
-        return self.ticks < start + self.opts.election_ticks - 1
+        end = start + self.opts.election_ticks - 1 - self.opts.lease_margin_ticks
+        return self.ticks + behind < end
 
     def transfer_leadership(self, to: int) -> bool:
         if self.role != LEADER or to == self.id or to not in self.config.voters:
