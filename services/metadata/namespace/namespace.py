@@ -109,15 +109,16 @@ class Namespace:
     def free(self, node: r.Inode) -> None:
         key = r.u64(node.ino)
         self.txn.delete(r.INODES, key)
-        self.txn.delete_range(r.XATTRS, key, r.u64(node.ino + 1))
+        # Most of these are not there: discard() writes no tombstone for those.
+        self.txn.delete_prefix(r.XATTRS, key)
         if stat.S_ISREG(node.mode):
             self.drop_chunks(node.ino, 0)
-            self.txn.delete(r.INLINE, key)
-        self.txn.delete(r.CLASSES, key)
-        self.txn.delete(r.CLASSES, r.parts_class_key(node.ino))
-        self.txn.delete(r.ORPHANS, key)
+            self.txn.discard(r.INLINE, key)
+        self.txn.discard(r.CLASSES, key)
+        self.txn.discard(r.CLASSES, r.parts_class_key(node.ino))
+        self.txn.discard(r.ORPHANS, key)
         if node.is_dir:
-            self.txn.delete(r.DELEGATIONS, key)   # a removed directory is held by nobody
+            self.txn.discard(r.DELEGATIONS, key)   # a removed directory is held by nobody
         self.add_counter(b"inode_count", -1)
         if stat.S_ISREG(node.mode) and node.size:
             self.add_used_bytes(-node.size)
@@ -131,7 +132,7 @@ class Namespace:
                 self.txn.delete(r.COMMITTED, value[:8])
                 self.txn.delete(r.CHUNKS, key)
         if first == 0:
-            self.txn.delete(r.CLASSES, r.parts_class_key(ino))   # no chunk, no parts
+            self.txn.discard(r.CLASSES, r.parts_class_key(ino))   # no chunk, no parts
 
     def count(self, cf: str, key: bytes, delta: int) -> int:
         """Add `delta` to a u64 count (absent is 0, and 0 is deleted); the new value.

@@ -97,6 +97,23 @@ class Txn:
             writes[key] = None
         self.ops.append((DELETE, cf, key))
 
+    def discard(self, cf: str, key: bytes) -> None:
+        """delete(), looking first: a key the view does not hold leaves no tombstone
+        in the projection (the deletion is still among `ops`, which the applier's
+        digest covers, so every replica's digest is the same as with delete())."""
+        self.get(cf, key)
+        self.delete(cf, key)
+
+    def delete_prefix(self, cf: str, prefix: bytes) -> None:
+        """delete_range() of every key under `prefix`; when there is none (a file's
+        extended attributes, mostly) the projection gets no range tombstone, which
+        every later read of the family would have to step over."""
+        hi = (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big")
+        if self._base_scan is None or self.scan(cf, prefix):
+            self.delete_range(cf, prefix, hi)
+        else:
+            self.ops.append((DELETE_RANGE, cf, prefix, hi))
+
     def delete_range(self, cf: str, lo: bytes, hi: bytes) -> None:
         """Delete every key k of `cf` with lo <= k < hi."""
         writes = self._overlay(cf)
