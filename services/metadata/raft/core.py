@@ -192,24 +192,30 @@ class RaftCore:
         self._broadcast_heartbeat(context)
         return True
 
-    def lease_valid(self, behind: int = 0) -> bool:
+    def lease_valid(self) -> bool:
         """Can no other leader exist yet? With CheckQuorum, a follower refuses votes for
         election_ticks after it last heard from us. So once a quorum has answered a
         heartbeat we sent at tick T, no new leader is possible before T +
         election_ticks - 1 (a tick less: the follower's first tick may come just after
         our heartbeat reached it), and the lease ends `lease_margin_ticks` before that,
-        for clocks that run at different rates. `behind`: ticks of time that passed
-        and that this core has not been given yet. Never during a leadership
-        transfer, which skips leases."""
+        for clocks that run at different rates. Never during a leadership transfer,
+        which skips leases. (The node also holds the lease to real time: see
+        RaftNode._lease_holds.)"""
         if not (self.opts.lease_reads and self.opts.check_quorum) or self.transferee:
             return False
+        start = self.lease_start()
+        if start is None:
+            return False
+        return self.ticks < start + self.opts.election_ticks - 1 - self.opts.lease_margin_ticks
+
+    def lease_start(self) -> int | None:
+        """The tick at which we sent the newest heartbeat a quorum has answered (our
+        own counts as answered now); None without a quorum of answers."""
         sent = sorted((self.progress[v].echo_tick if v != self.id else self.ticks)
                       for v in self.config.voters if v in self.progress)
         if len(sent) < self.config.quorum:
-            return False
-        start = sent[-self.config.quorum]
-        end = start + self.opts.election_ticks - 1 - self.opts.lease_margin_ticks
-        return self.ticks + behind < end
+            return None
+        return sent[-self.config.quorum]
 
     def transfer_leadership(self, to: int) -> bool:
         if self.role != LEADER or to == self.id or to not in self.config.voters:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # hop to a thread costs more latency than it saves (measured: p50 2.05 -> 1.95 ms).
 INLINE_SYNC_ENTRIES = 4
 STALL_WARN_TICKS = 4   # a tick this late is logged: the node could not keep time
-CATCH_UP_TICKS = 3     # election timeouts' worth of ticks given at most in one turn
+TICK_TIMES = 256       # when each of the core's last ticks was given (leases)
 # Committed entries applied per step of the loop: a burst of thousands (an rm -rf)
 # applied in one go held the loop for most of a second, and a leader that cannot
 # send heartbeats that long is voted out.
@@ -180,8 +180,8 @@ class RaftNode:
         # checkpoint is being taken (it must be exactly at its index).
         self._to_apply: collections.deque[Entry] = collections.deque()
         self._wake = asyncio.Event()
-        self._clock_zero = time.monotonic()   # the core's tick 0 (see _due_ticks)
-        self._ticks_given = 0
+        self._ticks = 0
+        self._tick_times = [0.0] * TICK_TIMES   # core tick % TICK_TIMES -> when given
         self._tasks: list[asyncio.Task] = []
         self.send: Callable[[list[Message]], None] = lambda messages: None
         self.send_snapshot: Callable[[Message, str], None] = lambda m, path: None
@@ -235,7 +235,6 @@ class RaftNode:
 
     # -- the loop -----------------------------------------------------------------------
     async def start(self) -> None:
-        self._clock_zero, self._ticks_given = time.monotonic(), 0
         self._tasks = [asyncio.create_task(self._ticker(), name="raft-ticker"),
                        asyncio.create_task(self._loop(), name="raft-loop")]
 
@@ -250,16 +249,27 @@ class RaftNode:
                             "times out after %d-%d ticks of %.0f ms)", self.id, late,
                             self.options.raft.election_ticks,
                             2 * self.options.raft.election_ticks, self.options.tick_s * 1000)
+            self._ticks += 1
             self._wake.set()
 
-    def _due_ticks(self) -> int:
-        """Ticks of time that passed and the core has not been given. Its clock counts
-        time, not turns of the ticker: after a pause (SIGSTOP, a stalled event loop, a
-        descheduled VM) the ticks that went by are due at once, so a leader's lease
-        (core.lease_valid) runs out with the time it was stopped, as the followers'
-        promises not to vote did."""
-        elapsed = time.monotonic() - self._clock_zero
-        return int(elapsed / self.options.tick_s) - self._ticks_given
+    def _lease_holds(self) -> bool:
+        """The core's lease (core.lease_valid), checked against real time too. The
+        core's clock counts turns of the ticker, so a node whose loop stalled does not
+        take its leader for dead the moment it resumes (its messages may not be read
+        yet). A lease must not outlast real time, though: a leader that was paused
+        (SIGSTOP, a stalled loop, a descheduled VM) resumes with a clock that barely
+        moved. So the time since the core's clock reached the lease's start tick
+        (when the heartbeat the quorum answered was sent, or before) must be within
+        the lease too."""
+        core = self.core
+        if not core.lease_valid():
+            return False
+        start = core.lease_start()
+        if core.ticks - start >= TICK_TIMES:
+            return False
+        raft = self.options.raft
+        length = (raft.election_ticks - 1 - raft.lease_margin_ticks) * self.options.tick_s
+        return time.monotonic() - self._tick_times[start % TICK_TIMES] < length
 
     async def _loop(self) -> None:
         while True:
@@ -302,10 +312,10 @@ class RaftNode:
         inbox, self._inbox = self._inbox, []
         for m in inbox:
             core.step(m)
-        ticks = self._due_ticks()
-        self._ticks_given += ticks
-        for _ in range(min(ticks, CATCH_UP_TICKS * self.options.raft.election_ticks)):
-            core.tick()      # past a few election timeouts, more ticks change nothing
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            core.tick()
+            self._tick_times[core.ticks % TICK_TIMES] = time.monotonic()
         if core.leader != self._seen_leader:
             self._seen_leader = core.leader
             self.leader_changes += bool(core.leader)
@@ -368,7 +378,8 @@ class RaftNode:
             return
         self._read_seq += 1
         context = f"{self.id}:{self._read_seq}".encode()
-        if self.core.read_index(context, lease=self.options.raft.lease_reads):
+        if self.core.read_index(context, lease=self.options.raft.lease_reads
+                                and self._lease_holds()):
             self._read_futures[context] = reads
             self._read_round, self._read_round_term = context, self.core.term
             return
@@ -604,7 +615,7 @@ class RaftNode:
         core = self.core
         if (self.options.raft.lease_reads and core.term_at(core.commit) == core.term
                 and self.machine.applied_index >= core.commit
-                and core.lease_valid(behind=self._due_ticks())):
+                and self._lease_holds()):
             return self.machine.applied_index   # the lease holds and all is applied:
             # what the loop's round would answer, without waiting for a turn of it
         fut = asyncio.get_running_loop().create_future()
