@@ -140,11 +140,7 @@ def link(ns: Namespace, op: pb.Link) -> pb.Result:
 
 
 def unlink(ns: Namespace, op: pb.Unlink, session: int) -> pb.Result:
-    if op.time_ns and delegation_fold.holds(ns, session, op.parent):
-        ns.now = op.time_ns
-    directory = ns.parent(op.parent, op.name)
-    node = _present(ns, directory, op.name)
-    perm.may_delete(ns.caller, directory, node)
+    directory, node = _to_remove(ns, op, session)
     if node.is_dir:
         raise FsError(errno.EISDIR, f"{op.name!r} is a directory: use rmdir")
     ns.unlink_entry(directory, op.name)
@@ -154,11 +150,7 @@ def unlink(ns: Namespace, op: pb.Unlink, session: int) -> pb.Result:
 
 
 def rmdir(ns: Namespace, op: pb.Rmdir, session: int) -> pb.Result:
-    if op.time_ns and delegation_fold.holds(ns, session, op.parent):
-        ns.now = op.time_ns
-    directory = ns.parent(op.parent, op.name)
-    node = _present(ns, directory, op.name)
-    perm.may_delete(ns.caller, directory, node)
+    directory, node = _to_remove(ns, op, session)
     if not node.is_dir:
         raise FsError(errno.ENOTDIR, f"{op.name!r} is not a directory")
     if node.size:
@@ -167,6 +159,18 @@ def rmdir(ns: Namespace, op: pb.Rmdir, session: int) -> pb.Result:
     ns.touch_dir(directory, entries=-1, subdirs=-1)
     ns.free(node)
     return pb.Result()
+
+
+def _to_remove(ns: Namespace, op: pb.Unlink | pb.Rmdir, session: int
+               ) -> tuple[r.Inode, r.Inode]:
+    """The directory and the node an unlink or rmdir takes out, once the caller may
+    (a removal answered by the session holding the directory keeps its time)."""
+    if op.time_ns and delegation_fold.holds(ns, session, op.parent):
+        ns.now = op.time_ns
+    directory = ns.parent(op.parent, op.name)
+    node = _present(ns, directory, op.name)
+    perm.may_delete(ns.caller, directory, node)
+    return directory, node
 
 
 def _absent(ns: Namespace, directory: r.Inode, name: bytes) -> None:
