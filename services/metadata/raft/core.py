@@ -201,12 +201,20 @@ class RaftCore:
         for clocks that run at different rates. Never during a leadership transfer,
         which skips leases. (The node also holds the lease to real time: see
         RaftNode._lease_holds.)"""
+        return self.held_lease() is not None
+
+    def held_lease(self) -> int | None:
+        """The tick the lease started at while it holds (see lease_valid); else None."""
         if not (self.opts.lease_reads and self.opts.check_quorum) or self.transferee:
-            return False
+            return None
         start = self.lease_start()
-        if start is None:
-            return False
-        return self.ticks < start + self.opts.election_ticks - 1 - self.opts.lease_margin_ticks
+        if start is None or self.ticks >= start + self.lease_ticks():
+            return None
+        return start
+
+    def lease_ticks(self) -> int:
+        """How long a lease lasts from the heartbeat it starts at (see lease_valid)."""
+        return self.opts.election_ticks - 1 - self.opts.lease_margin_ticks
 
     def lease_start(self) -> int | None:
         """The tick at which we sent the newest heartbeat a quorum has answered (our

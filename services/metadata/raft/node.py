@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 # hop to a thread costs more latency than it saves (measured: p50 2.05 -> 1.95 ms).
 INLINE_SYNC_ENTRIES = 4
 STALL_WARN_TICKS = 4   # a tick this late is logged: the node could not keep time
-TICK_TIMES = 256       # when each of the core's last ticks was given (leases)
 # Committed entries applied per step of the loop: a burst of thousands (an rm -rf)
 # applied in one go held the loop for most of a second, and a leader that cannot
 # send heartbeats that long is voted out.
@@ -181,7 +180,8 @@ class RaftNode:
         self._to_apply: collections.deque[Entry] = collections.deque()
         self._wake = asyncio.Event()
         self._ticks = 0
-        self._tick_times = [0.0] * TICK_TIMES   # core tick % TICK_TIMES -> when given
+        # When the core's last ticks were given (a lease is shorter than this ring):
+        self._tick_times = [0.0] * (self.options.raft.election_ticks + 1)
         self._tasks: list[asyncio.Task] = []
         self.send: Callable[[list[Message]], None] = lambda messages: None
         self.send_snapshot: Callable[[Message, str], None] = lambda m, path: None
@@ -261,15 +261,11 @@ class RaftNode:
         moved. So the time since the core's clock reached the lease's start tick
         (when the heartbeat the quorum answered was sent, or before) must be within
         the lease too."""
-        core = self.core
-        if not core.lease_valid():
+        start = self.core.held_lease()
+        if start is None:
             return False
-        start = core.lease_start()
-        if core.ticks - start >= TICK_TIMES:
-            return False
-        raft = self.options.raft
-        length = (raft.election_ticks - 1 - raft.lease_margin_ticks) * self.options.tick_s
-        return time.monotonic() - self._tick_times[start % TICK_TIMES] < length
+        started = self._tick_times[start % len(self._tick_times)]
+        return time.monotonic() - started < self.core.lease_ticks() * self.options.tick_s
 
     async def _loop(self) -> None:
         while True:
@@ -315,7 +311,7 @@ class RaftNode:
         ticks, self._ticks = self._ticks, 0
         for _ in range(ticks):
             core.tick()
-            self._tick_times[core.ticks % TICK_TIMES] = time.monotonic()
+            self._tick_times[core.ticks % len(self._tick_times)] = time.monotonic()
         if core.leader != self._seen_leader:
             self._seen_leader = core.leader
             self.leader_changes += bool(core.leader)
