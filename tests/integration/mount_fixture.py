@@ -21,6 +21,7 @@ import time
 
 from fuse_client import mountinfo
 from fuse_client.metadata_client import MetadataClient
+from fuse_client.mount import pid_file
 from mooseng import classes
 from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.metadata_cluster import MetadataCluster
@@ -100,6 +101,7 @@ class MountedCluster:
             subprocess.run(["fusermount3", "-uz", self.mountpoint], capture_output=True)
             if self.process_alive():
                 os.kill(self.pid, signal.SIGKILL)
+        forget_pid_file(self.mountpoint)
 
     def stop(self) -> None:
         """Unmount and stop every process."""
@@ -156,6 +158,13 @@ def second_mount(cluster, name: str):
             subprocess.run(["fusermount3", "-uz", point], capture_output=True)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        forget_pid_file(point)
+
+
+def forget_pid_file(point: str) -> None:
+    """A mount process killed (by a test, or at teardown) cannot remove its pid file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pid_file(point))
 
 
 def read(path: str) -> bytes:
