@@ -11,10 +11,11 @@ anywhere leaves each block either matching the CRC of the header that is read ba
 failing it: a read then raises ChunkCorruptError, and never returns wrong bytes.
 
 Durability: after `write(..., sync=True)` (or any call with sync=True, or `sync(id)`)
-returns, everything written to that chunk so far survives a machine crash. Without it, a
-return means only that reads see the change; a crash may lose it (reads then fail their
-CRC or return the previous bytes). `create` and `delete` with sync=True also fsync the
-directory.
+returns, everything done to that chunk so far survives a machine crash, its creation
+included (the file's directory entry is fsynced the first time the chunk is synced).
+Without it, a return means only that reads see the change; a crash may lose it (reads
+then fail their CRC or return the previous bytes). `create` and `delete` with sync=True
+also fsync the directory.
 
 One lock serializes all calls, so a ChunkStore may be shared between threads.
 """
@@ -137,6 +138,8 @@ class ChunkStore:
         self._meta: dict[int, tuple[int, int]] = {}       # id -> (version, length)
         self._spare_after_close: dict[int, int] = {}     # closed with an unsynced header
         self._damaged: dict[int, str] = {}
+        self._unsynced_entry: set[int] = set()   # created without sync: name not durable
+        self._durable_subdirs: set[str] = set()  # whose name in their directory was fsynced
         try:
             for directory in self._dirs:
                 self._lock_fds.append(self._lock_directory(directory))
@@ -327,10 +330,24 @@ class ChunkStore:
         if sync:
             self._sync(c)
 
-    @staticmethod
-    def _sync(c: _Open) -> None:
+    def _sync(self, c: _Open) -> None:
         os.fdatasync(c.fd)
         c.spare = 1 - c.slot
+        chunk_id = c.header.chunk_id
+        if chunk_id in self._unsynced_entry:     # created without sync: its name too
+            self._sync_entry(c.path)
+            self._unsynced_entry.discard(chunk_id)
+
+    def _sync_entry(self, path: str) -> None:
+        """Make the name of the chunk file `path` durable: fsync its subdirectory, and
+        the chunk directory above it unless this store already made the subdirectory's
+        own name durable (it may be new, or left by a create that was never synced, or
+        by a process that stopped before syncing it)."""
+        sub = os.path.dirname(path)
+        fsync_dir(sub)
+        if sub not in self._durable_subdirs:
+            fsync_dir(os.path.dirname(sub))
+            self._durable_subdirs.add(sub)
 
     # -- the API ------------------------------------------------------------------------
 
@@ -353,7 +370,6 @@ class ChunkStore:
         path = os.path.join(sub, f"chunk_{chunk_name(chunk_id)}.mng")
         header = Header(chunk_id, version)
         try:
-            new_sub = not os.path.isdir(sub)
             os.makedirs(sub, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         except FileExistsError:
@@ -362,17 +378,19 @@ class ChunkStore:
             raise ChunkIOError(chunk_id, path, e) from e
         c = _Open(fd, path, header, slot=0, spare=0)
         try:
-            self._write_header(c, header, sync)
+            self._write_header(c, header, sync=False)
             if sync:
-                fsync_dir(sub)
-                if new_sub:
-                    fsync_dir(directory)
+                # fsync, not fdatasync: the inode is new, so all of it must be on disk
+                os.fsync(fd)
+                self._sync_entry(path)
         except OSError as e:          # leave no half-made file behind
             os.close(fd)
             os.unlink(path)
             self._meta.pop(chunk_id, None)
             raise ChunkIOError(chunk_id, path, e) from e
         c.spare = 1         # the creation header stays the fallback copy until a sync
+        if not sync:
+            self._unsynced_entry.add(chunk_id)
         self._paths[chunk_id] = path
         self._open[chunk_id] = c
         while len(self._open) > self._max_open:
@@ -459,6 +477,7 @@ class ChunkStore:
         finally:
             for known in (self._paths, self._meta, self._spare_after_close, self._damaged):
                 known.pop(chunk_id, None)
+            self._unsynced_entry.discard(chunk_id)
 
     @_locked
     def sync(self, chunk_id: int) -> None:
