@@ -6,6 +6,12 @@ A WRITE carrying a chain is stored here and sent on to the chain's first server
 done, so a success means every copy in the chain holds the data. A SYNC travels
 the same way.
 
+A CREATE or SET_VERSION is durable before it is answered (the file, its header and,
+for a new file, its directory entry are fsynced): the writer and the master count the
+copy at that version from then on, and a copy that fell back below it after a power
+loss would be stale, or the chunk MISSING. WRITE and TRUNCATE are durable at the next
+SYNC; a DELETE is not synced (see docs/chunk-format.md, "Durability of each call").
+
 Two hooks let the chunkserver tell its master at once: `on_damage(store_id,
 version, detail)` when a request finds a block or header failing its CRC, and
 `on_change(store_id)` when a CREATE, SET_VERSION or DELETE changed what is held.
@@ -97,16 +103,16 @@ class DataServer:
             store.write(chunk, version, offset, data)
         elif op == p.SYNC:      # an empty write with sync checks the version and fsyncs
             store.write(chunk, version, 0, b"", True)
-        elif op == p.TRUNCATE:
+        elif op == p.TRUNCATE:      # like a write: durable at the next SYNC
             store.truncate(chunk, version, offset)
         elif op == p.STAT:
             return p.STAT_REPLY.pack(store.version(chunk), store.length(chunk))
-        elif op == p.CREATE:
-            store.create(chunk, version)
-        elif op == p.SET_VERSION:
-            store.set_version(chunk, offset, version)  # offset carries the old version
-        elif op == p.DELETE:
-            store.delete(chunk)
+        elif op == p.CREATE:        # durable before the reply (file and directory entry)
+            store.create(chunk, version, sync=True)
+        elif op == p.SET_VERSION:   # durable before the reply; offset is the old version
+            store.set_version(chunk, offset, version, sync=True)
+        elif op == p.DELETE:        # not synced: a removal lost to a crash brings back a
+            store.delete(chunk)     # copy the master no longer counts, and deletes again
         return b""
 
     async def _answer(self, conn, op, ident, chunk, version, here, there) -> None:

@@ -2,10 +2,12 @@
 a copy to a new version, erasure-code a copy, rebuild a lost part, decode parts back
 into a whole copy.
 
-A copy or part made by a job is written at version 0 (INCOMPLETE), synced, and only
-then moved to the job's version. Versions in the log start at 1, so a copy left half
-made by a failure or a crash never passes for a good one: the chunkserver does not
-report version-0 copies and deletes them when it starts.
+A copy or part made by a job is created at version 0 (INCOMPLETE), its file and
+directory entry synced, then written, synced, and only then moved to the job's version
+with a sync: a job is reported done only once its copy would survive a power loss.
+Versions in the log start at 1, so a copy left half made by a failure or a crash never
+passes for a good one: the chunkserver does not report version-0 copies and deletes
+them when it starts.
 
 `JobRunner.run(job)` never raises: every outcome is a JobDone for the master, with a
 message that says what went wrong.
@@ -84,9 +86,10 @@ class LocalTarget:
 
     async def begin(self) -> None:
         if self.ident in self.store:      # another version, or one the master distrusts
-            self.store.delete(self.ident, sync=True)
+            await asyncio.to_thread(self.store.delete, self.ident, sync=True)
             self.on_change(self.ident)
-        self.store.create(self.ident, INCOMPLETE)
+        # synced (the file and its directory entry), like a CREATE on the data port
+        await asyncio.to_thread(self.store.create, self.ident, INCOMPLETE, sync=True)
 
     async def put(self, offset: int, data: bytes) -> None:
         await asyncio.to_thread(self.store.write, self.ident, INCOMPLETE, offset, data)
