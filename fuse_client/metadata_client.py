@@ -40,8 +40,11 @@ UNAVAILABLE_RETRY_S = 0.1
 # A node that stops answering (stopped, hung, cut off from this client alone) is left
 # for the leader the others elect: while something is awaited and nothing arrives for
 # PROBE_S the client sends a heartbeat (any leader answers one at once, however slow
-# its commits), and after SILENT_S of silence it looks for the leader again.
-PROBE_S, SILENT_S, WATCH_S = 1.0, 4.0, 0.25
+# its commits), and after SILENT_S of silence it looks for the leader again. SILENT_S
+# is twice the longest stall a busy node's loop has shown (a snapshot at 100,000
+# entries: about 1 s), and short enough that writes come back within 3 s of a
+# leader's loss (docs/nemesis.md).
+PROBE_S, SILENT_S, WATCH_S = 0.5, 2.0, 0.1
 DEFER_S = 0.01  # how long a command nobody waits for may wait for company: long
 # enough to gather a streak of creates, short enough that other mounts see them soon
 
