@@ -1,5 +1,5 @@
 # The two commands: `make run` (a local cluster, mounted at ./mnt) and `make test`.
-.PHONY: setup run stop demo test lint protos bench
+.PHONY: setup run stop demo test lint protos bench nemesis
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +18,12 @@ lint: setup
 
 test: lint
 	.venv/bin/python -m pytest
+
+# Faults on real processes (docs/nemesis.md): make nemesis SEED=7 TIME=600
+SEED ?= 1
+TIME ?= 60
+nemesis: setup
+	.venv/bin/python -m tests.nemesis.run --seed $(SEED) --time $(TIME)
 
 protos: setup
 	.venv/bin/python scripts/gen_protos.py

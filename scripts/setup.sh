@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the project needs; installed whenever one is missing.
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev fio git make)
+# Debian packages the project needs; installed whenever one is missing (iproute2 and
+# iptables: the nemesis suite's network namespaces and partitions, docs/nemesis.md).
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev fio git make iproute2 iptables)
 # Only where python3 cannot make a virtualenv by itself.
 APT_FOR_VENV=(python3-venv)
 

@@ -1,0 +1,103 @@
+"""Metadata nodes as real processes, each in its own network namespace (netlab.py)."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mooseng.status import gather
+from tests.nemesis.netlab import NetLab
+
+PORT = 7000
+TICK_MS = 20   # elections in 200-400 ms, as the integration tests
+
+
+class NetCluster:
+    def __init__(self, lab: NetLab, root: str, lease_reads: bool = True,
+                 snapshot_every: int = 2_000):
+        self.lab, self.root = lab, root
+        self.lease_reads, self.snapshot_every = lease_reads, snapshot_every
+        self.ids = [n for n in lab.nodes]
+        self.addresses = {i: f"{lab.address(i)}:{PORT}" for i in self.ids}
+        self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.paused: set[int] = set()
+
+    def data(self, i: int) -> str:
+        return os.path.join(self.root, f"node{i}")
+
+    def start(self, i: int) -> None:
+        log = open(os.path.join(self.root, f"node{i}.log"), "ab")  # noqa: SIM115
+        self.procs[i] = subprocess.Popen(
+            [*self.lab.exec_prefix(i), sys.executable, "-m", "mooseng", "metadata",
+             "--id", str(i), "--data", self.data(i), "--listen", self.addresses[i],
+             "--peers", self.peers, "--tick-ms", str(TICK_MS),
+             "--snapshot-every", str(self.snapshot_every),
+             *(["--lease-reads"] if self.lease_reads else [])],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def start_all(self) -> None:
+        for i in self.ids:
+            self.start(i)
+
+    def kill(self, i: int) -> None:
+        self.cont(i)
+        proc = self.procs.pop(i)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def pause(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGSTOP)
+        self.paused.add(i)
+
+    def cont(self, i: int) -> None:
+        if i in self.paused:
+            self.procs[i].send_signal(signal.SIGCONT)
+            self.paused.discard(i)
+
+    def stop_all(self, sig: int = signal.SIGKILL) -> dict[int, int]:
+        codes = {}
+        for i in list(self.procs):
+            self.cont(i)
+            proc = self.procs.pop(i)
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            codes[i] = proc.wait(timeout=60)
+        return codes
+
+    def crashed(self) -> dict[int, int]:
+        """Nodes that ended by themselves, with their exit codes."""
+        return {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
+
+    def status(self) -> list[dict]:
+        return asyncio.run(gather(list(self.addresses.values()), timeout=1.0))
+
+    async def astatus(self) -> list[dict]:
+        return await gather(list(self.addresses.values()), timeout=1.0)
+
+    async def leader(self) -> int | None:
+        """The id of a node that says it leads in the newest term, or None."""
+        nodes = [n for n in await self.astatus() if n["role"] == "leader"]
+        if not nodes:
+            return None
+        best = max(nodes, key=lambda n: n["term"] or 0)
+        return next(i for i, a in self.addresses.items() if a == best["address"])
+
+    def wait_converged(self, timeout: float = 60.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        nodes: list[dict] = []
+        while time.monotonic() < deadline:
+            nodes = self.status()
+            leaders = [n for n in nodes if n["role"] == "leader"]
+            if leaders and all(n["applied_index"] == leaders[0]["commit_index"]
+                               for n in nodes):
+                return nodes
+            time.sleep(0.1)
+        raise AssertionError(f"the nodes did not converge in {timeout} s: {nodes}")
+
+    def log_of(self, i: int) -> str:
+        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
+            return f.read()
