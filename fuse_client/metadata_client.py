@@ -54,11 +54,12 @@ class ClusterUnavailableError(Exception):
 
 
 class _Call:
-    __slots__ = ("request", "future", "deadline", "resent")
+    __slots__ = ("request", "future", "deadline", "resent", "refused")
 
     def __init__(self, request: mpb.Request, future: asyncio.Future, deadline: float):
         self.request, self.future, self.deadline = request, future, deadline
         self.resent = False     # sent again: an earlier copy may have been applied
+        self.refused = False    # the last copy was turned away unproposed (NOT_LEADER)
 
 
 class _ReadStream:
@@ -394,7 +395,9 @@ class MetadataClient:
         self._outgoing = asyncio.Queue()
         self._deferred.clear()               # they are among the unanswered calls
         for call in self._calls.values():   # unanswered: send again, same numbers
-            call.resent = True
+            if not call.refused:             # an earlier copy may have been applied
+                call.resent = call.request.resent = True
+            call.refused = False
             self._send(call.request)
         self._stream = metadata_pb2_grpc.MetadataStub(self._channel).Session(
             self._batches(self._outgoing))
@@ -455,6 +458,7 @@ class MetadataClient:
                 continue
             if reply.status in RETRY:
                 stay = False   # the call stays pending and goes again to the new leader
+                call.refused = reply.status == mpb.Reply.NOT_LEADER   # never proposed
                 continue
             del self._calls[reply.id]
             self.last_index = max(self.last_index, reply.index)
@@ -468,6 +472,8 @@ class MetadataClient:
 
     def _resend(self, call: _Call) -> None:
         if self._calls.get(call.request.id) is call and self._connected.is_set():
+            call.request.resent = True   # the first may have applied (a begin_write
+            # whose targets were not known yet): no refusal before the fold for it
             self._send(call.request)
 
     async def _drop_stream(self) -> None:

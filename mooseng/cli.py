@@ -84,7 +84,8 @@ def _metadata(args) -> int:
     from services.metadata.raft.node import NodeOptions
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
                           state_machine=args.state_machine,
-                          raft=RaftOptions(lease_reads=args.lease_reads))
+                          raft=RaftOptions(lease_reads=args.lease_reads),
+                          disk_reserve=args.disk_reserve_mb << 20)
     from services.common.storage_class import StorageClassError, parse
     from services.metadata.chunks.manager import ManagerOptions
     try:
@@ -318,6 +319,10 @@ def _add_metadata(sub) -> None:
     meta.add_argument("--lease-reads", action="store_true",
                       help="serve linearizable reads on the leader's lease instead of a "
                            "heartbeat round (assumes clocks tick at nearly the same rate)")
+    meta.add_argument("--disk-reserve-mb", type=int, default=128, metavar="MIB",
+                      help="keep this much free on the data directory's disk: below it "
+                           "the node takes no writes until space is freed (default 128; "
+                           "0: no reserve)")
     meta.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="close a client session not heard from this long (default 30)")
     meta.add_argument("--default-class", default="copies=2", metavar="CLASS",

@@ -243,6 +243,12 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
         if kind != "open_session" and not request.session:
             return reply_error(request, Status.BAD_REQUEST, "mutations need a session: "
                                                             "open one first")
+        if (self.node.core.role == LEADER and self.node.disk.low()
+                and not request.resent):      # a resent one may have applied: the fold
+            # answers it; a follower sends the client to the leader, which may have room
+            message = f"{kind}: {self.node.disk.describe(self.node.id)}"
+            return mpb.Reply(id=request.id, errno=errno.ENOSPC, message=message,
+                             result=pb.Result(errno=errno.ENOSPC, message=message))
         if (problem := precheck(command)) is not None:
             return mpb.Reply(id=request.id, errno=problem.errno, message=problem.message,
                              result=pb.Result(errno=problem.errno, message=problem.message))

@@ -25,6 +25,7 @@ from services.metadata.raft.core import (
     RaftOptions,
     sends_before_persist,
 )
+from services.metadata.raft.disk_space import DEFAULT_RESERVE, DiskSpace
 from services.metadata.raft.log_store import LogStore
 from services.metadata.raft.messages import Config, Entry, Message, MsgType, SnapshotMeta
 from services.metadata.state_machine import MACHINES
@@ -89,6 +90,11 @@ def next_membership(config: Config, known: dict[int, str], action: str, node: in
     return config.with_members(voters, learners, addresses)
 
 
+def _writes_log(m: Message) -> bool:
+    """A message whose acceptance writes to the log or installs a snapshot."""
+    return (m.type == MsgType.APP and bool(m.entries)) or m.type == MsgType.SNAP
+
+
 class ProposalLostError(Exception):
     """Leadership changed before the proposal committed; it was not applied."""
 
@@ -104,6 +110,7 @@ class NodeOptions:
     snapshot_every: int = 100_000    # applied entries between snapshots
     state_machine: str = "namespace"  # or "counter", to measure consensus alone
     raft: RaftOptions = RaftOptions()
+    disk_reserve: int = DEFAULT_RESERVE  # bytes kept free on the data disk (disk_space.py)
 
 
 Outcome = Callable[[object], None]   # gets (first index, results) or an exception
@@ -151,6 +158,9 @@ class RaftNode:
         if own_address:
             self.peers[node_id] = own_address
         os.makedirs(data_dir, exist_ok=True)
+        self.disk = DiskSpace(data_dir, options.disk_reserve)
+        self._low_since = 0.0      # when the disk went below its reserve (0: it is not)
+        self._handed_over_at = 0.0
         self.log = LogStore(os.path.join(data_dir, "raft-log"))
         self.machine = MACHINES[options.state_machine](data_dir)
         self.core = self._restore_core(Config(frozenset(peers)))
@@ -306,6 +316,8 @@ class RaftNode:
         for action in actions:
             action()
         inbox, self._inbox = self._inbox, []
+        if self._disk_low() and self.disk.critical():
+            inbox = [m for m in inbox if not _writes_log(m)]
         for m in inbox:
             core.step(m)
         ticks, self._ticks = self._ticks, 0
@@ -350,6 +362,24 @@ class RaftNode:
         deadlines = self._deadlines
         while deadlines and (deadlines[0].finished or deadlines[0].deadline < now):
             deadlines.popleft().fail(TimeoutError("not applied before the deadline"))
+
+    def _disk_low(self) -> bool:
+        """Below the disk's reserve (disk_space.py): say so once, and a leader hands
+        leadership to a node that may have room (at most every 2 s)."""
+        if not self.disk.low():
+            if self._low_since:
+                log.warning("node %d: %d MiB free again on %s: writes resume", self.id,
+                            self.disk.free() >> 20, self.data_dir)
+            self._low_since = 0.0
+            return False
+        now = time.monotonic()
+        if not self._low_since:
+            self._low_since = now
+            log.error("%s", self.disk.describe(self.id))
+        if self.core.role == LEADER and now - self._handed_over_at >= 2.0:
+            self._handed_over_at = now
+            self.transfer_leadership()
+        return True
 
     def _abandon_proposals(self) -> None:
         """No longer the leader (cut off, or deposed): the clients waiting on proposals
@@ -496,6 +526,8 @@ class RaftNode:
         if self._checkpoint is not None:
             if self._checkpoint.done():
                 self._finish_checkpoint()
+            return
+        if self._disk_low():
             return
         applied = self.machine.applied_index
         if applied - self.core.snapshot.index < self.options.snapshot_every \
