@@ -12,6 +12,7 @@ from tests.nemesis.netlab import NetLab
 
 PORT = 7000
 TICK_MS = 20   # elections in 200-400 ms, as the integration tests
+DISK_MB, RESERVE_MB = 192, 32   # each node's data on a tmpfs of its own, so it can fill
 
 
 class NetCluster:
@@ -24,6 +25,35 @@ class NetCluster:
         self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
+        self.mounted: list[str] = []
+
+    def make_disks(self) -> None:
+        for i in self.ids:
+            os.makedirs(self.data(i))
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs",
+                            self.data(i)], check=True)
+            self.mounted.append(self.data(i))
+
+    def remove_disks(self) -> None:
+        for path in self.mounted:
+            subprocess.run(["umount", "-l", path], check=False)
+        self.mounted.clear()
+
+    def fill(self, i: int) -> None:
+        """Leave half the reserve free on node i's disk."""
+        st = os.statvfs(self.data(i))
+        keep = (RESERVE_MB << 20) // 2
+        size = st.f_bavail * st.f_frsize - keep
+        if size > 0:
+            with open(self._filler(i), "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, size)
+
+    def unfill(self, i: int) -> None:
+        if os.path.exists(self._filler(i)):
+            os.remove(self._filler(i))
+
+    def _filler(self, i: int) -> str:
+        return os.path.join(self.data(i), "nemesis-filler")
 
     def data(self, i: int) -> str:
         return os.path.join(self.root, f"node{i}")
@@ -35,6 +65,7 @@ class NetCluster:
              "--id", str(i), "--data", self.data(i), "--listen", self.addresses[i],
              "--peers", self.peers, "--tick-ms", str(TICK_MS),
              "--snapshot-every", str(self.snapshot_every),
+             "--disk-reserve-mb", str(RESERVE_MB if self.mounted else 0),
              *(["--lease-reads"] if self.lease_reads else [])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -14,7 +14,7 @@ from tests.nemesis.netlab import HOST, NetLab
 
 KINDS = ("kill_leader", "kill_follower", "pause_leader", "pause_follower",
          "isolate_leader", "isolate_leader_full", "isolate_follower", "leader_deaf",
-         "leader_mute", "bridge", "loss")
+         "leader_mute", "bridge", "loss", "disk_full_leader", "disk_full_follower")
 
 
 @dataclass
@@ -61,6 +61,9 @@ class Nemesis:
         if kind.startswith("pause"):
             cluster.pause(target)
             return lambda: cluster.cont(target)
+        if kind.startswith("disk_full"):
+            cluster.fill(target)
+            return lambda: cluster.unfill(target)
         if kind in ("isolate_leader", "isolate_follower", "isolate_leader_full"):
             for other in others + ([HOST] if kind.endswith("full") else []):
                 lab.cut_both(target, other)
@@ -81,6 +84,8 @@ class Nemesis:
 
     def heal_all(self) -> None:
         self.lab.heal()
+        for i in self.cluster.ids:
+            self.cluster.unfill(i)
         for i in list(self.cluster.paused):
             self.cluster.cont(i)
         for i in self.cluster.ids:

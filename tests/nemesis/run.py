@@ -51,6 +51,7 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS) -> dict:
     cluster = NetCluster(lab, root)
     started = time.monotonic()
     try:
+        cluster.make_disks()
         cluster.start_all()
         layout, record, nemesis, healed = asyncio.run(
             exercise(cluster, seed, seconds, kinds))
@@ -60,6 +61,7 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS) -> dict:
         views = checks.node_views({i: cluster.data(i) for i in cluster.ids}, layout.ns)
     finally:
         cluster.stop_all()
+        cluster.remove_disks()
         lab.close()
     history = checks.linearizability(record.ops, timeout_s=120)
     names = checks.namespace(views, record.acked, record.unknown)
@@ -68,7 +70,7 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS) -> dict:
         "faults": nemesis.counts(),
         "operations": len(record.ops) + len(record.acked) + len(record.unknown),
         "unknown_outcomes": sum(op.ret is None for op in record.ops) + len(record.unknown),
-        "unknown_because": record.errors,
+        "errors": record.errors,   # unknown outcomes and refusals, by cause
         "acknowledged_lost": names["acknowledged_lost"],
         "phantom_entries": names["phantom_entries"],
         "diverged_nodes": names["diverged_nodes"],

@@ -13,7 +13,8 @@ kinds of operations, chosen by its own seeded random generator:
   acknowledged ∪ unknown after healing.
 
 An operation that fails with ENOENT (a cas that found another value) returned; one
-that ends any other way (the client's deadline, EIO after a resend) never returned
+refused with ENOSPC (a node short of disk space) never happened; one that ends any
+other way (the client's deadline, EIO after a resend) never returned
 as far as the checker knows: it may or may not have taken effect.
 """
 
@@ -119,7 +120,8 @@ class Client:
             output = await (coro if coro is not None else self._write(input))
         except (FsError, ClusterUnavailableError, TimeoutError) as exc:
             self._unknown(exc)
-            self.record.ops.append(Operation(self.number, call, None, input))
+            if not refused(exc):
+                self.record.ops.append(Operation(self.number, call, None, input))
             return
         ret = self.clock()
         self.record.ops.append(Operation(self.number, call, ret, input, output))
@@ -173,7 +175,8 @@ class Client:
                                                              name=name, mode=0o755))
         except (FsError, ClusterUnavailableError, TimeoutError) as exc:
             self._unknown(exc)
-            self.record.unknown.add(name)
+            if not refused(exc):
+                self.record.unknown.add(name)
             return
         self.record.acked.add(name)
         self.record.write_acks.append(self.clock())
@@ -182,6 +185,13 @@ class Client:
         why = type(exc).__name__ if not isinstance(exc, FsError) else \
             errno.errorcode.get(exc.errno, str(exc.errno))
         self.record.errors[why] = self.record.errors.get(why, 0) + 1
+
+
+def refused(exc: Exception) -> bool:
+    """Refused before the log (a node short of disk space): it never took effect, so
+    it is left out of the history; if it had taken effect after all, a read of its
+    value or its name after healing shows it."""
+    return isinstance(exc, FsError) and exc.errno == errno.ENOSPC
 
 
 def clock() -> float:
