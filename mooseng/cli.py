@@ -82,10 +82,13 @@ def _metadata(args) -> int:
     gc_pauses.tune()
     from services.metadata.raft.core import RaftOptions
     from services.metadata.raft.node import NodeOptions
+    if args.clock_rate <= 0:
+        raise AddressError("--clock-rate: a clock must run forward (above 0)")
     options = NodeOptions(tick_s=args.tick_ms / 1000, snapshot_every=args.snapshot_every,
                           state_machine=args.state_machine,
                           raft=RaftOptions(lease_reads=args.lease_reads),
-                          disk_reserve=args.disk_reserve_mb << 20)
+                          disk_reserve=args.disk_reserve_mb << 20,
+                          clock_rate=args.clock_rate)
     from services.common.storage_class import StorageClassError, parse
     from services.metadata.chunks.manager import ManagerOptions
     try:
@@ -323,6 +326,8 @@ def _add_metadata(sub) -> None:
                       help="keep this much free on the data directory's disk: below it "
                            "the node takes no writes until space is freed (default 128; "
                            "0: no reserve)")
+    meta.add_argument("--clock-rate", type=float, default=1.0, metavar="R",
+                      help=argparse.SUPPRESS)   # fault tests: a clock R times real time
     meta.add_argument("--session-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="close a client session not heard from this long (default 30)")
     meta.add_argument("--default-class", default="copies=2", metavar="CLASS",
