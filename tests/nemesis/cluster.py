@@ -17,8 +17,10 @@ DISK_MB, RESERVE_MB = 192, 32   # each node's data on a tmpfs of its own, so it 
 
 class NetCluster:
     def __init__(self, lab: NetLab, root: str, lease_reads: bool = True,
-                 snapshot_every: int = 2_000):
+                 snapshot_every: int = 2_000, rates: dict[int, float] | None = None):
+        """`rates`: how fast each node's clock runs against real time (drift)."""
         self.lab, self.root = lab, root
+        self.rates = rates or {}
         self.lease_reads, self.snapshot_every = lease_reads, snapshot_every
         self.ids = [n for n in lab.nodes]
         self.addresses = {i: f"{lab.address(i)}:{PORT}" for i in self.ids}
@@ -66,6 +68,7 @@ class NetCluster:
              "--peers", self.peers, "--tick-ms", str(TICK_MS),
              "--snapshot-every", str(self.snapshot_every),
              "--disk-reserve-mb", str(RESERVE_MB if self.mounted else 0),
+             "--clock-rate", str(self.rates.get(i, 1.0)),
              *(["--lease-reads"] if self.lease_reads else [])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()

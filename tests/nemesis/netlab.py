@@ -8,10 +8,12 @@ clients run, is 10.213.X.1. Faults are packet filters in the nodes' namespaces
 - `lose(p)` drops a fraction p of what every node receives;
 - `heal()` removes every rule.
 
-Everything is named after the run (`mng<run>`), so `close()` (and a next run's
-`sweep()`) removes exactly what a run made, also after a crash.
+Everything is named after the run (`mng<run>`), and the run's process id is kept in
+RUNS/<run>: `close()` removes what the run made, and a later run's `sweep()` what a
+run that died left, never what a run still going has (runs may overlap).
 """
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -19,6 +21,7 @@ import subprocess
 HOST = 1
 PREFIX = "mng"
 IPTABLES = "iptables-legacy"
+RUNS = "/run/mooseng-nemesis"
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -36,14 +39,27 @@ def available() -> str | None:
 
 
 def sweep() -> None:
-    """Remove what earlier runs left (namespaces and links named mng*)."""
+    """Remove what runs whose process is gone left (namespaces and links)."""
+    os.makedirs(RUNS, exist_ok=True)
+    dead = {run for run in os.listdir(RUNS) if not _alive(os.path.join(RUNS, run))}
     for name in sh("ip", "netns", "list", check=False).stdout.split():
-        if name.startswith(PREFIX):
+        if name.startswith(PREFIX) and name[len(PREFIX):len(PREFIX) + 4] in dead:
             sh("ip", "netns", "delete", name, check=False)
     for line in sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(PREFIX):
+        if name.startswith(PREFIX) and name[len(PREFIX):len(PREFIX) + 4] in dead:
             sh("ip", "link", "delete", name, check=False)
+    for run in dead:
+        os.remove(os.path.join(RUNS, run))
+
+
+def _alive(pid_file: str) -> bool:
+    try:
+        with open(pid_file) as f:
+            os.kill(int(f.read()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class NetLab:
@@ -67,6 +83,9 @@ class NetLab:
 
     # -- life ------------------------------------------------------------------------------
     def open(self) -> "NetLab":
+        os.makedirs(RUNS, exist_ok=True)
+        with open(os.path.join(RUNS, self.run), "w") as f:
+            f.write(str(os.getpid()))
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{self.address(HOST)}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
@@ -87,6 +106,8 @@ class NetLab:
         for node in self.nodes:
             sh("ip", "netns", "delete", self.namespace(node), check=False)
         sh("ip", "link", "delete", self.bridge, check=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(RUNS, self.run))
 
     # -- faults ----------------------------------------------------------------------------
     def cut(self, src: int, dst: int) -> None:
