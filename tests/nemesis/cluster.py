@@ -1,4 +1,5 @@
-"""Metadata nodes as real processes, each in its own network namespace (netlab.py)."""
+"""Metadata nodes and chunkservers as real processes, each in its own network namespace
+(netlab.py)."""
 
 import asyncio
 import os
@@ -11,22 +12,91 @@ from mooseng.status import gather
 from tests.nemesis.netlab import NetLab
 
 PORT = 7000
+CHUNK_PORT = 9420
 TICK_MS = 20   # elections in 200-400 ms, as the integration tests
 DISK_MB, RESERVE_MB = 192, 32   # each node's data on a tmpfs of its own, so it can fill
+# The chunk manager repairs soon: a chunkserver gone 3 s is replaced, a chunk is left
+# alone 1 s after a write to it began (as tests/integration/test_partition.py).
+CHUNK_ARGS = ("--default-class", "copies=2", "--replicate-after", "3", "--chunk-quiet", "1")
+HEARTBEAT_S = 0.5
 
 
-class NetCluster:
-    def __init__(self, lab: NetLab, root: str, lease_reads: bool = True,
-                 snapshot_every: int = 2_000, rates: dict[int, float] | None = None):
-        """`rates`: how fast each node's clock runs against real time (drift)."""
-        self.lab, self.root = lab, root
-        self.rates = rates or {}
-        self.lease_reads, self.snapshot_every = lease_reads, snapshot_every
-        self.ids = [n for n in lab.nodes]
-        self.addresses = {i: f"{lab.address(i)}:{PORT}" for i in self.ids}
-        self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
+class Processes:
+    """One process per id, each in its node's namespace: kill, pause, resume, stop."""
+
+    def __init__(self, lab: NetLab, root: str, ids: list[int]):
+        self.lab, self.root, self.ids = lab, root, list(ids)
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
+
+    def start(self, i: int) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, i: int, args: list[str]) -> None:
+        log = open(self.log_path(i), "ab")  # noqa: SIM115
+        self.procs[i] = subprocess.Popen([*self.lab.exec_prefix(i), sys.executable, "-m",
+                                          "mooseng", *args],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def log_path(self, i: int) -> str:
+        return os.path.join(self.root, f"node{i}.log")
+
+    def start_all(self) -> None:
+        for i in self.ids:
+            self.start(i)
+
+    def kill(self, i: int) -> None:
+        self.cont(i)
+        proc = self.procs.pop(i)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def pause(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGSTOP)
+        self.paused.add(i)
+
+    def cont(self, i: int) -> None:
+        if i in self.paused:
+            self.procs[i].send_signal(signal.SIGCONT)
+            self.paused.discard(i)
+
+    def restart_missing(self) -> None:
+        """Resume what is paused and start what was killed."""
+        for i in list(self.paused):
+            self.cont(i)
+        for i in self.ids:
+            if i not in self.procs:
+                self.start(i)
+
+    def stop_all(self, sig: int = signal.SIGKILL) -> dict[int, int]:
+        codes = {}
+        for i in list(self.procs):
+            self.cont(i)
+            proc = self.procs.pop(i)
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            codes[i] = proc.wait(timeout=60)
+        return codes
+
+    def crashed(self) -> dict[int, int]:
+        """Processes that ended by themselves, with their exit codes."""
+        return {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
+
+    def log_of(self, i: int) -> str:
+        with open(self.log_path(i), errors="replace") as f:
+            return f.read()
+
+
+class NetCluster(Processes):
+    def __init__(self, lab: NetLab, root: str, ids: list[int], lease_reads: bool = True,
+                 snapshot_every: int = 2_000, rates: dict[int, float] | None = None):
+        """`rates`: how fast each node's clock runs against real time (drift)."""
+        super().__init__(lab, root, ids)
+        self.rates = rates or {}
+        self.lease_reads, self.snapshot_every = lease_reads, snapshot_every
+        self.addresses = {i: f"{lab.address(i)}:{PORT}" for i in self.ids}
+        self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
         self.mounted: list[str] = []
 
     def make_disks(self) -> None:
@@ -61,50 +131,13 @@ class NetCluster:
         return os.path.join(self.root, f"node{i}")
 
     def start(self, i: int) -> None:
-        log = open(os.path.join(self.root, f"node{i}.log"), "ab")  # noqa: SIM115
-        self.procs[i] = subprocess.Popen(
-            [*self.lab.exec_prefix(i), sys.executable, "-m", "mooseng", "metadata",
-             "--id", str(i), "--data", self.data(i), "--listen", self.addresses[i],
-             "--peers", self.peers, "--tick-ms", str(TICK_MS),
-             "--snapshot-every", str(self.snapshot_every),
-             "--disk-reserve-mb", str(RESERVE_MB if self.mounted else 0),
-             "--clock-rate", str(self.rates.get(i, 1.0)),
-             *(["--lease-reads"] if self.lease_reads else [])],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-
-    def start_all(self) -> None:
-        for i in self.ids:
-            self.start(i)
-
-    def kill(self, i: int) -> None:
-        self.cont(i)
-        proc = self.procs.pop(i)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-
-    def pause(self, i: int) -> None:
-        self.procs[i].send_signal(signal.SIGSTOP)
-        self.paused.add(i)
-
-    def cont(self, i: int) -> None:
-        if i in self.paused:
-            self.procs[i].send_signal(signal.SIGCONT)
-            self.paused.discard(i)
-
-    def stop_all(self, sig: int = signal.SIGKILL) -> dict[int, int]:
-        codes = {}
-        for i in list(self.procs):
-            self.cont(i)
-            proc = self.procs.pop(i)
-            if proc.poll() is None:
-                proc.send_signal(sig)
-            codes[i] = proc.wait(timeout=60)
-        return codes
-
-    def crashed(self) -> dict[int, int]:
-        """Nodes that ended by themselves, with their exit codes."""
-        return {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
+        self._spawn(i, [
+            "metadata", "--id", str(i), "--data", self.data(i),
+            "--listen", self.addresses[i], "--peers", self.peers,
+            "--tick-ms", str(TICK_MS), "--snapshot-every", str(self.snapshot_every),
+            "--disk-reserve-mb", str(RESERVE_MB if self.mounted else 0), *CHUNK_ARGS,
+            "--clock-rate", str(self.rates.get(i, 1.0)),
+            *(["--lease-reads"] if self.lease_reads else [])])
 
     def status(self) -> list[dict]:
         return asyncio.run(gather(list(self.addresses.values()), timeout=1.0))
@@ -132,6 +165,25 @@ class NetCluster:
             time.sleep(0.1)
         raise AssertionError(f"the nodes did not converge in {timeout} s: {nodes}")
 
-    def log_of(self, i: int) -> str:
-        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
-            return f.read()
+
+class Chunkservers(Processes):
+    """Chunkservers, each in a namespace of its own, reporting to the metadata nodes at
+    their bridge addresses; their chunks are on the host's disk (a kill loses no page
+    cache)."""
+
+    def __init__(self, lab: NetLab, root: str, ids: list[int], masters: list[str]):
+        super().__init__(lab, root, ids)
+        self.masters = masters
+        self.addresses = {i: f"{lab.address(i)}:{CHUNK_PORT}" for i in self.ids}
+
+    def data(self, i: int) -> str:
+        return os.path.join(self.root, f"cs{i}")
+
+    def log_path(self, i: int) -> str:
+        return os.path.join(self.root, f"cs{i}.log")
+
+    def start(self, i: int) -> None:
+        os.makedirs(self.data(i), exist_ok=True)
+        self._spawn(i, ["chunkserver", "--data", self.data(i),
+                        "--masters", ",".join(self.masters),
+                        "--listen", self.addresses[i], "--heartbeat-s", str(HEARTBEAT_S)])

@@ -1,20 +1,22 @@
 """The faults, one at a time, each chosen and timed by the run's seed.
 
-Each fault is injected against the node that leads when it starts (or a follower)
-and returns how to heal it. The clients live in the host's namespace: a partition
-between nodes leaves every node reachable by clients, except `isolate_leader_full`.
+Each fault is injected against the node that leads when it starts (or a follower,
+or a chunkserver) and returns how to heal it. The clients live in the host's
+namespace: a partition between metadata nodes leaves every node reachable by clients
+and chunkservers, except `isolate_leader_full`.
 """
 
 import asyncio
 import random
 from dataclasses import dataclass
 
-from tests.nemesis.cluster import NetCluster
+from tests.nemesis.cluster import Chunkservers, NetCluster
 from tests.nemesis.netlab import HOST, NetLab
 
 KINDS = ("kill_leader", "kill_follower", "pause_leader", "pause_follower",
          "isolate_leader", "isolate_leader_full", "isolate_follower", "leader_deaf",
-         "leader_mute", "bridge", "loss", "disk_full_leader", "disk_full_follower")
+         "leader_mute", "bridge", "loss", "disk_full_leader", "disk_full_follower",
+         "kill_chunkserver", "pause_chunkserver", "isolate_chunkserver")
 
 
 @dataclass
@@ -26,8 +28,10 @@ class Window:
 
 
 class Nemesis:
-    def __init__(self, cluster: NetCluster, lab: NetLab, rng: random.Random, clock):
-        self.cluster, self.lab, self.rng, self.clock = cluster, lab, rng, clock
+    def __init__(self, cluster: NetCluster, chunks: Chunkservers, lab: NetLab,
+                 rng: random.Random, clock):
+        self.cluster, self.chunks, self.lab = cluster, chunks, lab
+        self.rng, self.clock = rng, clock
         self.windows: list[Window] = []
 
     async def run(self, seconds: float, kinds=KINDS) -> None:
@@ -44,7 +48,10 @@ class Nemesis:
         if leader is None:
             leader = self.rng.choice(ids)
         followers = [i for i in ids if i != leader]
-        target = leader if "leader" in kind else self.rng.choice(followers)
+        if kind.endswith("chunkserver"):
+            target = self.rng.choice(self.chunks.ids)
+        else:
+            target = leader if "leader" in kind else self.rng.choice(followers)
         window = Window(kind, target, self.clock())
         self.windows.append(window)
         heal = await asyncio.to_thread(self._inject, kind, target, leader, followers)
@@ -55,17 +62,24 @@ class Nemesis:
     def _inject(self, kind: str, target: int, leader: int, followers: list[int]):
         cluster, lab = self.cluster, self.lab
         others = [i for i in cluster.ids if i != target]
+        procs = self.chunks if kind.endswith("chunkserver") else cluster
         if kind.startswith("kill"):
-            cluster.kill(target)
-            return lambda: cluster.start(target)
+            procs.kill(target)
+            return lambda: procs.start(target)
         if kind.startswith("pause"):
-            cluster.pause(target)
-            return lambda: cluster.cont(target)
+            procs.pause(target)
+            return lambda: procs.cont(target)
         if kind.startswith("disk_full"):
             cluster.fill(target)
             return lambda: cluster.unfill(target)
-        if kind in ("isolate_leader", "isolate_follower", "isolate_leader_full"):
-            for other in others + ([HOST] if kind.endswith("full") else []):
+        if kind in ("isolate_leader", "isolate_follower"):
+            for other in others:
+                lab.cut_both(target, other)
+        elif kind == "isolate_leader_full":     # from the chunkservers and clients too
+            for other in others + self.chunks.ids + [HOST]:
+                lab.cut_both(target, other)
+        elif kind == "isolate_chunkserver":     # from every node and the clients
+            for other in [n for n in lab.nodes if n != target] + [HOST]:
                 lab.cut_both(target, other)
         elif kind == "leader_deaf":       # its messages arrive, it hears nobody
             for other in others:
@@ -86,11 +100,8 @@ class Nemesis:
         self.lab.heal()
         for i in self.cluster.ids:
             self.cluster.unfill(i)
-        for i in list(self.cluster.paused):
-            self.cluster.cont(i)
-        for i in self.cluster.ids:
-            if i not in self.cluster.procs:
-                self.cluster.start(i)
+        self.cluster.restart_missing()
+        self.chunks.restart_missing()
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -1,10 +1,10 @@
-"""One nemesis run: a 3-node metadata cluster in network namespaces, clients, faults
-chosen by the seed, then healing and the checks. Prints one JSON report.
+"""One nemesis run: a 3-node metadata cluster and 3 chunkservers in network namespaces,
+clients, faults chosen by the seed, then healing and the checks. Prints one JSON report.
 
     sudo .venv/bin/python -m tests.nemesis.run --seed 7 --time 60 [--keep DIR]
 
-Exit status 0 when nothing was lost, no history broke linearizability and the nodes
-agree; 1 otherwise. See docs/nemesis.md.
+Exit status 0 when nothing was lost, no history broke linearizability, the nodes
+agree and every acknowledged file reads back as written; 1 otherwise. See docs/nemesis.md.
 """
 
 import argparse
@@ -16,62 +16,81 @@ import sys
 import tempfile
 import time
 
-from tests.nemesis import checks, netlab
-from tests.nemesis.cluster import NetCluster
+from tests.nemesis import checks, data_workload, netlab
+from tests.nemesis.cluster import Chunkservers, NetCluster
 from tests.nemesis.faults import KINDS, Nemesis, unavailable
 from tests.nemesis.workload import Client, Record, clock, initial_ops, set_up
 
 KEYS = 4
 CLIENTS = 4
+DATA_CLIENTS = 2
+METADATA, CHUNKSERVERS = [2, 3, 4], [5, 6, 7]    # node numbers on the bridge (netlab.py)
 DRIFT = 0.04    # clocks within 4% of real time, so any two within 8.4% of each other:
 # inside the 10% that leases allow (docs/raft.md)
 
 
-async def exercise(cluster: NetCluster, seed: int, seconds: float, kinds) -> tuple:
+async def exercise(cluster: NetCluster, chunks: Chunkservers, seed: int, seconds: float,
+                   kinds, phases: dict) -> tuple:
     masters = list(cluster.addresses.values())
-    layout = await set_up(masters, KEYS)
-    record = Record()
+    layout, directory = await asyncio.gather(
+        set_up(masters, KEYS), data_workload.set_up(masters, len(chunks.ids)))
+    phases["set_up"] = clock()
+    record, data = Record(), data_workload.DataRecord()
     record.ops.extend(initial_ops(layout, clock()))
     stop = asyncio.Event()
     clients = [asyncio.create_task(Client(n, masters, layout, seed, record, clock).run(stop))
                for n in range(CLIENTS)]
-    nemesis = Nemesis(cluster, cluster.lab, random.Random(seed), clock)
+    clients += [asyncio.create_task(data_workload.DataClient(
+        n, masters, directory, seed, data, clock).run(stop)) for n in range(DATA_CLIENTS)]
+    nemesis = Nemesis(cluster, chunks, cluster.lab, random.Random(seed), clock)
     try:
         await nemesis.run(seconds, kinds)
     finally:
         await asyncio.to_thread(nemesis.heal_all)
-    healed = clock()
+    healed = phases["faults"] = clock()
     await asyncio.sleep(3.0)      # the clients go on: writes must come back
     stop.set()
     await asyncio.gather(*clients)
-    return layout, record, nemesis, healed
+    phases["clients"] = clock()
+    return layout, record, directory, data, nemesis, healed
 
 
 def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT) -> dict:
-    """`drift`: each node's clock runs at a rate drawn from [1 - drift, 1 + drift]."""
+    """`drift`: each metadata node's clock runs at a rate drawn from [1-drift, 1+drift]."""
     netlab.sweep()
-    lab = netlab.NetLab([2, 3, 4]).open()
+    lab = netlab.NetLab(METADATA + CHUNKSERVERS).open()
     rng = random.Random(f"clocks-{seed}")
-    rates = {i: round(rng.uniform(1 - drift, 1 + drift), 3) for i in lab.nodes}
-    cluster = NetCluster(lab, root, rates=rates)
+    rates = {i: round(rng.uniform(1 - drift, 1 + drift), 3) for i in METADATA}
+    cluster = NetCluster(lab, root, METADATA, rates=rates)
+    masters = list(cluster.addresses.values())
+    chunks = Chunkservers(lab, root, CHUNKSERVERS, masters)
     started = time.monotonic()
+    phases: dict[str, float] = {}    # when each step ended
     try:
         cluster.make_disks()
         cluster.start_all()
-        layout, record, nemesis, healed = asyncio.run(
-            exercise(cluster, seed, seconds, kinds))
+        chunks.start_all()
+        layout, record, directory, data, nemesis, healed = asyncio.run(
+            exercise(cluster, chunks, seed, seconds, kinds, phases))
         cluster.wait_converged()
-        crashed = cluster.crashed()
+        phases["converge"] = clock()
+        files = asyncio.run(data_workload.verify(masters, directory, data, len(chunks.ids)))
+        phases["read_back"] = clock()
+        crashed = cluster.crashed() | chunks.crashed()
+        chunks.stop_all(signal.SIGTERM)
         cluster.stop_all(signal.SIGTERM)
         views = checks.node_views({i: cluster.data(i) for i in cluster.ids}, layout.ns)
     finally:
+        chunks.stop_all()
         cluster.stop_all()
         cluster.remove_disks()
         lab.close()
     history = checks.linearizability(record.ops, timeout_s=120)
     names = checks.namespace(views, record.acked, record.unknown)
+    phases["check"] = clock()
     return {
         "seed": seed, "seconds": round(time.monotonic() - started, 1),
+        "phases_s": phase_lengths(started, phases),
         "faults": nemesis.counts(),
         "clock_rates": rates,
         "operations": len(record.ops) + len(record.acked) + len(record.unknown),
@@ -84,18 +103,36 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT)
         "linearizability_violations": int(not history["ok"] and not history["inconclusive"]),
         "linearizability_inconclusive": history["inconclusive"],
         "violation": history["explanation"],
-        "data_mismatches": None,      # no file-data workload yet (docs/nemesis.md)
+        "data_files": files["files"],
+        "data_errors": files["errors"],   # unknown outcomes of files, by cause
+        "data_mismatches": files["mismatches"],
+        "data_mismatched": files["mismatched"],
+        "data_phantom_files": files["phantom_files"],
+        "data_chunks_missing": files["chunks_missing"],
+        "data_chunks_under_goal": files["chunks_under_goal"],
+        "data_unknown_files": files["unknown_files"],   # present: size, copies per chunk
+        "chunk_health": files["chunk_health"],
         "max_unavailable_s": unavailable(nemesis.windows, record.write_acks),
         "unavailable_after_heal_s": round(min((a for a in record.write_acks if a > healed),
                                               default=float("inf")) - healed, 3),
     }
 
 
+def phase_lengths(started: float, ends: dict[str, float]) -> dict[str, float]:
+    """How long each step took, from when each ended."""
+    out, previous = {}, started
+    for name, end in ends.items():
+        out[name], previous = round(end - previous, 1), end
+    return out
+
+
 def passed(report: dict) -> bool:
     return (report["acknowledged_lost"] == 0 and report["phantom_entries"] == 0
             and report["diverged_nodes"] == 0 and not report["crashed_nodes"]
             and report["linearizability_violations"] == 0
-            and not report["linearizability_inconclusive"])
+            and not report["linearizability_inconclusive"]
+            and report["data_mismatches"] == 0 and report["data_chunks_missing"] == 0
+            and report["data_phantom_files"] == 0)
 
 
 def _interrupted(signum, frame):

@@ -1,8 +1,12 @@
 """The nemesis suite's judges (tests/nemesis): they must fail a bad run, not only
 pass a good one."""
 
+import random
+
 from tests.nemesis.checks import namespace
+from tests.nemesis.data_workload import BIG_MAX, differs, pieces_of, size_of
 from tests.nemesis.faults import Window, unavailable
+from tests.nemesis.run import passed
 
 
 def view(applied, digest, names):
@@ -35,3 +39,30 @@ def test_unavailability_is_the_longest_gap_between_acknowledged_writes_in_a_faul
 def test_no_write_after_a_fault_is_an_endless_unavailability():
     windows = [Window("isolate_leader", 1, start=10.0, end=12.0)]
     assert unavailable(windows, [9.0, 10.5, 11.0]) == {"isolate_leader": float("inf")}
+
+
+def test_a_file_that_reads_back_otherwise_is_a_difference():
+    assert differs(b"abc", b"abc") == ""
+    assert "first difference at 1" in differs(b"aXc", b"abc")
+    assert "2 bytes read, 3 acknowledged" in differs(b"ab", b"abc")   # cut short
+    assert differs(b"", b"abc")
+
+
+def test_the_pieces_written_cover_the_file_once():
+    rng = random.Random(3)
+    for _ in range(500):
+        size = size_of(rng)
+        assert 1 <= size <= BIG_MAX
+        pieces = sorted(pieces_of(rng, size))
+        assert pieces[0][0] == 0 and sum(n for _, n in pieces) == size
+        assert all(a + n == b for (a, n), (b, _) in zip(pieces, pieces[1:], strict=False))
+
+
+def test_a_run_with_a_wrong_file_fails():
+    good = {"acknowledged_lost": 0, "phantom_entries": 0, "diverged_nodes": 0,
+            "crashed_nodes": {}, "linearizability_violations": 0,
+            "linearizability_inconclusive": False, "data_mismatches": 0,
+            "data_chunks_missing": 0, "data_phantom_files": 0}
+    assert passed(good)
+    for key in ("data_mismatches", "data_chunks_missing", "data_phantom_files"):
+        assert not passed(good | {key: 1})
