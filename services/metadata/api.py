@@ -373,6 +373,8 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServicer):
             if reply.HasField("chunk"):
                 reply.locations.extend(self.chunks.locations(reply.chunk.id,
                                                              reply.chunk.version))
+                if not reply.locations and self.chunks.never_written(reply.chunk.id):
+                    reply.ClearField("chunk")    # zeros: read as a hole
         elif kind == "get_class":
             reply.storage_class = str(self.chunks.class_of(request.get_class.inode))
         elif kind == "chunk_health":

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from fuse_client.chunk_io import ChunkIO
+from fuse_client.data_errors import DataUnavailableError
 from fuse_client.metadata_client import MetadataClient
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
@@ -329,4 +330,34 @@ def test_a_sequential_reader_sees_writes_made_inside_what_it_read_ahead(cluster)
                 assert await m.io.read(ROOT, inode, offset, step, size) == \
                     model.read(offset, step)
                 offset += step
+    run(scenario())
+
+
+def test_a_write_given_up_before_any_copy_leaves_the_hole_reading_zeros(cluster):
+    """A writer begins a chunk in a hole of a file (the master names its servers) and
+    goes away before it creates a copy (its mount died, its deadline passed). Nothing
+    was committed, so once the chunk's quiet time has passed (readers are sent to the
+    writer's servers until then) the hole reads as zeros again, and the chunk does not
+    count as missing (it did for ever: reads failed with EIO and `mooseng chunks`
+    exited 1; found by the nemesis suite)."""
+    md, _cs = cluster
+
+    async def scenario():
+        async with Mount(md) as m:
+            await m.wait_servers(4)
+            inode = await m.create(b"sparse")
+            await m.client.mutate(ROOT, setattr=pb.Setattr(inode=inode, size=MiB))
+            await m.client.mutate_reply(ROOT, begin_write=pb.BeginWrite(
+                inode=inode, chunk_index=0))           # ... and nothing more
+        async with Mount(md) as other:
+            await other._wait(lambda h: h.settled and not h.jobs and not h.missing
+                              and not h.under_goal, 40, "the chunk counted as a hole")
+            deadline = time.monotonic() + 30      # the quiet time is 10 s
+            while True:
+                try:
+                    got = await other.read(inode, 0, 4096)
+                    break
+                except DataUnavailableError:
+                    assert time.monotonic() < deadline, "the hole never read again"
+            assert got == bytes(4096)
     run(scenario())

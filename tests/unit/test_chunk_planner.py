@@ -197,3 +197,14 @@ def test_parts_a_dead_writer_left_behind_are_moved_to_the_current_version():
     assert plan(1, V, parse("ec=2+1"), parts, room(), committed=V - 2).jobs == []
     assert plan(1, V, parse("ec=2+1"), parts[:1], room(), committed=V - 1).jobs == []
     assert plan(1, V, parse("copies=2"), parts, room(), committed=V - 1).jobs == []
+
+
+def test_a_chunk_no_commit_reached_and_no_server_holds_is_a_hole_not_missing():
+    """A write began on the chunk and was given up before any copy was made: there is
+    nothing to lose, so nothing is missing (and no job is sent). With a commit on
+    record, or any copy anywhere, it is still missing until repaired."""
+    assert (plan(1, V, parse("copies=2"), [], room()).state,
+            plan(1, V, parse("ec=2+1"), [], room()).jobs) == (HEALTHY, [])
+    assert plan(1, V, parse("copies=2"), [], room(), committed=V).state == MISSING
+    lost = [holder("s0", V - 1, alive=False)]
+    assert plan(1, V, parse("copies=2"), lost, room()).state == MISSING

@@ -285,6 +285,14 @@ class ChunkManager:
             return planner.UNDER   # a writer is moving the copies to the new version
         return result.state
 
+    def never_written(self, chunk: int) -> bool:
+        """No commit ever reached the chunk and no server holds or is writing a copy:
+        a write began on it and was given up before any copy was made. Its contents
+        are zeros: readers are answered as for a hole (docs/consistency.md promises
+        nothing of a write that was never committed)."""
+        return (self._committed(chunk) is None and not self.registry.of(chunk)
+                and chunk not in self.registry.expected)
+
     def _committed(self, chunk: int) -> int | None:
         found = self.node.machine.projection.get(r.COMMITTED, r.u64(chunk))
         return r.U32.unpack(found)[0] if found is not None else None

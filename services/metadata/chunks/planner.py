@@ -49,7 +49,12 @@ def plan(chunk: int, version: int, sclass: StorageClass, holders: list[Holder],
          committed: int | None = None, parts_class: StorageClass | None = None) -> Plan:
     """`committed`: the version of the chunk's last commit (None: not known).
     `parts_class`: for a copies=N class, the ec=K+M shape of parts the chunk may still
-    be held in (its file was erasure-coded before): they are decoded back into a copy."""
+    be held in (its file was erasure-coded before): they are decoded back into a copy.
+    A chunk no commit ever reached and no server ever reported is healthy: its
+    contents are zeros (a write began on it and was given up before any copy was made),
+    and it reads as a hole (ChunkManager.never_written)."""
+    if committed is None and not holders:
+        return Plan(HEALTHY, [])
     good = [h for h in holders if h.alive and not h.damaged and h.version == version]
     copies = [h for h in good if h.part == 0]
     parts = _distinct_parts(h for h in good if h.part)
