@@ -21,6 +21,7 @@ from fuse_client.metadata_client import MetadataClient
 from schemas import metadata_pb2 as mpb
 from schemas import namespace_pb2 as pb
 from services.common.posix.records import CHUNK_SIZE
+from tests.integration.byte_diff import differs
 from tests.integration.chunk_cluster import ChunkCluster
 from tests.integration.metadata_cluster import MetadataCluster
 
@@ -111,17 +112,6 @@ class SparseModel:
 
     def read(self, offset: int, length: int) -> bytes:
         return bytes(self.data[offset:offset + length])
-
-
-def differs(got: bytes, want: bytes) -> str:
-    """Where two (large) byte strings first differ, for assertion messages: pytest's
-    own diff of megabytes would take minutes."""
-    if got == want:
-        return ""
-    at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
-              min(len(got), len(want)))
-    return (f"{len(got)} bytes read, {len(want)} expected; first difference at {at}: "
-            f"{got[at:at + 8]!r} != {want[at:at + 8]!r}")
 
 
 def same(got: bytes, want) -> None:

@@ -187,3 +187,20 @@ class Chunkservers(Processes):
         self._spawn(i, ["chunkserver", "--data", self.data(i),
                         "--masters", ",".join(self.masters),
                         "--listen", self.addresses[i], "--heartbeat-s", str(HEARTBEAT_S)])
+
+
+class MetaloggerNode(Processes):
+    """`mooseng metalogger` in a namespace of its own, archiving into ROOT/metalogger
+    (on the host's disk). Without the effects builder: the archive is what is judged."""
+
+    def __init__(self, lab: NetLab, root: str, ident: int, masters: list[str]):
+        super().__init__(lab, root, [ident])
+        self.masters = masters
+        self.archive_dir = os.path.join(root, "metalogger")
+
+    def log_path(self, i: int) -> str:
+        return os.path.join(self.root, "metalogger.log")
+
+    def start(self, i: int) -> None:
+        self._spawn(i, ["metalogger", "--masters", ",".join(self.masters),
+                        "--data", self.archive_dir, "--no-effects"])

@@ -43,6 +43,7 @@ from schemas import namespace_pb2 as pb
 from services.common.posix.errors import FsError
 from services.common.posix.records import CHUNK_SIZE, INLINE_MAX
 from services.common.posix.records import ROOT_INO as ROOT
+from tests.integration.byte_diff import differs
 
 log = logging.getLogger(__name__)
 ROOT_CALLER = pb.Caller(uid=0, gid=0)
@@ -303,11 +304,3 @@ async def _names(md: MetadataClient, directory: int) -> set[bytes]:
         cookie = reply.entries[-1].cookie
 
 
-def differs(got: bytes, want: bytes) -> str:
-    """Where two byte strings first differ (empty: they do not)."""
-    if got == want:
-        return ""
-    at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
-              min(len(got), len(want)))
-    return (f"{len(got)} bytes read, {len(want)} acknowledged; first difference at {at}: "
-            f"{got[at:at + 8].hex()} != {want[at:at + 8].hex()}")

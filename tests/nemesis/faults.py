@@ -10,13 +10,14 @@ import asyncio
 import random
 from dataclasses import dataclass
 
-from tests.nemesis.cluster import Chunkservers, NetCluster
+from tests.nemesis.cluster import Chunkservers, MetaloggerNode, NetCluster
 from tests.nemesis.netlab import HOST, NetLab
 
 KINDS = ("kill_leader", "kill_follower", "pause_leader", "pause_follower",
          "isolate_leader", "isolate_leader_full", "isolate_follower", "leader_deaf",
          "leader_mute", "bridge", "loss", "disk_full_leader", "disk_full_follower",
-         "kill_chunkserver", "pause_chunkserver", "isolate_chunkserver")
+         "kill_chunkserver", "pause_chunkserver", "isolate_chunkserver",
+         "kill_metalogger", "pause_metalogger", "isolate_metalogger")
 
 
 @dataclass
@@ -29,8 +30,9 @@ class Window:
 
 class Nemesis:
     def __init__(self, cluster: NetCluster, chunks: Chunkservers, lab: NetLab,
-                 rng: random.Random, clock):
+                 rng: random.Random, clock, metalogger: MetaloggerNode | None = None):
         self.cluster, self.chunks, self.lab = cluster, chunks, lab
+        self.metalogger = metalogger
         self.rng, self.clock = rng, clock
         self.windows: list[Window] = []
 
@@ -48,8 +50,8 @@ class Nemesis:
         if leader is None:
             leader = self.rng.choice(ids)
         followers = [i for i in ids if i != leader]
-        if kind.endswith("chunkserver"):
-            target = self.rng.choice(self.chunks.ids)
+        if kind.endswith(("chunkserver", "metalogger")):
+            target = self.rng.choice(self._procs(kind).ids)
         else:
             target = leader if "leader" in kind else self.rng.choice(followers)
         window = Window(kind, target, self.clock())
@@ -62,7 +64,7 @@ class Nemesis:
     def _inject(self, kind: str, target: int, leader: int, followers: list[int]):
         cluster, lab = self.cluster, self.lab
         others = [i for i in cluster.ids if i != target]
-        procs = self.chunks if kind.endswith("chunkserver") else cluster
+        procs = self._procs(kind)
         if kind.startswith("kill"):
             procs.kill(target)
             return lambda: procs.start(target)
@@ -78,7 +80,7 @@ class Nemesis:
         elif kind == "isolate_leader_full":     # from the chunkservers and clients too
             for other in others + self.chunks.ids + [HOST]:
                 lab.cut_both(target, other)
-        elif kind == "isolate_chunkserver":     # from every node and the clients
+        elif kind in ("isolate_chunkserver", "isolate_metalogger"):   # from all
             for other in [n for n in lab.nodes if n != target] + [HOST]:
                 lab.cut_both(target, other)
         elif kind == "leader_deaf":       # its messages arrive, it hears nobody
@@ -102,6 +104,17 @@ class Nemesis:
             self.cluster.unfill(i)
         self.cluster.restart_missing()
         self.chunks.restart_missing()
+        if self.metalogger is not None:
+            self.metalogger.restart_missing()
+
+    def _procs(self, kind: str):
+        if kind.endswith("chunkserver"):
+            return self.chunks
+        if kind.endswith("metalogger"):
+            if self.metalogger is None:
+                raise ValueError(f"{kind}: this run has no metalogger")
+            return self.metalogger
+        return self.cluster
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from tests.nemesis import checks, data_workload, netlab
-from tests.nemesis.cluster import Chunkservers, NetCluster
+from tests.nemesis.cluster import Chunkservers, MetaloggerNode, NetCluster
 from tests.nemesis.faults import KINDS, Nemesis, unavailable
 from tests.nemesis.workload import Client, Record, clock, initial_ops, set_up
 
@@ -25,12 +25,13 @@ KEYS = 4
 CLIENTS = 4
 DATA_CLIENTS = 2
 METADATA, CHUNKSERVERS = [2, 3, 4], [5, 6, 7]    # node numbers on the bridge (netlab.py)
+METALOGGER = 8
 DRIFT = 0.04    # clocks within 4% of real time, so any two within 8.4% of each other:
 # inside the 10% that leases allow (docs/raft.md)
 
 
-async def exercise(cluster: NetCluster, chunks: Chunkservers, seed: int, seconds: float,
-                   kinds, phases: dict) -> tuple:
+async def exercise(cluster: NetCluster, chunks: Chunkservers, metalogger: MetaloggerNode,
+                   seed: int, seconds: float, kinds, phases: dict) -> tuple:
     masters = list(cluster.addresses.values())
     layout, directory = await asyncio.gather(
         set_up(masters, KEYS), data_workload.set_up(masters, len(chunks.ids)))
@@ -42,7 +43,7 @@ async def exercise(cluster: NetCluster, chunks: Chunkservers, seed: int, seconds
                for n in range(CLIENTS)]
     clients += [asyncio.create_task(data_workload.DataClient(
         n, masters, directory, seed, data, clock).run(stop)) for n in range(DATA_CLIENTS)]
-    nemesis = Nemesis(cluster, chunks, cluster.lab, random.Random(seed), clock)
+    nemesis = Nemesis(cluster, chunks, cluster.lab, random.Random(seed), clock, metalogger)
     try:
         await nemesis.run(seconds, kinds)
     finally:
@@ -58,29 +59,37 @@ async def exercise(cluster: NetCluster, chunks: Chunkservers, seed: int, seconds
 def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT) -> dict:
     """`drift`: each metadata node's clock runs at a rate drawn from [1-drift, 1+drift]."""
     netlab.sweep()
-    lab = netlab.NetLab(METADATA + CHUNKSERVERS).open()
+    lab = netlab.NetLab(METADATA + CHUNKSERVERS + [METALOGGER]).open()
     rng = random.Random(f"clocks-{seed}")
     rates = {i: round(rng.uniform(1 - drift, 1 + drift), 3) for i in METADATA}
     cluster = NetCluster(lab, root, METADATA, rates=rates)
     masters = list(cluster.addresses.values())
     chunks = Chunkservers(lab, root, CHUNKSERVERS, masters)
+    metalogger = MetaloggerNode(lab, root, METALOGGER, masters)
     started = time.monotonic()
     phases: dict[str, float] = {}    # when each step ended
     try:
         cluster.make_disks()
         cluster.start_all()
         chunks.start_all()
+        metalogger.start_all()
         layout, record, directory, data, nemesis, healed = asyncio.run(
-            exercise(cluster, chunks, seed, seconds, kinds, phases))
-        cluster.wait_converged()
+            exercise(cluster, chunks, metalogger, seed, seconds, kinds, phases))
+        commit = max(n["commit_index"] or 0 for n in cluster.wait_converged())
         phases["converge"] = clock()
         files = asyncio.run(data_workload.verify(masters, directory, data, len(chunks.ids)))
         phases["read_back"] = clock()
-        crashed = cluster.crashed() | chunks.crashed()
+        archived = checks.wait_archived(metalogger.archive_dir, commit)
+        phases["archive"] = clock()
+        crashed = cluster.crashed() | chunks.crashed() | metalogger.crashed()
+        metalogger.stop_all(signal.SIGTERM)
         chunks.stop_all(signal.SIGTERM)
         cluster.stop_all(signal.SIGTERM)
         views = checks.node_views({i: cluster.data(i) for i in cluster.ids}, layout.ns)
+        shipped = checks.archive(metalogger.archive_dir,
+                                 {i: cluster.data(i) for i in cluster.ids})
     finally:
+        metalogger.stop_all()
         chunks.stop_all()
         cluster.stop_all()
         cluster.remove_disks()
@@ -112,6 +121,8 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT)
         "data_chunks_under_goal": files["chunks_under_goal"],
         "data_unknown_files": files["unknown_files"],   # present: size, copies per chunk
         "chunk_health": files["chunk_health"],
+        "archive": {**shipped, "reached_commit": archived, "commit_index": commit,
+                    "gap_reported": "GAP" in metalogger.log_of(METALOGGER)},
         "max_unavailable_s": unavailable(nemesis.windows, record.write_acks),
         "unavailable_after_heal_s": round(min((a for a in record.write_acks if a > healed),
                                               default=float("inf")) - healed, 3),
@@ -132,7 +143,10 @@ def passed(report: dict) -> bool:
             and report["linearizability_violations"] == 0
             and not report["linearizability_inconclusive"]
             and report["data_mismatches"] == 0 and report["data_chunks_missing"] == 0
-            and report["data_phantom_files"] == 0)
+            and report["data_phantom_files"] == 0
+            and report["archive"]["reached_commit"] and report["archive"]["gaps"] == 0
+            and report["archive"]["mismatches"] == 0
+            and not report["archive"]["gap_reported"])
 
 
 def _interrupted(signum, frame):

@@ -44,7 +44,7 @@ def test_no_write_after_a_fault_is_an_endless_unavailability():
 def test_a_file_that_reads_back_otherwise_is_a_difference():
     assert differs(b"abc", b"abc") == ""
     assert "first difference at 1" in differs(b"aXc", b"abc")
-    assert "2 bytes read, 3 acknowledged" in differs(b"ab", b"abc")   # cut short
+    assert "2 bytes read, 3 expected" in differs(b"ab", b"abc")   # cut short
     assert differs(b"", b"abc")
 
 
@@ -58,11 +58,37 @@ def test_the_pieces_written_cover_the_file_once():
         assert all(a + n == b for (a, n), (b, _) in zip(pieces, pieces[1:], strict=False))
 
 
-def test_a_run_with_a_wrong_file_fails():
+def test_a_run_with_a_wrong_file_or_a_bad_archive_fails():
+    shipped = {"reached_commit": True, "gaps": 0, "mismatches": 0, "gap_reported": False}
     good = {"acknowledged_lost": 0, "phantom_entries": 0, "diverged_nodes": 0,
             "crashed_nodes": {}, "linearizability_violations": 0,
             "linearizability_inconclusive": False, "data_mismatches": 0,
-            "data_chunks_missing": 0, "data_phantom_files": 0}
+            "data_chunks_missing": 0, "data_phantom_files": 0, "archive": shipped}
     assert passed(good)
     for key in ("data_mismatches", "data_chunks_missing", "data_phantom_files"):
         assert not passed(good | {key: 1})
+    for bad in ({"reached_commit": False}, {"gaps": 1}, {"mismatches": 1},
+                {"gap_reported": True}):
+        assert not passed(good | {"archive": shipped | bad})
+
+
+def test_an_archive_that_differs_from_a_node_log_is_counted(tmp_path):
+    from services.logship.archive import Archive
+    from services.metadata.raft.log_store import LogStore
+    from services.metadata.raft.messages import Entry
+    from tests.nemesis.checks import archive
+
+    entries = [Entry(i, 1, data=b"c%d" % i) for i in range(1, 6)]
+    store = Archive(str(tmp_path / "archive"), create=True)
+    store.append(entries)
+    store.sync()
+    store.close()
+    for name, changed in (("same", {}), ("other", {3: b"not what was archived"})):
+        log = LogStore(str(tmp_path / name / "raft-log"))
+        log.append([Entry(e.index, e.term, data=changed.get(e.index, e.data))
+                    for e in entries])
+        log.sync()
+        log.close()
+    found = archive(str(tmp_path / "archive"),
+                    {1: str(tmp_path / "same"), 2: str(tmp_path / "other")})
+    assert found == {"archived_to": 5, "gaps": 0, "mismatches": 1, "compared": 10}
