@@ -336,6 +336,8 @@ class RaftNode:
         if core.leader != self._seen_leader:
             self._seen_leader = core.leader
             self.leader_changes += bool(core.leader)
+            log.info("node %d: term %d, %s", self.id, core.term,
+                     f"the leader is node {core.leader}" if core.leader else "no leader known")
         if ticks:
             self._expire_proposals()
         if self._deadlines and core.role != LEADER:
