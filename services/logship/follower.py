@@ -28,7 +28,7 @@ from services.logship.archive import Archive, ArchiveGapError
 from services.logship.continuity import GapError, check_batch, snapshot_wanted
 from services.logship.snapshot_fetch import Fetched, SnapshotFetchError, fetch_snapshot
 from services.metadata.raft.messages import Entry
-from services.metadata.raft.transport import GRPC_OPTIONS
+from services.metadata.raft.transport import LINK_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Follower:
         self.archive, self.options = archive, options
         self.stats = FollowStats(archived_index=archive.last_index)
         self.staging = os.path.join(archive.directory, STAGING)
-        self._channels = {a: grpc.aio.insecure_channel(a, options=GRPC_OPTIONS)
+        self._channels = {a: grpc.aio.insecure_channel(a, options=LINK_OPTIONS)
                           for a in options.masters}
         self._disk: asyncio.Future | None = None   # archive work running in a thread
         self._pending: Fetched | None = None       # a snapshot ahead of the archive
