@@ -94,40 +94,100 @@ async def _run(archive, options, metrics_at: str | None, effects: bool) -> int:
     import signal
 
     from services.logship.effects_builder import supervise
-    from services.logship.follower import Follower
+    from services.logship.follower import Follower, FollowStats
 
-    follower = Follower(archive, options)
+    stats = FollowStats(archived_index=archive.last_index)
     if metrics_at:
         from services.common.metrics import serve_metrics
         from services.logship.follower_metrics import publish
         serve_metrics("mooseng-metalogger", metrics_at)
-        publish(follower.stats)
+        publish(stats)
     logging.info("archive %s ends at index %d; following %s", archive.directory,
                  archive.last_index, ",".join(options.masters))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(follower.run(), name="metalogger")
-    stopping = asyncio.create_task(stop.wait())
     builder = asyncio.create_task(supervise(archive.directory), name="effects") \
         if effects else None
-    await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
-    task.cancel()
-    stopping.cancel()
+    failure = None
+    while not stop.is_set():
+        follower = Follower(archive, options)
+        follower.stats = stats                  # one set of figures across reopenings
+        stats.archived_index = archive.last_index
+        failure = await _follow(follower, stop)
+        await follower.close()
+        if not _disk_full(failure):
+            break
+        archive.close()
+        logging.error("the archive's disk is full (%s): nothing more is archived until "
+                      "space is freed in %s; then the archive is opened again and "
+                      "following goes on where it ends (from a snapshot if the cluster "
+                      "compacted its log meanwhile)", failure, archive.directory)
+        if not await _space_back(archive.directory, stop):
+            return 0
+        archive = _reopen(archive.directory)
+        failure = None
     if builder is not None:
         builder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await builder
-    failure = None
-    with contextlib.suppress(asyncio.CancelledError):
-        try:
-            await task
-        except Exception as exc:   # the archive could not be written: stop, loudly
-            failure = exc
-            logging.exception("the metalogger stopped after an error")
-    await follower.close()
-    logging.info("stopped; the archive ends at index %d", follower.stats.archived_index)
+    logging.info("stopped; the archive ends at index %d", stats.archived_index)
     if failure is not None:
         raise failure
     return 0
+
+
+async def _follow(follower, stop) -> Exception | None:
+    """Follow until asked to stop (None) or until archiving fails (the error)."""
+    import asyncio
+    import contextlib
+    import logging
+
+    task = asyncio.create_task(follower.run(), name="metalogger")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    stopping.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await task
+        except Exception as exc:   # the archive could not be written
+            if not _disk_full(exc):
+                logging.exception("the metalogger stopped after an error")
+            return exc
+    return None
+
+
+def _disk_full(exc: Exception | None) -> bool:
+    import errno
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+async def _space_back(directory: str, stop, room: int = 16 << 20) -> bool:
+    """Wait until `room` bytes are free in `directory`; False if asked to stop first."""
+    import asyncio
+    import contextlib
+    import logging
+    import os
+
+    while not stop.is_set():
+        st = os.statvfs(directory)
+        if st.f_bavail * st.f_frsize >= room:
+            logging.warning("%d MiB free again in %s: archiving again",
+                            st.f_bavail * st.f_frsize >> 20, directory)
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return False
+
+
+def _reopen(directory: str):
+    import logging
+
+    from services.logship.archive import Archive
+
+    archive = Archive(directory, create=True)
+    for note in archive.recovery_notes:
+        logging.warning("archive recovery: %s", note)
+    return archive

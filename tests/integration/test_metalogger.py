@@ -282,3 +282,45 @@ def test_the_metalogger_records_effects_that_restores_write_instead_of_folding(t
     finally:
         metalogger.stop(signal.SIGKILL)
         cluster.stop_all()
+
+
+@pytest.mark.slow
+def test_a_full_archive_disk_pauses_the_metalogger_until_space_returns(tmp_path):
+    """The archive's disk fills while entries keep coming: the metalogger says so and
+    waits (it used to exit), and once space is freed it goes on where the archive
+    ends, with no gap."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for the archive needs root")
+    cluster = MetadataCluster(str(tmp_path))
+    metalogger = Metalogger(str(tmp_path), list(cluster.addresses.values()))
+    os.makedirs(metalogger.archive_dir)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs",
+                    metalogger.archive_dir], check=True)
+    filler = os.path.join(metalogger.archive_dir, "filler")
+    try:
+        cluster.start_all()
+        cluster.wait_leader()
+        metalogger.start("--no-effects")
+        acked, _ = asyncio.run(propose_names(cluster, [b"e%04d" % i for i in range(100)]))
+        metalogger.wait_archived(leader_commit(cluster))
+        st = os.statvfs(metalogger.archive_dir)
+        with open(filler, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - 4096)
+        more, _ = asyncio.run(propose_names(cluster, [b"f%04d-" % i + b"x" * 200
+                                                      for i in range(2000)]))
+        deadline = time.monotonic() + 30
+        while "disk is full" not in metalogger.log():
+            assert time.monotonic() < deadline, metalogger.log()[-2000:]
+            time.sleep(0.2)
+        assert metalogger.proc.poll() is None, "the metalogger exited on a full disk"
+        os.remove(filler)
+        metalogger.wait_archived(leader_commit(cluster))
+        assert metalogger.stop() == 0
+        entries = archived(metalogger)
+        assert_continuous(entries, first=1)
+        assert acked | more <= mkdir_names(entries)
+        assert "GAP" not in metalogger.log()
+    finally:
+        metalogger.stop(signal.SIGKILL)
+        cluster.stop_all()
+        subprocess.run(["umount", "-l", metalogger.archive_dir], check=False)
