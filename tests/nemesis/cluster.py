@@ -2,6 +2,7 @@
 (netlab.py)."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,29 @@ DISK_MB, RESERVE_MB = 192, 32   # each node's data on a tmpfs of its own, so it 
 # alone 1 s after a write to it began (as tests/integration/test_partition.py).
 CHUNK_ARGS = ("--default-class", "copies=2", "--replicate-after", "3", "--chunk-quiet", "1")
 HEARTBEAT_S = 0.5
+FILLER = "nemesis-filler"
+ARCHIVE_MB = 96
+
+
+def mount_tmpfs(path: str, size_mb: int) -> str:
+    os.makedirs(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", path],
+                   check=True)
+    return path
+
+
+def fill(path: str, keep: int) -> None:
+    """Fill the file system of `path` up to `keep` free bytes."""
+    st = os.statvfs(path)
+    size = st.f_bavail * st.f_frsize - keep
+    if size > 0:
+        with open(os.path.join(path, FILLER), "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+
+
+def unfill(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, FILLER))
 
 
 class Processes:
@@ -101,10 +125,7 @@ class NetCluster(Processes):
 
     def make_disks(self) -> None:
         for i in self.ids:
-            os.makedirs(self.data(i))
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs",
-                            self.data(i)], check=True)
-            self.mounted.append(self.data(i))
+            self.mounted.append(mount_tmpfs(self.data(i), DISK_MB))
 
     def remove_disks(self) -> None:
         for path in self.mounted:
@@ -113,19 +134,10 @@ class NetCluster(Processes):
 
     def fill(self, i: int) -> None:
         """Leave half the reserve free on node i's disk."""
-        st = os.statvfs(self.data(i))
-        keep = (RESERVE_MB << 20) // 2
-        size = st.f_bavail * st.f_frsize - keep
-        if size > 0:
-            with open(self._filler(i), "wb") as f:
-                os.posix_fallocate(f.fileno(), 0, size)
+        fill(self.data(i), (RESERVE_MB << 20) // 2)
 
     def unfill(self, i: int) -> None:
-        if os.path.exists(self._filler(i)):
-            os.remove(self._filler(i))
-
-    def _filler(self, i: int) -> str:
-        return os.path.join(self.data(i), "nemesis-filler")
+        unfill(self.data(i))
 
     def data(self, i: int) -> str:
         return os.path.join(self.root, f"node{i}")
@@ -200,6 +212,19 @@ class MetaloggerNode(Processes):
 
     def log_path(self, i: int) -> str:
         return os.path.join(self.root, "metalogger.log")
+
+    def make_disk(self) -> None:
+        mount_tmpfs(self.archive_dir, ARCHIVE_MB)
+
+    def remove_disk(self) -> None:
+        subprocess.run(["umount", "-l", self.archive_dir], check=False)
+
+    def fill(self, i: int) -> None:
+        """Leave the archive's disk full: its next write fails with ENOSPC."""
+        fill(self.archive_dir, 4096)
+
+    def unfill(self, i: int) -> None:
+        unfill(self.archive_dir)
 
     def start(self, i: int) -> None:
         self._spawn(i, ["metalogger", "--masters", ",".join(self.masters),

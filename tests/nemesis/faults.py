@@ -17,7 +17,8 @@ KINDS = ("kill_leader", "kill_follower", "pause_leader", "pause_follower",
          "isolate_leader", "isolate_leader_full", "isolate_follower", "leader_deaf",
          "leader_mute", "bridge", "loss", "disk_full_leader", "disk_full_follower",
          "kill_chunkserver", "pause_chunkserver", "isolate_chunkserver",
-         "kill_metalogger", "pause_metalogger", "isolate_metalogger")
+         "kill_metalogger", "pause_metalogger", "isolate_metalogger",
+         "disk_full_metalogger")
 
 
 @dataclass
@@ -72,8 +73,8 @@ class Nemesis:
             procs.pause(target)
             return lambda: procs.cont(target)
         if kind.startswith("disk_full"):
-            cluster.fill(target)
-            return lambda: cluster.unfill(target)
+            procs.fill(target)
+            return lambda: procs.unfill(target)
         if kind in ("isolate_leader", "isolate_follower"):
             for other in others:
                 lab.cut_both(target, other)
@@ -102,6 +103,8 @@ class Nemesis:
         self.lab.heal()
         for i in self.cluster.ids:
             self.cluster.unfill(i)
+        if self.metalogger is not None:
+            self.metalogger.unfill(0)
         self.cluster.restart_missing()
         self.chunks.restart_missing()
         if self.metalogger is not None:
