@@ -3,6 +3,7 @@
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ CHUNK_ARGS = ("--default-class", "copies=2", "--replicate-after", "3", "--chunk-
 HEARTBEAT_S = 0.5
 FILLER = "nemesis-filler"
 ARCHIVE_MB = 96
+CHUNK_DISK_MB = 1024
 
 
 def mount_tmpfs(path: str, size_mb: int) -> str:
@@ -35,9 +37,15 @@ def fill(path: str, keep: int) -> None:
     """Fill the file system of `path` up to `keep` free bytes."""
     st = os.statvfs(path)
     size = st.f_bavail * st.f_frsize - keep
-    if size > 0:
-        with open(os.path.join(path, FILLER), "wb") as f:
-            os.posix_fallocate(f.fileno(), 0, size)
+    with open(os.path.join(path, FILLER), "wb") as f:
+        while size > 0:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+                return
+            except OSError as exc:     # the node wrote meanwhile: a little less
+                if exc.errno != errno.ENOSPC:
+                    raise
+                size -= 4 << 20
 
 
 def unfill(path: str) -> None:
@@ -180,8 +188,8 @@ class NetCluster(Processes):
 
 class Chunkservers(Processes):
     """Chunkservers, each in a namespace of its own, reporting to the metadata nodes at
-    their bridge addresses; their chunks are on the host's disk (a kill loses no page
-    cache)."""
+    their bridge addresses; their chunks are on a tmpfs of their own (a kill loses
+    nothing written, as with a disk's page cache), so that it can fill."""
 
     def __init__(self, lab: NetLab, root: str, ids: list[int], masters: list[str]):
         super().__init__(lab, root, ids)
@@ -193,6 +201,21 @@ class Chunkservers(Processes):
 
     def log_path(self, i: int) -> str:
         return os.path.join(self.root, f"cs{i}.log")
+
+    def make_disks(self) -> None:
+        for i in self.ids:
+            mount_tmpfs(self.data(i), CHUNK_DISK_MB)
+
+    def remove_disks(self) -> None:
+        for i in self.ids:
+            subprocess.run(["umount", "-l", self.data(i)], check=False)
+
+    def fill(self, i: int) -> None:
+        """Leave 1 MiB free: new chunks go elsewhere, writes here fail with ENOSPC."""
+        fill(self.data(i), 1 << 20)
+
+    def unfill(self, i: int) -> None:
+        unfill(self.data(i))
 
     def start(self, i: int) -> None:
         os.makedirs(self.data(i), exist_ok=True)

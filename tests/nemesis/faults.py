@@ -18,7 +18,7 @@ KINDS = ("kill_leader", "kill_follower", "pause_leader", "pause_follower",
          "leader_mute", "bridge", "loss", "disk_full_leader", "disk_full_follower",
          "kill_chunkserver", "pause_chunkserver", "isolate_chunkserver",
          "kill_metalogger", "pause_metalogger", "isolate_metalogger",
-         "disk_full_metalogger")
+         "disk_full_metalogger", "disk_full_chunkserver")
 
 
 @dataclass
@@ -105,6 +105,8 @@ class Nemesis:
             self.cluster.unfill(i)
         if self.metalogger is not None:
             self.metalogger.unfill(0)
+        for i in self.chunks.ids:
+            self.chunks.unfill(i)
         self.cluster.restart_missing()
         self.chunks.restart_missing()
         if self.metalogger is not None:

@@ -45,13 +45,15 @@ async def exercise(cluster: NetCluster, chunks: Chunkservers, metalogger: Metalo
         n, masters, directory, seed, data, clock).run(stop)) for n in range(DATA_CLIENTS)]
     nemesis = Nemesis(cluster, chunks, cluster.lab, random.Random(seed), clock, metalogger)
     try:
-        await nemesis.run(seconds, kinds)
+        try:
+            await nemesis.run(seconds, kinds)
+        finally:
+            await asyncio.to_thread(nemesis.heal_all)
+        healed = phases["faults"] = clock()
+        await asyncio.sleep(3.0)      # the clients go on: writes must come back
     finally:
-        await asyncio.to_thread(nemesis.heal_all)
-    healed = phases["faults"] = clock()
-    await asyncio.sleep(3.0)      # the clients go on: writes must come back
-    stop.set()
-    await asyncio.gather(*clients)
+        stop.set()                    # also when the nemesis failed: no client is left
+        await asyncio.gather(*clients, return_exceptions=True)
     phases["clients"] = clock()
     return layout, record, directory, data, nemesis, healed
 
@@ -71,6 +73,7 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT)
     try:
         cluster.make_disks()
         cluster.start_all()
+        chunks.make_disks()
         chunks.start_all()
         metalogger.make_disk()
         metalogger.start_all()
@@ -93,6 +96,7 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT)
         metalogger.stop_all()
         metalogger.remove_disk()
         chunks.stop_all()
+        chunks.remove_disks()
         cluster.stop_all()
         cluster.remove_disks()
         lab.close()
