@@ -22,7 +22,7 @@ DISK_MB, RESERVE_MB = 192, 32   # each node's data on a tmpfs of its own, so it 
 CHUNK_ARGS = ("--default-class", "copies=2", "--replicate-after", "3", "--chunk-quiet", "1")
 HEARTBEAT_S = 0.5
 FILLER = "nemesis-filler"
-ARCHIVE_MB = 96
+ARCHIVE_MB = 1024   # a long run's archive, snapshots included, is a few hundred MiB
 CHUNK_DISK_MB = 1024
 
 

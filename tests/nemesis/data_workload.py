@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 ROOT_CALLER = pb.Caller(uid=0, gid=0)
 DEADLINE_S = 5.0         # a metadata request is given up after this (but see DataClient)
 BIG_MIN, BIG_MAX = 100 << 10, 3 << 20
+# Past this many bytes begun (the chunkservers' and nodes' tmpfs disks are bounded),
+# new files are tiny: a long run goes on exercising every path but the disks' limits.
+BUDGET = 600 << 20
 COPIES = 2               # the default class (cluster.CHUNK_ARGS)
 # What the mount answers with an errno (fuse_client/fuse_errors.py); anything else
 # is a bug in the client library, counted apart.
@@ -62,6 +65,7 @@ class DataRecord:
     unknown: set[bytes] = field(default_factory=set)
     errors: dict[str, int] = field(default_factory=dict)      # why, for unknown outcomes
     acks: list[float] = field(default_factory=list)           # when files were acknowledged
+    begun_bytes: int = 0
 
 
 async def set_up(masters: list[str], chunkservers: int, timeout: float = 30.0) -> int:
@@ -141,7 +145,9 @@ class DataClient:
     async def _one(self, md: MetadataClient, io: ChunkIO) -> None:
         self.files += 1
         name = b"%d-%d" % (self.number, self.files)
-        size = size_of(self.rng)
+        size = size_of(self.rng) if self.record.begun_bytes < BUDGET \
+            else self.rng.randint(1, 1024)
+        self.record.begun_bytes += size
         content = self.rng.randbytes(size)
         pieces = pieces_of(self.rng, size)
         fsync = self.rng.random() < 0.3

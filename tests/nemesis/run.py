@@ -79,7 +79,7 @@ def run(seed: int, seconds: float, root: str, kinds=KINDS, drift: float = DRIFT)
         metalogger.start_all()
         layout, record, directory, data, nemesis, healed = asyncio.run(
             exercise(cluster, chunks, metalogger, seed, seconds, kinds, phases))
-        commit = max(n["commit_index"] or 0 for n in cluster.wait_converged())
+        commit = max(n["commit_index"] or 0 for n in cluster.wait_converged(timeout=300))
         phases["converge"] = clock()
         files = asyncio.run(data_workload.verify(masters, directory, data, len(chunks.ids)))
         phases["read_back"] = clock()
