@@ -17,6 +17,8 @@ from services.common.posix.errors import FsError
 from services.common.posix.records import ROOT_INO
 from tests.integration.metadata_cluster import MetadataCluster
 from tests.integration.test_raft_cluster import names_in_root
+from tests.nemesis.cluster import fill as fill_to
+from tests.nemesis.cluster import mount_tmpfs, unfill
 
 pytestmark = pytest.mark.slow
 DISK_MB, RESERVE_MB = 160, 32
@@ -31,10 +33,7 @@ def cluster(tmp_path):
     mounted = []
     try:
         for i in c.addresses:
-            os.makedirs(c.data(i))
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs",
-                            c.data(i)], check=True)
-            mounted.append(c.data(i))
+            mounted.append(mount_tmpfs(c.data(i), DISK_MB))
         yield c
     finally:
         c.stop_all()
@@ -44,13 +43,11 @@ def cluster(tmp_path):
 
 def fill(c: MetadataCluster, i: int, leave_mb: int = 16) -> None:
     """Leave `leave_mb` free on node i's disk (16: below its reserve, above its floor)."""
-    st = os.statvfs(c.data(i))
-    with open(os.path.join(c.data(i), "filler"), "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - (leave_mb << 20))
+    fill_to(c.data(i), leave_mb << 20)
 
 
 def free(c: MetadataCluster, i: int) -> None:
-    os.remove(os.path.join(c.data(i), "filler"))
+    unfill(c.data(i))
 
 
 async def mkdir(md: MetadataClient, name: bytes) -> int:

@@ -538,7 +538,7 @@ class RaftNode:
             if self._checkpoint.done():
                 self._finish_checkpoint()
             return
-        if self._disk_low():
+        if self.disk.low():        # _step_inputs already said so and handed over
             return
         applied = self.machine.applied_index
         if applied - self.core.snapshot.index < self.options.snapshot_every \
